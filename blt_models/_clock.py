@@ -1,0 +1,242 @@
+"""One clock for every model: the unroller behind ``forward`` and ``forward_timesteps``.
+
+A family implements a small protocol (:class:`ClockedModel`): its layer names, when each layer
+first has activity, which steps carry a readout, and a generator ``_unroll`` that yields one
+:class:`Step` per step of the clock. Everything users see about time (stacking readouts, capturing
+features on the global clock, validating inputs and timesteps) lives here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ClockedModel", "TimestepOutput", "Step", "InputError", "TimestepsError"]
+
+
+class InputError(ValueError):
+    """An input tensor the model cannot take (rank, dtype, channels, spatial size)."""
+
+
+class TimestepsError(ValueError):
+    """A number of timesteps that gives no readout, or a step outside the clock."""
+
+
+@dataclass
+class TimestepOutput:
+    """Result of :meth:`ClockedModel.forward_timesteps`.
+
+    Attributes:
+        logits: ``[R, B, num_classes]``, one row per step that has a readout, in time order.
+        steps: ``LongTensor [R]``, the clock step of each row of ``logits``.
+        features: ``{layer: Tensor [T, B, C, H, W]}`` for the requested layers, indexed by clock
+            step ``0 .. T-1``. Steps before ``first_step[layer]`` hold zeros: the layer has no
+            activity yet (nothing has reached it), which is what a zero map means after a ReLU.
+        first_step: ``{layer: int}``, the first step at which each layer has activity.
+        timesteps: ``T``, the number of steps the clock ran.
+    """
+
+    logits: Tensor
+    steps: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+    first_step: dict[str, int] = field(default_factory=dict)
+    timesteps: int = 0
+
+
+@dataclass
+class Step:
+    """What a family's ``_unroll`` yields for clock step ``t``.
+
+    ``features`` holds the captured layers that are active at ``t`` (canonical names);
+    ``logits`` is the readout if one was requested at ``t``, else None.
+    """
+
+    t: int
+    features: dict[str, Tensor]
+    logits: Tensor | None = None
+
+
+class ClockedModel(nn.Module):
+    """Base class of every zoo model: ``forward`` and ``forward_timesteps`` on one clock.
+
+    Subclasses set ``in_chans``, ``num_classes``, ``timesteps`` (default number of steps) and
+    implement ``layer_names``, ``first_steps``, ``readout_steps``, ``_unroll`` and optionally
+    ``layer_aliases`` and ``_check_spatial_size``.
+    """
+
+    in_chans: int
+    num_classes: int
+    timesteps: int
+    pretrained_cfg: object | None = None
+    #: Dotted names of the classifier Linear and the first convolution (for head / input changes).
+    classifier_name: str = ""
+    first_conv_name: str = ""
+    #: Reference-code names accepted in place of ``layer_names`` (e.g. ``output_3``).
+    layer_aliases: dict[str, str] = {}
+
+    # ----------------------------------------------------------------------------- protocol
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
+        """``{layer: first clock step with activity}`` for a run of ``timesteps`` steps."""
+        raise NotImplementedError
+
+    def readout_steps(self, timesteps: int | None = None) -> list[int]:
+        """Clock steps that carry a readout in a run of ``timesteps`` steps."""
+        raise NotImplementedError
+
+    def _unroll(
+        self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> Iterator[Step]:
+        raise NotImplementedError
+
+    def _check_spatial_size(self, height: int, width: int) -> None:
+        """Raise :class:`InputError` if the architecture cannot take this image size."""
+
+    # ----------------------------------------------------------------------------- public
+    def resolve_layer(self, name: str) -> str:
+        """Canonical layer name for ``name`` (a layer name or a reference alias)."""
+        if name in self.layer_names:
+            return name
+        if name in self.layer_aliases:
+            return self.layer_aliases[name]
+        import difflib
+
+        known = list(self.layer_names) + list(self.layer_aliases)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"{type(self).__name__} has no layer {name!r}.{hint} "
+            f"Layers: {', '.join(self.layer_names)}."
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` of the readout at the last step of the default clock."""
+        timesteps = self._resolve_timesteps(None)
+        self._check_input(x)
+        last = self.readout_steps(timesteps)[-1]
+        logits = None
+        for step in self._unroll(x, timesteps, frozenset(), frozenset({last})):
+            if step.logits is not None:
+                logits = step.logits
+        assert logits is not None
+        return logits
+
+    def forward_timesteps(
+        self,
+        x: Tensor,
+        timesteps: int | None = None,
+        layers: Sequence[str] | str | None = None,
+    ) -> TimestepOutput:
+        """Run the clock and return every readout and the requested layers at every step.
+
+        Args:
+            x: images ``[B, C, H, W]``, floating point, normalised as ``pretrained_cfg`` says.
+            timesteps: number of clock steps ``T``; None uses ``model.timesteps``.
+            layers: names from ``model.layer_names`` (reference aliases accepted), ``"all"``, or
+                None for no features.
+
+        Returns:
+            :class:`TimestepOutput` with ``logits [R, B, K]``, ``steps [R]``, ``features
+            {layer: [T, B, C, H, W]}`` (keys as requested) and ``first_step``.
+        """
+        timesteps = self._resolve_timesteps(timesteps)
+        self._check_input(x)
+        if layers is None:
+            requested: list[str] = []
+        elif isinstance(layers, str):
+            requested = list(self.layer_names) if layers == "all" else [layers]
+        else:
+            requested = list(layers)
+        canonical = {name: self.resolve_layer(name) for name in requested}
+        capture = frozenset(canonical.values())
+        steps = self.readout_steps(timesteps)
+
+        buffers: dict[str, Tensor] = {}
+        logits: list[Tensor] = []
+        for step in self._unroll(x, timesteps, capture, frozenset(steps)):
+            for name, value in step.features.items():
+                if name not in buffers:
+                    buffers[name] = value.new_zeros((timesteps, *value.shape))
+                buffers[name][step.t] = value
+            if step.logits is not None:
+                logits.append(step.logits)
+
+        first = self.first_steps(timesteps)
+        first_step = dict(first)
+        features = {}
+        for name, layer in canonical.items():
+            features[name] = buffers[layer]
+            first_step[name] = first[layer]
+        return TimestepOutput(
+            logits=torch.stack(logits),
+            steps=torch.tensor(steps, dtype=torch.long),
+            features=features,
+            first_step=first_step,
+            timesteps=timesteps,
+        )
+
+    def get_classifier(self) -> nn.Linear:
+        return self.get_submodule(self.classifier_name)  # type: ignore[return-value]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the readout's Linear by a freshly initialised one with ``num_classes`` outputs."""
+        old = self.get_classifier()
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        self.set_submodule(self.classifier_name, new)
+        self.num_classes = num_classes
+
+    # ----------------------------------------------------------------------------- checks
+    @property
+    def min_timesteps(self) -> int:
+        """Smallest number of steps that gives at least one readout."""
+        t = 1
+        while not self.readout_steps(t):
+            t += 1
+            if t > 10_000:  # pragma: no cover - a family bug, not a user error
+                raise RuntimeError("no readout within 10000 steps")
+        return t
+
+    def _resolve_timesteps(self, timesteps: int | None) -> int:
+        t = self.timesteps if timesteps is None else timesteps
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise TimestepsError(f"timesteps must be a positive integer; got {t!r}")
+        if not self.readout_steps(t):
+            need = self.min_timesteps
+            raise TimestepsError(
+                f"{self._display_name()} needs timesteps >= {need} for a readout (its readout layer "
+                f"first has activity at step {need - 1}); got timesteps={t}."
+            )
+        return t
+
+    def _display_name(self) -> str:
+        cfg = self.pretrained_cfg
+        return getattr(cfg, "architecture", "") or type(self).__name__
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise InputError(f"expected a torch.Tensor of images [B, C, H, W]; got {type(x).__name__}")
+        if x.ndim != 4:
+            fix = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
+            raise InputError(
+                f"expected a 4-D image batch [B, C, H, W]; got a {x.ndim}-D tensor of shape "
+                f"{tuple(x.shape)}.{fix}"
+            )
+        if not x.is_floating_point():
+            raise InputError(
+                f"expected a floating-point image tensor; got dtype {x.dtype}. Convert with "
+                "x.float() / 255 and normalise with the model's mean/std "
+                "(blt_models.create_transform(model) does both for PIL images)."
+            )
+        if x.shape[1] != self.in_chans:
+            raise InputError(
+                f"{self._display_name()} expects {self.in_chans} input channel(s); got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)}). Create the model with in_chans={x.shape[1]}, or "
+                "convert the images (e.g. grayscale -> RGB with x.expand(-1, 3, -1, -1))."
+            )
+        self._check_spatial_size(int(x.shape[2]), int(x.shape[3]))

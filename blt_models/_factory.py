@@ -1,0 +1,109 @@
+"""``create_model``: from a name (``arch``, ``arch.tag``, ``hf-hub:``, ``local-dir:``) to a model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._builder import load_checkpoint
+from ._clock import ClockedModel
+from ._hub import resolve_weights_file
+from ._registry import get_model_entrypoint, get_pretrained_cfg, split_model_name_tag
+
+__all__ = ["create_model"]
+
+
+def create_model(
+    model_name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    timesteps: int | None = None,
+    **kwargs: Any,
+) -> ClockedModel:
+    """Build a zoo model, optionally with weights.
+
+    Args:
+        model_name: ``"blt_bl"``, ``"arch.tag"`` (a pretrained config), ``"hf-hub:org/repo[@rev]"``
+            or ``"local-dir:/path"`` (a folder written by :func:`save_pretrained`).
+        pretrained: load the weights of the tag (the architecture's default tag if none is named).
+        checkpoint_path: a local weight file: safetensors, a state dict, a reference training
+            checkpoint or an official CORnet file. Loaded strictly.
+        num_classes: readout width; with ``pretrained=True`` a different value replaces the head
+            by a freshly initialised one. None: as the tag / architecture default.
+        in_chans: input channels; with ``pretrained=True`` a different value adapts the first
+            convolution (timm's ``adapt_input_conv``). None: as the tag / default (3).
+        timesteps: default number of clock steps of recurrent models (the reference ``times``).
+        **kwargs: architecture arguments (``num_layers``, ``pool``, ``unroll``...).
+
+    A named tag (or ``pretrained=True``) also supplies the defaults that its weights need
+    (timesteps, unrolling, classes, architecture arguments); explicit arguments override them.
+    """
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        from ._published import create_from_published
+
+        return create_from_published(
+            model_name, pretrained=pretrained, checkpoint_path=checkpoint_path,
+            num_classes=num_classes, in_chans=in_chans, timesteps=timesteps, **kwargs,
+        )  # fmt: skip
+    arch, tag = split_model_name_tag(model_name)
+    entrypoint = get_model_entrypoint(arch)
+    cfg = get_pretrained_cfg(arch, tag)
+    if pretrained and checkpoint_path is not None:
+        raise ValueError("pass either pretrained=True or checkpoint_path=, not both")
+
+    build: dict[str, Any] = {}
+    if pretrained or tag:
+        build.update(cfg.model_args)
+        build["num_classes"] = cfg.num_classes
+        build["in_chans"] = cfg.input_size[0]
+        if cfg.timesteps is not None:
+            build["timesteps"] = cfg.timesteps
+        if cfg.unroll is not None:
+            build["unroll"] = cfg.unroll
+    build.update(kwargs)
+    if timesteps is not None:
+        build["timesteps"] = timesteps
+    # Weights from a tag define the head and stem; other values adapt them after loading.
+    if not pretrained:
+        if num_classes is not None:
+            build["num_classes"] = num_classes
+        if in_chans is not None:
+            build["in_chans"] = in_chans
+    model = entrypoint(**build)
+    model.pretrained_cfg = cfg
+    weights = resolve_weights_file(cfg) if pretrained else checkpoint_path
+    if weights is not None:
+        load_checkpoint(model, weights)
+    if in_chans is not None and in_chans != model.in_chans:
+        adapt_in_chans(model, in_chans)
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    model.pretrained_cfg = cfg.replace(
+        architecture=arch,
+        num_classes=model.num_classes,
+        input_size=(model.in_chans, *cfg.input_size[1:]),
+        timesteps=model.timesteps,
+        unroll=getattr(model, "unroll", cfg.unroll),
+        class_names=cfg.class_names if model.num_classes == cfg.num_classes else None,
+    )
+    return model
+
+
+def adapt_in_chans(model: ClockedModel, in_chans: int) -> None:
+    """Change the input channels of a loaded model, keeping its first-layer filters meaningful."""
+    from timm.models import adapt_input_conv
+    from torch import nn
+
+    conv = model.get_submodule(model.first_conv_name)
+    assert isinstance(conv, nn.Conv2d)
+    new = nn.Conv2d(
+        in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        bias=conv.bias is not None,
+    )  # fmt: skip
+    new.weight.data = adapt_input_conv(in_chans, conv.weight.data)
+    if conv.bias is not None:
+        new.bias.data = conv.bias.data.clone()
+    model.set_submodule(model.first_conv_name, new)
+    model.in_chans = in_chans

@@ -1,0 +1,5 @@
+"""Model families; importing this package registers every architecture."""
+
+from .blt import BLT
+
+__all__ = ["BLT"]

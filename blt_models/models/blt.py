@@ -1,0 +1,473 @@
+"""BLT: bottom-up, lateral and top-down recurrent convnets (CCN 2024 reference family).
+
+One configurable model, :class:`BLT`, built from a connectivity description: the reference's
+model name (``bl``, ``b2lt3``...) gives the set of "shifts" (source - target layer index) and a
+layer table gives channels and map sizes. Module and state-dict names follow the reference code
+(``conv_input``, ``pool_input``, ``norm_{k}``, ``conv_{src}_{dst}``, ``read_out.linear``), so its
+checkpoints load as they are.
+
+Time (reference section 2): step 0 runs the stem and layer 0; at every later step each layer sums
+the edges from the *previous* step's outputs (synchronous update), layer 0 adds the stem drive
+last, and ``ReLU(GroupNorm(.))`` gives the layer's output. A layer that nothing has reached yet is
+absent. Names whose connectivity is bottom-up only (``blt_b``, ``blt_b_pm``,
+``blt_b_top2linear``) are feed-forward: one sweep, one readout, ``timesteps`` ignored, as in the
+reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from antialiased_cnns import BlurPool
+from torch import Tensor, nn
+
+from .._clock import ClockedModel, InputError, Step
+from .._pretrained import (
+    CCN2024_CITATION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGGFACE2_MEAN,
+    VGGFACE2_STD,
+    PretrainedCfg,
+)
+from .._registry import register_model, register_pretrained_cfgs
+
+__all__ = ["BLT", "parse_connectivity", "BLT_NAMES", "LAYER_TABLES"]
+
+POOLS = ("max", "avg", "blur")
+UNROLLS = ("biological", "standard")
+
+# Layer tables of the reference (section 1.2): channels and map sizes at a 224 px input.
+LAYER_TABLES: dict[tuple[int, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
+    (4, "standard"): ((64, 128, 256, 512), (56, 28, 14, 7)),
+    (5, "standard"): ((64, 128, 128, 256, 512), (56, 28, 14, 7, 7)),
+    (6, "standard"): ((64, 64, 128, 256, 512, 512), (56, 56, 28, 14, 7, 7)),
+    (6, "top2linear"): ((64, 128, 256, 512, 1024, 2048), (56, 28, 14, 7, 1, 1)),
+    (6, "pm"): ((64, 128, 256, 256, 512, 512), (112, 56, 28, 28, 14, 7)),
+    (8, "standard"): ((64, 128, 128, 256, 256, 256, 256, 512), (112, 56, 28, 28, 7, 7, 7, 7)),
+}
+
+# The 27 BLT choices of the reference training script (section 1.3), without the "blt_" prefix.
+BLT_NAMES = (
+    "b", "b_pm", "b_top2linear", "b2", "b3", "bl", "bl_top2linear", "b2l", "b3l",
+    "bt", "b2t", "b3t", "blt", "b2lt", "b3lt", "bt2", "b2t2", "b3t2", "blt2", "b2lt2", "b3lt2",
+    "bt3", "b2t3", "b3t3", "blt3", "b2lt3", "b3lt3",
+)  # fmt: skip
+
+
+def parse_connectivity(name: str) -> tuple[tuple[int, ...], str]:
+    """Shifts and layer-table variant of a reference model name (``"bl_top2linear"``...).
+
+    Shifts are ``source - target`` layer offsets: -1 bottom-up from the layer below, 0 lateral,
+    +1 top-down from the layer above, and so on. As in the reference, the table variant is chosen
+    on the full name, the shifts on the part before the first underscore, by substring tests.
+    """
+    variant = "pm" if "b_pm" in name else "top2linear" if "top2linear" in name else "standard"
+    stem = name.split("_", 1)[0]
+    if not stem.startswith("b") or set(stem) - set("blt23"):
+        raise ValueError(f"not a BLT connectivity name: {name!r} (expected e.g. 'bl', 'b2lt3')")
+    shifts = [-1]
+    if "l" in stem:
+        shifts.append(0)
+    if "b2" in stem:
+        shifts.append(-2)
+    if "b3" in stem:
+        shifts += [-2, -3]
+    if "t" in stem:
+        shifts.append(1)
+    if "t2" in stem:
+        shifts.append(2)
+    if "t3" in stem:
+        shifts += [2, 3]
+    return tuple(sorted(set(shifts))), variant
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A connection ``src -> dst``; ``kind`` is bottom_up, lateral or top_down."""
+
+    src: int
+    dst: int
+    factor: int  # map-size ratio between the two layers (>= 1)
+
+    @property
+    def kind(self) -> str:
+        return "bottom_up" if self.src < self.dst else "lateral" if self.src == self.dst else "top_down"
+
+    @property
+    def name(self) -> str:
+        return f"conv_{self.src}_{self.dst}"
+
+
+def _make_pool(pool: str, channels: int) -> tuple[str, nn.Module]:
+    if pool == "max":
+        return "maxpool", nn.MaxPool2d(3, 2, 1)
+    if pool == "avg":
+        return "avgpool", nn.AvgPool2d(3, 2, 1)
+    return "blurpool", BlurPool(channels, stride=2)
+
+
+def _bottom_up_module(edge: Edge, c_in: int, c_out: int, s_in: int, s_out: int, pool: str) -> nn.Module:
+    """Bottom-up or lateral edge (reference section 1.4)."""
+    if edge.factor == 1:
+        k = 1 if (s_in == 1 or s_out == 1) else 3
+        return nn.Conv2d(c_in, c_out, k, 1, k // 2)
+    if s_out == 1:
+        if (edge.src, edge.dst) != (3, 4) or s_in == 1:
+            raise ValueError(f"unsupported edge {edge.name}: only 3->4 may map onto a 1x1 layer")
+        pooled = math.ceil(s_in / 2)
+        # Always max pooling, whatever `pool` says, and a Linear over the flattened pooled map.
+        return nn.Sequential(
+            dict_of(
+                maxpool=nn.MaxPool2d(3, 2, 1),
+                flatten=nn.Flatten(),
+                linear=nn.Linear(c_in * pooled * pooled, c_out),
+                unflatten=nn.Unflatten(1, (c_out, 1, 1)),
+            )
+        )
+    if edge.factor not in (2, 4, 8, 16):
+        raise ValueError(f"unsupported bottom-up factor {edge.factor} for edge {edge.name}")
+    # The pool halves the map; the conv's stride does the rest.
+    stride = edge.factor // 2
+    pool_name, pool_module = _make_pool(pool, c_in)
+    conv = nn.Conv2d(c_in, c_out, 2 * stride + 1, stride, stride)
+    return nn.Sequential(dict_of(**{pool_name: pool_module, "conv": conv}))
+
+
+def _top_down_module(edge: Edge, c_in: int, c_out: int) -> nn.Module:
+    if edge.factor == 1:
+        return nn.Conv2d(c_in, c_out, 3, 1, 1)
+    if edge.factor not in (2, 4, 8, 16):
+        raise ValueError(f"unsupported top-down factor {edge.factor} for edge {edge.name}")
+    f = edge.factor
+    return nn.ConvTranspose2d(c_in, c_out, f + 1, f, padding=1, output_padding=1)
+
+
+def dict_of(**modules: nn.Module):
+    from collections import OrderedDict
+
+    return OrderedDict(modules)
+
+
+class BLT(ClockedModel):
+    """A BLT network built from a connectivity description.
+
+    Args:
+        connectivity: reference model name without ``blt_`` (``"bl"``, ``"b2lt3"``,
+            ``"bl_top2linear"``, ``"b_pm"``...), or an explicit sequence of shifts.
+        num_layers: 4, 5, 6 (default) or 8; channels and map sizes from the reference table.
+        pool: ``"max"``, ``"avg"`` (``"average"`` accepted) or ``"blur"``: the stem pool and the
+            pool in front of strided bottom-up convs.
+        num_classes: width of the linear readout.
+        in_chans: input channels.
+        timesteps: default number of clock steps (the reference's ``times``).
+        unroll: ``"biological"`` (reference; layer k first active at step f(k)) or ``"standard"``
+            (full bottom-up sweep inside every step, a readout at every step).
+        channels, sizes: override the layer table (sizes are map sizes at ``nominal_size``).
+        nominal_size: input size at which ``sizes`` hold (224 for the reference tables).
+
+    Shapes: input ``[B, in_chans, H, W]``; logits ``[B, num_classes]``.
+    """
+
+    classifier_name = "read_out.linear"
+    first_conv_name = "conv_input"
+
+    def __init__(
+        self,
+        connectivity: str | Sequence[int] = "bl",
+        num_layers: int = 6,
+        pool: str = "max",
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        timesteps: int = 10,
+        unroll: str = "biological",
+        channels: Sequence[int] | None = None,
+        sizes: Sequence[int] | None = None,
+        nominal_size: int = 224,
+    ) -> None:
+        super().__init__()
+        if isinstance(connectivity, str):
+            shifts, variant = parse_connectivity(connectivity)
+        else:
+            shifts, variant = tuple(sorted(set(connectivity))), "standard"
+        pool = "avg" if pool == "average" else pool
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS} (or 'average'); got {pool!r}")
+        if unroll not in UNROLLS:
+            raise ValueError(f"unroll must be one of {UNROLLS}; got {unroll!r}")
+        if channels is None or sizes is None:
+            key = (num_layers, variant)
+            if key not in LAYER_TABLES:
+                known = sorted({n for n, _ in LAYER_TABLES})
+                raise ValueError(
+                    f"no layer table for num_layers={num_layers} with the {variant!r} variant "
+                    f"(tables: num_layers in {known}; 'top2linear' and 'pm' exist for 6 layers)."
+                )
+            table_channels, table_sizes = LAYER_TABLES[key]
+            channels = channels or table_channels
+            sizes = sizes or table_sizes
+        if len(channels) != len(sizes):
+            raise ValueError("channels and sizes must have one entry per layer")
+        self.connectivity = connectivity if isinstance(connectivity, str) else "custom"
+        self.shifts = shifts
+        self.channels = tuple(int(c) for c in channels)
+        self.sizes = tuple(int(s) for s in sizes)
+        self.num_layers = len(self.channels)
+        self.pool = pool
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.nominal_size = nominal_size
+        self.feedforward = set(shifts) == {-1}
+        self.unroll = "standard" if self.feedforward else unroll
+        self.timesteps = 1 if self.feedforward else timesteps
+        num_layers = self.num_layers
+
+        # Edges: conn[i, j] = 1 iff i - j is a shift (rows source, columns target).
+        self.edges: list[Edge] = []
+        for i in range(num_layers):
+            for j in range(num_layers):
+                if i - j in shifts:
+                    si, sj = self.sizes[i], self.sizes[j]
+                    factor = max(si, sj) // min(si, sj)
+                    self.edges.append(Edge(i, j, factor))
+        self.sources: list[list[Edge]] = [
+            [e for e in self.edges if e.dst == k] for k in range(num_layers)
+        ]
+
+        # Modules in the reference registration order (state-dict order).
+        c0, s0 = self.channels[0], self.sizes[0]
+        if s0 * 4 == nominal_size:
+            self.conv_input = nn.Conv2d(in_chans, c0, 7, 2, 3)
+        elif s0 * 2 == nominal_size:
+            self.conv_input = nn.Conv2d(in_chans, c0, 5, 1, 2)
+        else:
+            raise ValueError(f"layer 0 size must be nominal_size/4 or /2; got {s0} at {nominal_size}")
+        self.pool_input = _make_pool(pool, c0)[1]
+        for i in range(num_layers):
+            self.add_module(f"norm_{i}", nn.GroupNorm(32, self.channels[i]))
+            for edge in (e for e in self.edges if e.src == i):
+                ci, cj = self.channels[edge.src], self.channels[edge.dst]
+                if edge.kind == "top_down":
+                    if self.sizes[edge.src] == 1 and self.sizes[edge.dst] != 1:
+                        raise ValueError(f"unsupported top-down edge {edge.name} out of a 1x1 layer")
+                    module = _top_down_module(edge, ci, cj)
+                else:
+                    module = _bottom_up_module(
+                        edge, ci, cj, self.sizes[edge.src], self.sizes[edge.dst], pool
+                    )
+                self.add_module(edge.name, module)
+        self.read_out = nn.Sequential(
+            dict_of(
+                gap=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(),
+                linear=nn.Linear(self.channels[-1], num_classes),
+            )
+        )
+        self._first = self._first_active_steps()
+
+    # ----------------------------------------------------------------------------- clock protocol
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(f"layer{k}" for k in range(self.num_layers))
+
+    @property
+    def layer_aliases(self) -> dict[str, str]:  # type: ignore[override]
+        return {f"output_{k}": f"layer{k}" for k in range(self.num_layers)}
+
+    def _first_active_steps(self) -> list[int]:
+        """f(0) = 0, f(k) = 1 + min over bottom-up sources f(src) (reference section 2)."""
+        first = [0] * self.num_layers
+        for k in range(1, self.num_layers):
+            first[k] = 1 + min(first[e.src] for e in self.sources[k] if e.src < k)
+        return first
+
+    def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
+        if self.unroll == "standard":
+            return dict.fromkeys(self.layer_names, 0)
+        return dict(zip(self.layer_names, self._first))
+
+    def readout_steps(self, timesteps: int | None = None) -> list[int]:
+        t_total = self.timesteps if timesteps is None or self.feedforward else timesteps
+        start = 0 if self.unroll == "standard" else self._first[-1]
+        return list(range(start, t_total))
+
+    def _resolve_timesteps(self, timesteps: int | None) -> int:
+        # Feed-forward names ignore `timesteps`, as the reference ignores `times` for them.
+        return 1 if self.feedforward else super()._resolve_timesteps(timesteps)
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the total stride down to the smallest non-1x1 map."""
+        return self.nominal_size // min(s for s in self.sizes if s > 1)
+
+    def layer_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Map size of every layer for an input of ``height x width``."""
+        out = []
+        for side in (height, width):
+            sides = []
+            s = math.ceil(side / 2) if self.sizes[0] * 4 == self.nominal_size else side
+            s = math.ceil(s / 2)
+            sides.append(s)
+            for k in range(1, self.num_layers):
+                if self.sizes[k] == 1 and self.sizes[k - 1] != 1:
+                    s = 1
+                else:
+                    s = math.ceil(s / (self.sizes[k - 1] // self.sizes[k]))
+                sides.append(s)
+            out.append(sides)
+        return list(zip(out[0], out[1]))
+
+    def _check_spatial_size(self, height: int, width: int) -> None:
+        need = self.min_input_size
+        name = self._display_name()
+        if height < need or width < need:
+            raise InputError(
+                f"image {height}x{width} is too small for {name}: it needs at least {need}x{need} "
+                f"(its deepest layer sees the input at stride {need}). Resize the images, e.g. to "
+                f"{self.nominal_size}x{self.nominal_size}."
+            )
+        sizes = self.layer_sizes(height, width)
+        for edge in self.edges:
+            if edge.kind == "top_down" and edge.factor > 1:
+                got = tuple(edge.factor * s for s in sizes[edge.src])
+                if got != sizes[edge.dst]:
+                    raise InputError(
+                        f"image {height}x{width} does not fit {name}: top-down edge {edge.name} "
+                        f"maps layer {edge.src} ({sizes[edge.src]}) to {got}, but layer {edge.dst} "
+                        f"is {sizes[edge.dst]}. Use a height and width divisible by {need} "
+                        f"(e.g. {self.nominal_size})."
+                    )
+            if self.sizes[edge.dst] == 1 and self.sizes[edge.src] != 1:
+                pooled = tuple(math.ceil(s / 2) for s in sizes[edge.src])
+                nominal = math.ceil(self.sizes[edge.src] / 2)
+                if pooled != (nominal, nominal):
+                    raise InputError(
+                        f"image {height}x{width} does not fit {name}: edge {edge.name} is a Linear "
+                        f"over a fixed {nominal}x{nominal} pooled map, which needs an input of "
+                        f"{self.nominal_size}x{self.nominal_size} (layer {edge.src} must be "
+                        f"{2 * nominal - 1} or {2 * nominal} px; got {sizes[edge.src]})."
+                    )
+
+    # ----------------------------------------------------------------------------- unrolling
+    def _schedule(
+        self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> list[list[bool]]:
+        """``needed[t][k]``: whether layer k must be computed at step t.
+
+        Only work that reaches a requested output runs: readouts at ``readouts`` and every active
+        step of the captured layers; everything else is pruned by walking the dependencies back
+        in time. This never changes a computed value.
+        """
+        L = self.num_layers
+        standard = self.unroll == "standard"
+        active = [[standard or t >= self._first[k] for k in range(L)] for t in range(timesteps)]
+        needed = [[False] * L for _ in range(timesteps)]
+        for t in readouts:
+            needed[t][L - 1] = True
+        for k, name in enumerate(self.layer_names):
+            if name in capture:
+                for t in range(timesteps):
+                    needed[t][k] = active[t][k]
+        for t in reversed(range(timesteps)):
+            for k in reversed(range(L)):
+                if not needed[t][k]:
+                    continue
+                for edge in self.sources[k]:
+                    if standard and edge.src < k:
+                        needed[t][edge.src] = True
+                    elif t > 0 and active[t - 1][edge.src]:
+                        needed[t - 1][edge.src] = True
+        return needed
+
+    def _unroll(
+        self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> Iterator[Step]:
+        needed = self._schedule(timesteps, capture, readouts)
+        names = self.layer_names
+        L = self.num_layers
+        standard = self.unroll == "standard"
+        drive = self.pool_input(self.conv_input(x))  # layer-0 drive, reused at every step
+        prev: list[Tensor | None] = [None] * L
+        for t in range(timesteps):
+            cur: list[Tensor | None] = [None] * L
+            for k in range(L):
+                if not needed[t][k]:
+                    continue
+                z: Tensor | None = None
+                for edge in self.sources[k]:
+                    src = cur[edge.src] if (standard and edge.src < k) else prev[edge.src]
+                    if src is None:
+                        continue
+                    term = self.get_submodule(edge.name)(src)
+                    z = term if z is None else z + term
+                if k == 0:
+                    z = drive if z is None else z + drive
+                if z is not None:
+                    cur[k] = F.relu(self.get_submodule(f"norm_{k}")(z), inplace=True)
+            features = {n: cur[k] for k, n in enumerate(names) if n in capture and cur[k] is not None}
+            logits = None
+            if t in readouts and cur[-1] is not None:
+                logits = self.read_out(cur[-1])
+            yield Step(t, features, logits)  # type: ignore[arg-type]
+            prev = cur
+
+    def extra_repr(self) -> str:
+        return (
+            f"connectivity={self.connectivity!r}, shifts={self.shifts}, unroll={self.unroll!r}, "
+            f"timesteps={self.timesteps}, pool={self.pool!r}"
+        )
+
+
+# --------------------------------------------------------------------------------- configs
+def _ccn_cfgs(arch: str) -> list[PretrainedCfg]:
+    """Training setups of the CCN 2024 runs. Their weights are not public: these records carry
+    preprocessing and timing so that a checkpoint from those runs can be used correctly."""
+    common = dict(
+        architecture=arch,
+        license="GPL-3.0 (reference code); weights not published",
+        source="github.com/Hosseinadeli/BLT_recurrent_models (main.py)",
+        citation=CCN2024_CITATION,
+        timesteps=10,
+        unroll="biological",
+    )
+    return [
+        PretrainedCfg(tag="imagenet", num_classes=1000, training_data="ImageNet-1k",
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD, **common),
+        PretrainedCfg(tag="vggface2", num_classes=3890, training_data="VGGFace2 (3890 identities)",
+                      mean=VGGFACE2_MEAN, std=VGGFACE2_STD, **common),
+        PretrainedCfg(tag="imagenet_vggface2", num_classes=2420,
+                      training_data="ImageNet classes 0-499 + VGGFace2 1920 identities (labels 500-2419); "
+                      "each part normalised with its own statistics",
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD, **common),
+    ]  # fmt: skip
+
+
+def _build_blt(name: str, **kwargs) -> BLT:
+    return BLT(connectivity=name, **kwargs)
+
+
+def _register_all() -> None:
+    cfgs: list[PretrainedCfg] = []
+    for short in BLT_NAMES:
+        arch = f"blt_{short}"
+
+        def entrypoint(_short: str = short, **kwargs) -> BLT:
+            return _build_blt(_short, **kwargs)
+
+        entrypoint.__name__ = arch
+        entrypoint.__qualname__ = arch
+        entrypoint.__doc__ = f"BLT ``{short}`` (reference ``--model {arch}``)."
+        register_model(entrypoint)
+        cfgs += _ccn_cfgs(arch)
+    # The recorded runs used 15 steps for bl_top2linear (reference section 6.6).
+    for cfg in cfgs:
+        if cfg.architecture == "blt_bl_top2linear":
+            cfg.timesteps = 15
+    register_pretrained_cfgs(cfgs)
+
+
+_register_all()
