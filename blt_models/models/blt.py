@@ -352,6 +352,16 @@ class BLT(ClockedModel):
                         f"{2 * nominal - 1} or {2 * nominal} px; got {sizes[edge.src]})."
                     )
 
+    def validate_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        """Blur checkpoints carry the fixed BlurPool filters (``*.filt``); they must be unchanged."""
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if key.endswith("filt") and not torch.allclose(value.float(), own[key].float()):
+                raise ValueError(
+                    f"{key} is not the fixed [1,3,3,1]x[1,3,3,1]/64 blur filter of antialiased-cnns; "
+                    "the checkpoint was not written by a BLT model with pool='blur'."
+                )
+
     # ----------------------------------------------------------------------------- unrolling
     def _schedule(
         self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]

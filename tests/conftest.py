@@ -1,0 +1,26 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter (GroupNorm affine included) non-trivial values, reproducibly."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and ("norm" in name or "bn" in name):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen) if name.endswith("weight")
+                        else 0.2 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+@pytest.fixture
+def rand_images():
+    def make(batch=2, channels=3, size=64, seed=0):
+        return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+    return make
