@@ -50,6 +50,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from blt_models.demo import run_demo
+
+    run_demo(args.model, args.out, pretrained=args.pretrained)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blt-models", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture, parameters, timing and tags of a model")
     p.add_argument("name", help="architecture or arch.tag")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="run the shipped sample images through a model; plot its dynamics")
+    p.add_argument("--model", default="blt_bl", help="architecture or arch.tag (default: blt_bl)")
+    p.add_argument("--pretrained", action="store_true", help="load the tag's weights")
+    p.add_argument("--out", default="outputs/demo", help="folder for activity.png")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Creates .venv with blt-models (editable) and its dependencies in one resolver run.
-# torch/torchvision are pinned to the builds served from this machine's disk; installing
-# them together with everything else keeps pip from swapping torch for another build.
+# Creates .venv with blt-models (editable) and its dependencies in one resolver run, plus the
+# system data the examples use. torch/torchvision are pinned to the builds served from this
+# machine's disk; installing them together with everything else keeps pip from swapping torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+LOG=.venv-setup.log
 if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv (the first run installs PyTorch and friends; a few minutes)"
   "$PY" -m venv .venv
 fi
 STAMP=.venv/.blt-models-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet \
-    "torch==2.14.1" "torchvision==0.29.1" \
-    -e ".[dev,extract,analysis,train]"
+  echo "setup: installing blt-models and its dependencies into .venv (log: $LOG)"
+  if ! { .venv/bin/python -m pip install --upgrade pip &&
+         .venv/bin/python -m pip install "torch==2.14.1" "torchvision==0.29.1" \
+           -e ".[dev,extract,analysis,train]"; } >"$LOG" 2>&1; then
+    tail -n 30 "$LOG"
+    echo "setup: pip install failed; full log in $LOG" >&2
+    exit 1
+  fi
   touch "$STAMP"
 fi

@@ -393,6 +393,18 @@ class BLT(ClockedModel):
                         needed[t - 1][edge.src] = True
         return needed
 
+    @staticmethod
+    def _post(norm: nn.GroupNorm, z: Tensor) -> Tensor:
+        """``ReLU(GroupNorm(z))``, the output of a layer from its summed drive."""
+        if z.dtype == norm.weight.dtype:
+            return F.relu(norm(z), inplace=True)
+        # Low-precision activations under autocast: autocast would run GroupNorm in fp32 and cast
+        # every map twice; normalising in the activation dtype (fp32 accumulation inside the
+        # kernel) keeps the whole step in bf16.
+        with torch.autocast(z.device.type, enabled=False):
+            out = F.group_norm(z, norm.num_groups, norm.weight.to(z.dtype), norm.bias.to(z.dtype), norm.eps)
+        return F.relu(out, inplace=True)
+
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
     ) -> Iterator[Step]:
@@ -400,6 +412,7 @@ class BLT(ClockedModel):
         names = self.layer_names
         L = self.num_layers
         standard = self.unroll == "standard"
+        norms = [self.get_submodule(f"norm_{k}") for k in range(L)]
         drive = self.pool_input(self.conv_input(x))  # layer-0 drive, reused at every step
         prev: list[Tensor | None] = [None] * L
         for t in range(timesteps):
@@ -417,7 +430,7 @@ class BLT(ClockedModel):
                 if k == 0:
                     z = drive if z is None else z + drive
                 if z is not None:
-                    cur[k] = F.relu(self.get_submodule(f"norm_{k}")(z), inplace=True)
+                    cur[k] = self._post(norms[k], z)
             features = {n: cur[k] for k, n in enumerate(names) if n in capture and cur[k] is not None}
             logits = None
             if t in readouts and cur[-1] is not None:

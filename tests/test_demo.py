@@ -1,0 +1,30 @@
+"""The README's main job, on a small model."""
+
+import blt_models as bm
+from blt_models.demo import load_samples, run_demo
+
+
+def test_samples_are_shipped():
+    samples = load_samples()
+    assert len(samples.paths) == 100 and all(p.is_file() for p in samples.paths)
+    assert samples.class_names[9] == "Ankle boot"
+    assert samples.labels.bincount().tolist() == [10] * 10
+
+
+def test_demo_writes_figure(tmp_path, capsys):
+    result = run_demo("blt_b", tmp_path)
+    assert result["figure"].stat().st_size > 10_000
+    assert "readouts at steps [0]" in capsys.readouterr().out
+    assert set(result["activity"]) == set(bm.create_model("blt_b").layer_names)
+
+
+def test_cli_list_and_info(capsys):
+    from blt_models.cli import main
+
+    assert main(["list", "blt_b3l*"]) == 0
+    assert capsys.readouterr().out.split() == ["blt_b3l", "blt_b3lt", "blt_b3lt2", "blt_b3lt3"]
+    assert main(["info", "blt_bl"]) == 0
+    out = capsys.readouterr().out
+    assert "10,002,600" in out and "5, 6, 7, 8, 9" in out and "layer5 (from step 5)" in out
+    assert main(["info", "blt_blx"]) == 1
+    assert "Did you mean" in capsys.readouterr().err
