@@ -264,3 +264,22 @@ def test_custom_connectivity_class():
                 sizes=(8, 8, 4, 2), nominal_size=32, in_chans=1)  # fmt: skip
     out = model.forward_timesteps(torch.randn(2, 1, 32, 32))
     assert out.logits.shape == (10 - 3, 2, 2)
+
+
+def test_bf16_autocast_stays_close_to_fp32(rand_images):
+    model = randomize_(bm.create_model("blt_blt", num_classes=5)).eval()
+    x = rand_images(2, size=64)
+    with torch.no_grad():
+        ref = model.forward_timesteps(x, layers=["layer3"])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.forward_timesteps(x, layers=["layer3"])
+    assert low.features["layer3"].dtype == torch.bfloat16
+    assert _relerr(low.logits.float(), ref.logits) < 0.05
+    assert _relerr(low.features["layer3"].float(), ref.features["layer3"]) < 0.05
+
+
+def test_gradients_flow_through_every_readout(rand_images):
+    model = bm.create_model("blt_bl", num_layers=4, num_classes=3).train()
+    out = model.forward_timesteps(rand_images(2, size=64))
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
