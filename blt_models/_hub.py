@@ -220,8 +220,8 @@ def upload_folder(
         )
     except OfflineModeIsEnabled as err:
         raise HubUploadError(
-            f"cannot push to {repo_id}: huggingface_hub's offline mode is on (HF_HUB_OFFLINE=1). "
-            f"Unset it and retry; the files are in {os.fspath(folder)}."
+            f"cannot push to {repo_id}: huggingface_hub's offline mode is on (HF_HUB_OFFLINE=1); "
+            "unset it and retry."
         ) from err
     except HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
@@ -230,7 +230,7 @@ def upload_folder(
     except Exception as err:  # connection refused, DNS, TLS, timeouts (httpx / requests / OSError)
         raise HubUploadError(
             f"could not reach the Hugging Face Hub at {target} to upload {repo_id} "
-            f"({type(err).__name__}: {err}). Check the network, HF_ENDPOINT and proxies, then "
-            f"retry with `blt-models push {os.fspath(folder)} {repo_id}`."
+            f"({type(err).__name__}: {err}). Check the network, HF_ENDPOINT and proxies, then retry "
+            "(a saved folder uploads with `blt-models push DIR REPO`)."
         ) from err
     return str(getattr(info, "commit_url", info))
