@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, cast
 
 from ._builder import extract_state_dict, load_state_dict_strict, read_checkpoint
 from ._clock import ClockedModel
+from ._pretrained import PretrainedCfg
 
 __all__ = ["load_reference_checkpoint", "reference_args_to_kwargs", "convert_checkpoint"]
 
@@ -109,7 +110,7 @@ def convert_checkpoint(
             cfg = get_pretrained_cfg(recorded, dataset) if dataset else None
         except Exception:  # no registered setup for that dataset
             cfg = None
-        base = model.pretrained_cfg
+        base = cast(PretrainedCfg, model.pretrained_cfg)
         if cfg is not None:
             base = cfg.replace(
                 num_classes=model.num_classes, timesteps=model.timesteps,
@@ -117,7 +118,7 @@ def convert_checkpoint(
                 class_names=cfg.class_names if cfg.num_classes == model.num_classes else None,
             )  # fmt: skip
         epoch, perf = checkpoint.get("epoch"), checkpoint.get("val_perf")
-        metrics = {}
+        metrics: dict[str, Any] = {}
         if isinstance(perf, (int, float)):
             metrics["reference_val_perf"] = float(perf)  # top-1 fraction of the best epoch
         model.pretrained_cfg = base.replace(
@@ -140,6 +141,7 @@ def convert_checkpoint(
             "(see `blt-models list`)."
         )
     model = create_model(chosen, checkpoint_path=path, **overrides)
-    model.pretrained_cfg = model.pretrained_cfg.replace(source=f"converted by blt-models from {name}")
+    converted = cast(PretrainedCfg, model.pretrained_cfg)
+    model.pretrained_cfg = converted.replace(source=f"converted by blt-models from {name}")
     origin = f"from the file's 'arch' entry {recorded_arch!r}" if not arch else "from --arch"
     return model, f"{chosen} ({origin})"

@@ -70,7 +70,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     ref, got = model.state_dict(), reloaded.state_dict()
     if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
         raise RuntimeError(f"{out} does not reload to the converted weights")
-    print(f"verified: local-dir:{out} reloads to identical weights (sha256 {reloaded.pretrained_cfg.sha256})")
+    sha = getattr(reloaded.pretrained_cfg, "sha256", None)
+    print(f"verified: local-dir:{out} reloads to identical weights (sha256 {sha})")
     return 0
 
 

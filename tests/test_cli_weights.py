@@ -33,7 +33,9 @@ def _reference_checkpoint(path, **arch):
 def test_convert_reference_checkpoint_round_trip(tmp_path, capsys):
     source = _reference_checkpoint(tmp_path / "checkpoint.pth", pool="blur")
     out = tmp_path / "published"
-    assert main(["convert", str(tmp_path / "checkpoint.pth"), str(out), "--license", "cc-by-4.0"]) == 0
+    assert (
+        main(["convert", str(tmp_path / "checkpoint.pth"), str(out), "--license", "cc-by-4.0"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "blt_bl from its args" in printed and "verified" in printed
     loaded = bm.create_model(f"local-dir:{out}", pretrained=True).eval()
@@ -44,7 +46,9 @@ def test_convert_reference_checkpoint_round_trip(tmp_path, capsys):
     assert loaded.timesteps == 5 and loaded.pool == "blur" and loaded.num_classes == 7
     config = json.loads((out / "config.json").read_text())
     pcfg = config["pretrained_cfg"]
-    assert pcfg["mean"] == list(bm.get_pretrained_cfg("blt_bl", "vggface2").mean)  # from args.dataset
+    assert pcfg["mean"] == list(
+        bm.get_pretrained_cfg("blt_bl", "vggface2").mean
+    )  # from args.dataset
     assert pcfg["license"] == "cc-by-4.0" and "checkpoint.pth (epoch 3)" in pcfg["source"]
     assert pcfg["metrics"] == {"reference_val_perf": 0.1}
     assert "license: cc-by-4.0" in (out / "README.md").read_text()
@@ -56,7 +60,10 @@ def test_convert_official_layout_with_arch_entry(tmp_path, capsys):
     torch.manual_seed(2)
     source = bm.create_model("blt_b").eval()
     state = {f"module.{k}": v for k, v in source.state_dict().items()}
-    torch.save({"state_dict": state, "arch": "BLT_B", "epoch": 1, "optimizer": {}}, tmp_path / "official.pth")
+    torch.save(
+        {"state_dict": state, "arch": "BLT_B", "epoch": 1, "optimizer": {}},
+        tmp_path / "official.pth",
+    )
     out = tmp_path / "published"
     assert main(["convert", str(tmp_path / "official.pth"), str(out)]) == 0
     assert "from the file's 'arch' entry 'BLT_B'" in capsys.readouterr().out
@@ -69,7 +76,10 @@ def test_convert_errors_exit_non_zero(tmp_path, capsys):
     torch.save(bm.create_model("blt_b").state_dict(), tmp_path / "plain.pth")
     assert main(["convert", str(tmp_path / "plain.pth"), str(tmp_path / "out")]) == 1
     assert "--arch" in capsys.readouterr().err
-    assert main(["convert", str(tmp_path / "plain.pth"), str(tmp_path / "out"), "--arch", "blt_bl"]) == 1
+    assert (
+        main(["convert", str(tmp_path / "plain.pth"), str(tmp_path / "out"), "--arch", "blt_bl"])
+        == 1
+    )
     assert "missing keys" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "nope.pth"), str(tmp_path / "out")]) == 1
     assert "not found" in capsys.readouterr().err
@@ -79,7 +89,9 @@ def test_convert_errors_exit_non_zero(tmp_path, capsys):
 def test_push_checks_the_folder_and_reports_offline(tmp_path, capsys, monkeypatch):
     assert main(["push", str(tmp_path), "org/repo"]) == 1
     assert "not a published blt-models folder" in capsys.readouterr().err
-    folder = bm.save_pretrained(bm.create_model("blt_bl", num_layers=4, num_classes=3), tmp_path / "m")
+    folder = bm.save_pretrained(
+        bm.create_model("blt_bl", num_layers=4, num_classes=3), tmp_path / "m"
+    )
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     assert main(["push", str(folder), "org/repo", "--token", "hf_not_a_real_token"]) == 1
     captured = capsys.readouterr()

@@ -34,7 +34,9 @@ def model():
 @pytest.fixture(scope="module")
 def saved(model, tmp_path_factory) -> Path:
     metrics = {"top1": 0.5, "per_step": {"step": [3], "top1": [0.5]}}
-    return bm.save_pretrained(model, tmp_path_factory.mktemp("pub") / "blt_bl_small", metrics=metrics)
+    return bm.save_pretrained(
+        model, tmp_path_factory.mktemp("pub") / "blt_bl_small", metrics=metrics
+    )
 
 
 def _logits(m):
@@ -67,7 +69,9 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
 
-    def add(repo_id: str, folder: Path, files=("config.json", "model.safetensors", "README.md")) -> Path:
+    def add(
+        repo_id: str, folder: Path, files=("config.json", "model.safetensors", "README.md")
+    ) -> Path:
         repo = cache / f"models--{repo_id.replace('/', '--')}"
         snapshot = repo / "snapshots" / COMMIT
         (repo / "blobs").mkdir(parents=True, exist_ok=True)
@@ -86,7 +90,11 @@ def offline_hub(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------- saving
 def test_save_pretrained_writes_three_files_and_schema(saved, model):
-    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no staging left
     config = json.loads((saved / "config.json").read_text())
     assert config["format"] == "blt-models" and config["format_version"] == 1
@@ -101,7 +109,9 @@ def test_save_pretrained_writes_three_files_and_schema(saved, model):
         assert key in pcfg
     assert "hf_hub_id" not in pcfg and "sha256" not in pcfg  # locations are not part of a folder
     weights = config["weights"]
-    assert weights["sha256"] == hashlib.sha256((saved / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        weights["sha256"] == hashlib.sha256((saved / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert weights["size"] == (saved / "model.safetensors").stat().st_size
     assert weights["num_tensors"] == len(model.state_dict())
 
@@ -112,7 +122,9 @@ def test_model_card(saved):
     assert "library_name: blt-models" in front and "license: " in front and '- "blt_bl"' in front
     assert 'bm.create_model("local-dir:' in card
     assert "| step | top1 |" in card and "| 3 | 0.5 |" in card  # per-step accuracy table
-    card = _published.model_card(json.loads((saved / "config.json").read_text()), repo_id="org/repo")
+    card = _published.model_card(
+        json.loads((saved / "config.json").read_text()), repo_id="org/repo"
+    )
     assert 'bm.create_model("hf-hub:org/repo", pretrained=True)' in card
 
 
@@ -121,7 +133,10 @@ def test_local_dir_loads_to_identical_outputs(saved, model):
     assert torch.equal(_logits(loaded), _logits(model))
     assert loaded.model_args == model.model_args
     assert loaded.timesteps == 4 and loaded.num_classes == 10
-    assert loaded.pretrained_cfg.sha256 == json.loads((saved / "config.json").read_text())["weights"]["sha256"]
+    assert (
+        loaded.pretrained_cfg.sha256
+        == json.loads((saved / "config.json").read_text())["weights"]["sha256"]
+    )
     assert loaded.pretrained_cfg.metrics["top1"] == 0.5
 
 
@@ -134,7 +149,9 @@ def test_local_dir_without_pretrained_is_architecture_only(saved, model):
 def test_new_head_after_loading_is_saved_and_reloads(saved, tmp_path):
     tuned = bm.create_model(f"local-dir:{saved}", pretrained=True, num_classes=3).eval()
     assert tuned.num_classes == 3 and tuned.model_args["num_classes"] == 3
-    again = bm.create_model(f"local-dir:{bm.save_pretrained(tuned, tmp_path / 'tuned')}", pretrained=True).eval()
+    again = bm.create_model(
+        f"local-dir:{bm.save_pretrained(tuned, tmp_path / 'tuned')}", pretrained=True
+    ).eval()
     assert torch.equal(_logits(again), _logits(tuned))
 
 
@@ -200,7 +217,10 @@ def test_unknown_architecture_in_config(saved, tmp_path):
 def test_weights_that_do_not_fit_the_config(saved, tmp_path):
     folder = _copy(saved, tmp_path)
     _edit_config(folder, lambda c: c["model_args"].update(num_classes=11))
-    with pytest.raises(bm.CheckpointMismatchError, match=r"read_out\.linear\.weight: checkpoint \(10, 512\) vs model \(11, 512\)"):
+    with pytest.raises(
+        bm.CheckpointMismatchError,
+        match=r"read_out\.linear\.weight: checkpoint \(10, 512\) vs model \(11, 512\)",
+    ):
         bm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
@@ -256,7 +276,9 @@ def test_hf_hub_bad_names():
 def test_registered_tag_with_a_hub_source(saved, offline_hub):
     offline_hub("org/blt-small", saved)
     # Zoo-format repo: the hash recorded in its config.json is verified.
-    path = resolve_weights_file(PretrainedCfg(architecture="blt_bl", tag="t", hf_hub_id="org/blt-small"))
+    path = resolve_weights_file(
+        PretrainedCfg(architecture="blt_bl", tag="t", hf_hub_id="org/blt-small")
+    )
     assert path.name == "model.safetensors"
     # A pinned hash in the registry wins, and is checked too.
     pinned = PretrainedCfg(architecture="blt_bl", tag="t", hf_hub_id="org/blt-small", sha256="00ff")
@@ -275,5 +297,9 @@ def test_push_to_hub_unreachable_endpoint(model):
     with socket.socket() as sock:  # a local port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(bm.HubUploadError, match=f"could not reach the Hugging Face Hub at http://127.0.0.1:{port}"):
-        bm.push_to_hub(model, "org/blt-small", token="hf_not_a_real_token", endpoint=f"http://127.0.0.1:{port}")
+    with pytest.raises(
+        bm.HubUploadError, match=f"could not reach the Hugging Face Hub at http://127.0.0.1:{port}"
+    ):
+        bm.push_to_hub(
+            model, "org/blt-small", token="hf_not_a_real_token", endpoint=f"http://127.0.0.1:{port}"
+        )
