@@ -8,6 +8,7 @@ cache hits included.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -183,6 +184,23 @@ def resolve_weights_file(cfg: PretrainedCfg) -> Path:
     )
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport-level exceptions of the HTTP clients huggingface_hub may use (and OSError)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx", "httpx2"):  # huggingface_hub >= 1.0 (httpx; httpx2 in 2.x)
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    try:  # huggingface_hub < 1.0
+        import requests
+
+        errors += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
 class HubUploadError(RuntimeError):
     """An upload to the Hub that failed (offline, unreachable, not authorised...)."""
 
@@ -227,7 +245,7 @@ def upload_folder(
         status = getattr(err.response, "status_code", None)
         auth = " Log in with `hf auth login` (a write token) or pass token=." if status in (401, 403) else ""
         raise HubUploadError(f"the Hub ({target}) refused the upload to {repo_id} (HTTP {status}): {err}.{auth}") from err
-    except Exception as err:  # connection refused, DNS, TLS, timeouts (httpx / requests / OSError)
+    except _network_errors() as err:  # connection refused, DNS, TLS, timeouts
         raise HubUploadError(
             f"could not reach the Hugging Face Hub at {target} to upload {repo_id} "
             f"({type(err).__name__}: {err}). Check the network, HF_ENDPOINT and proxies, then retry "
