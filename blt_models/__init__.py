@@ -9,8 +9,9 @@ from ._builder import CheckpointMismatchError, load_checkpoint
 from ._clock import ClockedModel, InputError, TimestepOutput, TimestepsError
 from ._convert import load_reference_checkpoint
 from ._factory import create_model
-from ._hub import HashMismatchError, WeightsUnavailableError
+from ._hub import HashMismatchError, HubUploadError, WeightsUnavailableError
 from ._pretrained import PretrainedCfg
+from ._published import PublishedFormatError, push_to_hub, save_pretrained
 from ._registry import (
     UnknownModelError,
     get_pretrained_cfg,
@@ -29,8 +30,10 @@ __all__ = [
     "CheckpointMismatchError",
     "ClockedModel",
     "HashMismatchError",
+    "HubUploadError",
     "InputError",
     "PretrainedCfg",
+    "PublishedFormatError",
     "TimestepOutput",
     "TimestepsError",
     "UnknownModelError",
@@ -43,6 +46,8 @@ __all__ = [
     "list_pretrained_cfgs",
     "load_checkpoint",
     "load_reference_checkpoint",
+    "push_to_hub",
     "register_model",
     "register_pretrained_cfgs",
+    "save_pretrained",
 ]

@@ -57,6 +57,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    import blt_models as bm
+    from blt_models._convert import convert_checkpoint
+
+    overrides = {k: v for k, v in (("timesteps", args.timesteps), ("unroll", args.unroll)) if v is not None}
+    print(f"reading {args.src} (weights_only=True)")
+    model, how = convert_checkpoint(args.src, arch=args.arch, **overrides)
+    n_tensors = len(model.state_dict())
+    print(f"architecture: {how}")
+    print(f"loaded {n_tensors} tensors strictly ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    meta = {k: v for k, v in (("license", args.license), ("training_data", args.training_data),
+                              ("description", args.description)) if v is not None}  # fmt: skip
+    out = bm.save_pretrained(model, args.out, repo_id=args.repo_id, **meta)
+    print(f"wrote {out}: model.safetensors, config.json, README.md")
+    reloaded = bm.create_model(f"local-dir:{out}", pretrained=True)
+    ref, got = model.state_dict(), reloaded.state_dict()
+    if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
+        raise RuntimeError(f"{out} does not reload to the converted weights")
+    sha = getattr(reloaded.pretrained_cfg, "sha256", None)
+    print(f"verified: local-dir:{out} reloads to identical weights (sha256 {sha})")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from blt_models._published import check_folder, push_folder
+
+    config = check_folder(args.dir)
+    print(f"checked {args.dir}: {config['architecture']}, sha256 {config['weights'].get('sha256')}")
+    print(f"uploading to the Hub repo {args.repo} ...")
+    url = push_folder(
+        args.dir, args.repo, token=args.token, private=args.private or None, revision=args.revision,
+        commit_message=args.message, create_pr=args.create_pr, endpoint=args.endpoint,
+    )  # fmt: skip
+    print(f"done: {url}")
+    print(f'load it with: blt_models.create_model("hf-hub:{args.repo}", pretrained=True)')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blt-models", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +115,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", action="store_true", help="load the tag's weights")
     p.add_argument("--out", default="outputs/demo", help="folder for activity.png")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a reference BLT training checkpoint or an official-layout file (e.g. CORnet) "
+        "into the published format",
+        description="Write SRC as a published folder OUT (model.safetensors, config.json, README.md). "
+        "The architecture is read from the file (reference 'args', or an 'arch' entry) or given "
+        "with --arch; the weights are loaded strictly and the result is verified by reloading it.",
+    )
+    p.add_argument("src", help="checkpoint file (.pth / .pt / .safetensors)")
+    p.add_argument("out", help="output folder (created; an existing published folder is replaced)")
+    p.add_argument("--arch", help="architecture, when the file does not record it (see `blt-models list`)")
+    p.add_argument("--timesteps", type=int, help="default number of clock steps of the saved model")
+    p.add_argument("--unroll", choices=("biological", "standard"), help="unrolling of recurrent models")
+    p.add_argument("--license", help="license of the weights (a Hub license id, e.g. cc-by-4.0)")
+    p.add_argument("--training-data", help="what the weights were trained on")
+    p.add_argument("--description", help="one paragraph for the model card")
+    p.add_argument("--repo-id", help="Hub repo the card's usage snippet names (org/name)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "push",
+        help="upload a published folder to the Hugging Face Hub",
+        description="Check DIR (config, architecture, weights hash) and upload it to the Hub repo "
+        "REPO with huggingface_hub (log in first: `hf auth login`, or HF_TOKEN / --token).",
+    )
+    p.add_argument("dir", help="folder written by save_pretrained or `blt-models convert`")
+    p.add_argument("repo", help="Hub repo id, org/name (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to push to")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--token", help="Hub token (default: huggingface_hub's login)")
+    p.add_argument("--endpoint", help="Hub endpoint (default: huggingface_hub's, HF_ENDPOINT)")
+    p.set_defaults(func=_cmd_push)
     return parser
 
 

@@ -16,6 +16,7 @@ reference.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -473,8 +474,20 @@ def _build_blt(name: str, **kwargs) -> BLT:
     return BLT(connectivity=name, **kwargs)
 
 
+def _entrypoint_signature() -> inspect.Signature:
+    """BLT's constructor arguments minus ``connectivity`` (fixed by the name), keyword-only, so
+    that the zoo can record every argument of a built model (config.json of a saved model)."""
+    params = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, p in inspect.signature(BLT.__init__).parameters.items()
+        if name not in ("self", "connectivity")
+    ]
+    return inspect.Signature(params, return_annotation=BLT)
+
+
 def _register_all() -> None:
     cfgs: list[PretrainedCfg] = []
+    signature = _entrypoint_signature()
     for short in BLT_NAMES:
         arch = f"blt_{short}"
 
@@ -484,6 +497,7 @@ def _register_all() -> None:
         entrypoint.__name__ = arch
         entrypoint.__qualname__ = arch
         entrypoint.__doc__ = f"BLT ``{short}`` (reference ``--model {arch}``)."
+        entrypoint.__signature__ = signature  # type: ignore[attr-defined]
         register_model(entrypoint)
         cfgs += _ccn_cfgs(arch)
     # The recorded runs used 15 steps for bl_top2linear (reference section 6.6).
