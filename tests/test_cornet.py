@@ -88,7 +88,9 @@ def test_key_layout_and_parameter_count(arch, tensors, params):
     n_params = sum(p.numel() for p in model.parameters())
     # Computed from the official shapes (buffers excluded), and the published rounded sizes.
     assert n_params == sum(
-        torch.Size(s).numel() for k, s in expected.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        torch.Size(s).numel()
+        for k, s in expected.items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
     )
     assert n_params == params
     assert round(n_params / 1e6, 2) == {"cornet_z": 2.07, "cornet_s": 53.42}.get(arch, 5.21)
@@ -118,7 +120,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make(arch: str, seed: int, kwargs: tuple) -> bm.ClockedModel:
     torch.manual_seed(seed)
     return randomize(bm.create_model(arch, **dict(kwargs)), seed)
@@ -161,8 +163,12 @@ def ref_cornet_r(sd, x, times: int, synchronous: bool):
         if inp is None:
             drive = torch.zeros(x.shape[0], WIDTHS[a], sizes[a], sizes[a])
         else:
-            drive = F.conv2d(inp, sd[f"{a}.conv_input.weight"], sd[f"{a}.conv_input.bias"], s, k // 2)
-            drive = F.relu(F.group_norm(drive, 32, sd[f"{a}.norm_input.weight"], sd[f"{a}.norm_input.bias"]))
+            drive = F.conv2d(
+                inp, sd[f"{a}.conv_input.weight"], sd[f"{a}.conv_input.bias"], s, k // 2
+            )
+            drive = F.relu(
+                F.group_norm(drive, 32, sd[f"{a}.norm_input.weight"], sd[f"{a}.norm_input.bias"])
+            )
         h = drive + (0 if state is None else state)
         h = F.conv2d(h, sd[f"{a}.conv1.weight"], None, 1, 1)
         return F.relu(F.group_norm(h, 32, sd[f"{a}.norm1.weight"], sd[f"{a}.norm1.bias"]))
@@ -176,7 +182,9 @@ def ref_cornet_r(sd, x, times: int, synchronous: bool):
             below = "inp" if i == 0 else AREAS[i - 1]
             new[a] = states[a] = block(a, outputs[below] if synchronous else new[below], states[a])
         outputs = new
-    return F.linear(outputs["IT"].mean((2, 3)), sd["decoder.linear.weight"], sd["decoder.linear.bias"])
+    return F.linear(
+        outputs["IT"].mean((2, 3)), sd["decoder.linear.weight"], sd["decoder.linear.bias"]
+    )
 
 
 def ref_cornet_s(sd, x, return_steps: bool = False):
@@ -260,7 +268,9 @@ def test_non_square_input_sizes():
 
 def test_no_device_specific_code_in_the_family():
     tree = ast.parse(Path(bm.models.cornet.__file__).read_text())
-    assert not any(isinstance(n, ast.Attribute) and n.attr in ("cuda", "cpu") for n in ast.walk(tree))
+    assert not any(
+        isinstance(n, ast.Attribute) and n.attr in ("cuda", "cpu") for n in ast.walk(tree)
+    )
 
 
 # ------------------------------------------------------------------------ R / RT on the clock
@@ -402,13 +412,20 @@ def test_blt_reference_checkpoint_of_cornet_rt(tmp_path):
     model = bm.load_reference_checkpoint(tmp_path / "ckpt.pth").eval()
     assert model.timesteps == 3 and model.num_classes == 10
     with torch.no_grad():
-        assert rel_err(model(images(1)), ref_cornet_r(source.state_dict(), images(1), 3, True)) < 1e-4
+        assert (
+            rel_err(model(images(1)), ref_cornet_r(source.state_dict(), images(1), 3, True)) < 1e-4
+        )
 
 
 # ------------------------------------------------------------------------ pretrained configs
 def test_pretrained_configs():
     categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
-    digests = {"cornet_z": "5c427c9c", "cornet_r": "5930a990", "cornet_rt": "933c001c", "cornet_s": "1d3f7974"}
+    digests = {
+        "cornet_z": "5c427c9c",
+        "cornet_r": "5930a990",
+        "cornet_rt": "933c001c",
+        "cornet_s": "1d3f7974",
+    }
     assert bm.list_pretrained("cornet*") == sorted(f"{a}.imagenet" for a in ARCHS)
     for arch, digest in digests.items():
         cfg = bm.get_pretrained_cfg(arch)
@@ -417,7 +434,11 @@ def test_pretrained_configs():
         assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225)
         assert cfg.num_classes == 1000 and list(cfg.class_names) == categories
         assert cfg.input_size == (3, 224, 224)
-        assert "GPL" in cfg.license and "dicarlolab/CORnet" in cfg.source and "Kubilius" in cfg.citation
+        assert (
+            "GPL" in cfg.license
+            and "dicarlolab/CORnet" in cfg.source
+            and "Kubilius" in cfg.citation
+        )
     assert bm.get_pretrained_cfg("cornet_rt").timesteps == 5
     assert bm.get_pretrained_cfg("cornet_s").timesteps == 9
 
@@ -446,7 +467,10 @@ def test_pretrained_download_hash_check_and_strict_load(tmp_path, monkeypatch):
         assert torch.equal(model(x), source(x))
     assert model.pretrained_cfg.class_names is not None and model.pretrained_cfg.timesteps == 1
     # A new head keeps the body and drops the class names.
-    assert bm.create_model("cornet_z", pretrained=True, num_classes=7).pretrained_cfg.class_names is None
+    assert (
+        bm.create_model("cornet_z", pretrained=True, num_classes=7).pretrained_cfg.class_names
+        is None
+    )
     # A corrupted cached file is caught on the next load (cache hits are checked too).
     with open(cached, "ab") as handle:
         handle.write(b"garbage")

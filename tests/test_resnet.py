@@ -30,7 +30,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torchvision_model() -> nn.Module:
     """torchvision's resnet50 with randomised weights (built once; tests must not modify it)."""
     torch.manual_seed(0)
@@ -88,7 +88,9 @@ def test_equals_torchvision_on_the_same_weights():
         assert torch.equal(out.logits[0], model(x))
         stem = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
         assert torch.allclose(out.features["stem"][0], stem)
-        assert torch.allclose(out.features["layer4"][0], tv.layer4(tv.layer3(tv.layer2(tv.layer1(stem)))))
+        assert torch.allclose(
+            out.features["layer4"][0], tv.layer4(tv.layer3(tv.layer2(tv.layer1(stem))))
+        )
     assert out.steps.tolist() == [0] and out.features["layer2"].shape == (1, 2, 512, 4, 4)
     assert out.first_step == dict.fromkeys(["stem", "layer1", "layer2", "layer3", "layer4"], 0)
 
@@ -116,7 +118,9 @@ def test_torchvision_file_loads_and_bad_keys_are_reported(tmp_path):
     state = torchvision_model().state_dict()
     torch.save(state, tmp_path / "tv.pth")
     model = bm.create_model("resnet50", checkpoint_path=tmp_path / "tv.pth")
-    assert torch.equal(model.state_dict()["layer3.5.bn3.running_var"], state["layer3.5.bn3.running_var"])
+    assert torch.equal(
+        model.state_dict()["layer3.5.bn3.running_var"], state["layer3.5.bn3.running_var"]
+    )
     broken = dict(state)
     del broken["fc.bias"]
     torch.save(broken, tmp_path / "broken.pth")
@@ -130,7 +134,9 @@ def test_single_step_clock():
         model.forward_timesteps(images(1), timesteps=3)
     with pytest.raises(bm.TimestepsError, match="feed-forward"):
         bm.create_model("resnet50", timesteps=2)
-    assert model.resolve_layer("stage_4") == "layer4" and model.resolve_layer("basic_conv") == "stem"
+    assert (
+        model.resolve_layer("stage_4") == "layer4" and model.resolve_layer("basic_conv") == "stem"
+    )
 
 
 def test_pretrained_config():

@@ -53,7 +53,9 @@ def _conv_out(side: int, kernel: int, stride: int, padding: int) -> int:
 
 def _decoder(in_features: int, num_classes: int, with_output: bool) -> nn.Sequential:
     layers: OrderedDict[str, nn.Module] = OrderedDict(
-        avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), linear=nn.Linear(in_features, num_classes)
+        avgpool=nn.AdaptiveAvgPool2d(1),
+        flatten=nn.Flatten(),
+        linear=nn.Linear(in_features, num_classes),
     )
     if with_output:
         layers["output"] = nn.Identity()
@@ -63,14 +65,18 @@ def _decoder(in_features: int, num_classes: int, with_output: bool) -> nn.Sequen
 def _check_fixed_timesteps(name: str, timesteps: int | None, fixed: int, why: str) -> int:
     if timesteps is None or (type(timesteps) is int and timesteps == fixed):
         return fixed
-    raise TimestepsError(f"{name} runs on exactly {fixed} clock step(s): {why} Got timesteps={timesteps!r}.")
+    raise TimestepsError(
+        f"{name} runs on exactly {fixed} clock step(s): {why} Got timesteps={timesteps!r}."
+    )
 
 
 # --------------------------------------------------------------------------------- blocks
 class CORblockZ(nn.Module):
     """Conv (bias) -> ReLU -> MaxPool(3, 2, 1) -> ``output``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2)
         self.nonlin = nn.ReLU(inplace=True)
@@ -88,11 +94,15 @@ class CORblockR(nn.Module):
     ``out = ReLU(norm1(conv1(drive + state)))``; ``out`` is also the new state.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.conv_input = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2)
+        self.conv_input = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, kernel_size // 2
+        )
         self.norm_input = nn.GroupNorm(32, out_channels)
         self.nonlin_input = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
@@ -114,14 +124,19 @@ class CORblockR(nn.Module):
         return self.output(self.nonlin1(self.norm1(self.conv1(x))))
 
     def forward(
-        self, inp: Tensor | None = None, state: Tensor | None = None, zero_like: Tensor | None = None
+        self,
+        inp: Tensor | None = None,
+        state: Tensor | None = None,
+        zero_like: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Official-style call: ``(output, new_state)``. With ``inp=None`` the drive is a zero map
         of this area's size; ``zero_like`` (the input of the area below, or the image for V1
         sizes) gives batch, size, dtype and device."""
         if inp is None:
             if zero_like is None:
-                raise ValueError("without an input, pass zero_like= (the tensor this area would get)")
+                raise ValueError(
+                    "without an input, pass zero_like= (the tensor this area would get)"
+                )
             h, w = self.output_size(int(zero_like.shape[-2]), int(zero_like.shape[-1]))
             drive = zero_like.new_zeros((zero_like.shape[0], self.out_channels, h, w))
         else:
@@ -174,8 +189,8 @@ class CORblockS(nn.Module):
 
     def forward(self, inp: Tensor) -> Tensor:
         out = inp
-        for out in self.steps(inp):
-            pass
+        for step_output in self.steps(inp):
+            out = step_output
         return out
 
 
@@ -213,7 +228,9 @@ class CORnetZ(_CORnet):
     first_conv_name = "V1.conv"
     arch_name = "cornet_z"
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = 1) -> None:
+    def __init__(
+        self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = 1
+    ) -> None:
         super().__init__()
         self.timesteps = _check_fixed_timesteps(
             "CORnet-Z", timesteps, 1, "it is feed-forward (one sweep, one readout)."
@@ -306,7 +323,9 @@ class CORnetR(_CORnet):
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         return list(range(self.timesteps if timesteps is None else timesteps))
 
-    def _last_steps(self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]) -> list[int]:
+    def _last_steps(
+        self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> list[int]:
         """Last step at which each area must be computed (-1: never) for the requested outputs.
 
         An area needed at step t is needed at every earlier step (its state), so the work is a
@@ -392,7 +411,9 @@ class CORnetS(_CORnet):
     #: Inner steps of V2, V4 and IT.
     inner_steps = {"V2": 2, "V4": 4, "IT": 2}
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = None
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans
