@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import functools
 import hashlib
 import os
@@ -271,6 +272,17 @@ def test_no_device_specific_code_in_the_family():
     assert not any(
         isinstance(n, ast.Attribute) and n.attr in ("cuda", "cpu") for n in ast.walk(tree)
     )
+
+
+def test_zero_maps_follow_the_input_dtype_and_device():
+    model = copy.deepcopy(make("cornet_rt")).double()
+    x = images(1)
+    with torch.no_grad():
+        got = model(x.double())
+        assert got.dtype == torch.float64
+        assert rel_err(got.float(), make("cornet_rt")(x)) < 1e-4
+        meta = copy.deepcopy(make("cornet_r")).to("meta")
+        assert meta(x.to("meta")).device.type == "meta"
 
 
 # ------------------------------------------------------------------------ R / RT on the clock
