@@ -1,5 +1,6 @@
 """Model families; importing this package registers every architecture."""
 
 from .blt import BLT
+from .blt_vs import BLTVS
 
-__all__ = ["BLT"]
+__all__ = ["BLT", "BLTVS"]
