@@ -230,20 +230,20 @@ def images(n=2, size=128, seed=1):
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def check_parity(model, T, bio, x, report):
+def check_parity(model, T, bio, x, report, layers="all"):
     ref = RefBLTVS(blt_vs_state_dict_to_reference(model.state_dict()), model.num_classes,
                    model.image_size, bio, model.readout_type)  # fmt: skip
     with torch.no_grad():
         ref_logits, record = ref.run(x, T)
-        out = model.forward_timesteps(x, layers="all")
+        out = model.forward_timesteps(x, layers=layers)
     assert out.logits.shape[0] == len(ref_logits)
-    for r, (ours, theirs) in enumerate(zip(out.logits, ref_logits)):
+    for r, (ours, theirs) in enumerate(zip(out.logits, ref_logits, strict=True)):
         err = rel_err(ours, theirs)
         report.append(err)
         assert err < 1e-4, f"readout {r}: relative error {err}"
     for name, feats in out.features.items():
         area, stream = name.rsplit("_", 1)
-        ref_area = dict(zip(ZOO_AREAS, NAMES))[area]
+        ref_area = dict(zip(ZOO_AREAS, NAMES, strict=True))[area]
         for t in range(T):
             theirs = record[t][ref_area][stream]
             assert feats[t].shape == theirs.shape, (name, t)
@@ -294,7 +294,7 @@ def test_parity_single_readout():
         assert model.readout_weights.shape == (n,)
         assert next(iter(model.state_dict())) == "readout_weights"
         errs: list[float] = []
-        out, _ = check_parity(model, T, unroll == "biological", x, errs)
+        out, _ = check_parity(model, T, unroll == "biological", x, errs, layers=None)
         assert out.steps.tolist() == [T - 1] and errs[0] < 1e-5
         with pytest.raises(bm.TimestepsError, match="exactly"):
             model.forward_timesteps(x, timesteps=T + 1)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -217,7 +218,7 @@ class BLTVSReadout(nn.Module):
 def _map_sizes(image_size: int) -> tuple[int, ...]:
     """Output side of every area (reference ``compute_output_shapes``): 112 ... 7 at 224 px."""
     sizes, s = [], image_size
-    for k, stride in zip(BU_KERNELS[image_size], STRIDES):
+    for k, stride in zip(BU_KERNELS[image_size], STRIDES, strict=True):
         s = (s + 2 * ((k - 1) // 2) - k) // stride + 1
         sizes.append(s)
     return tuple(sizes)
@@ -310,8 +311,9 @@ class BLTVS(ClockedModel):
             self.readout_weights = nn.Parameter(torch.ones(n))
 
     @property
-    def areas(self) -> tuple[nn.Module, ...]:
-        return tuple(self.get_submodule(name) for name in AREAS)
+    def areas(self) -> tuple[BLTVSArea, ...]:
+        """Retina ... LOC (the Readout is ``self.readout``)."""
+        return tuple(cast(BLTVSArea, self.get_submodule(name)) for name in AREAS[:READOUT])
 
     # ----------------------------------------------------------------------------- timing
     def _trace(self, timesteps: int) -> list[dict[tuple[str, int], int]]:
@@ -503,14 +505,18 @@ class BLTVS(ClockedModel):
                     want_td=False,
                 )[0]
             logits, td = self.readout(cur[("bu", LOC)], want_td=td_sweep)
-            if td_sweep:
-                cur[("td", READOUT)] = td  # type: ignore[assignment]
+            if td is not None:
+                cur[("td", READOUT)] = td
                 for i in reversed(range(1, READOUT)):
                     # Reference quirk: no V4 -> V1 skip here, and V4's gate is bu_conv alone.
-                    cur[("td", i)] = areas[i](
-                        td=cur[("td", i + 1)], td_l=prev.get(("td", i)), bu_feed=feeds[i],
+                    td_i = areas[i](
+                        td=cur[("td", i + 1)],
+                        td_l=prev.get(("td", i)),
+                        bu_feed=feeds[i],
                         want_bu=False,
-                    )[1]  # type: ignore[assignment]  # fmt: skip
+                    )[1]
+                    assert td_i is not None
+                    cur[("td", i)] = td_i
             yield t, cur, logits if t in readouts else None
             prev = cur
 
@@ -585,8 +591,8 @@ class BLTVS(ClockedModel):
         """Published (``connections.<Area>.*``) keys -> this model's; zoo keys pass through."""
         return convert_blt_vs_state_dict(state_dict)
 
-    def get_classifier(self) -> nn.Conv2d:
-        return self.readout.conv
+    def get_classifier(self) -> nn.Conv2d:  # type: ignore[override]
+        return cast(BLTVSReadout, self.readout).conv
 
     def reset_classifier(self, num_classes: int) -> None:
         """New class channels in the readout conv, its norm and LOC's top-down conv.
@@ -594,22 +600,26 @@ class BLTVS(ClockedModel):
         The ``add_feats`` channels keep their weights; the class channels are freshly
         initialised.
         """
-        old_conv, old_norm = self.readout.conv, self.readout.norm_td
+        readout = cast(BLTVSReadout, self.readout)
+        old_conv, old_norm = readout.conv, readout.norm_td
         k, dev, dtype = self.num_classes, old_conv.weight.device, old_conv.weight.dtype
         new = BLTVSReadout(CHANNELS[LOC], num_classes, self.add_feats, self.image_size).to(dev, dtype)
+        assert new.conv.bias is not None and old_conv.bias is not None
         with torch.no_grad():
             new.conv.weight[num_classes:] = old_conv.weight[k:]
             new.conv.bias[num_classes:] = old_conv.bias[k:]
             new.norm_td.weight[num_classes:] = old_norm.weight[k:]
             new.norm_td.bias[num_classes:] = old_norm.bias[k:]
         self.readout = new
-        loc = self.loc
+        loc = self.areas[LOC]
         if loc.td_conv is not None:
             old_td = loc.td_conv
+            shape: Any = old_td  # same geometry, new input channels
             td = nn.ConvTranspose2d(
-                num_classes + self.add_feats, old_td.out_channels, old_td.kernel_size,
-                old_td.stride, old_td.padding, output_padding=old_td.output_padding,
+                num_classes + self.add_feats, shape.out_channels, shape.kernel_size,
+                shape.stride, shape.padding, output_padding=shape.output_padding,
             ).to(dev, dtype)  # fmt: skip
+            assert td.bias is not None and old_td.bias is not None
             with torch.no_grad():
                 td.weight[num_classes:] = old_td.weight[k:]
                 td.bias.copy_(old_td.bias)
@@ -637,7 +647,7 @@ BLT_VS_CITATION = (
 
 
 def _blt_vs_cfgs() -> list[PretrainedCfg]:
-    common = dict(
+    common: dict[str, Any] = dict(
         architecture="blt_vs",
         hf_hub_id=BLT_VS_HUB_ID,
         # The Hub commit of the files is not known here (no network when this was written): the
