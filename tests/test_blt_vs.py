@@ -288,7 +288,7 @@ def test_parity_biological_unrolling_per_step_and_per_area():
 
 
 def test_parity_single_readout():
-    x = images()
+    x = images(1)
     for unroll, T, n in (("standard", 2, 2), ("biological", 6, 2)):
         model = small(timesteps=T, unroll=unroll, readout_type="single")
         assert model.readout_weights.shape == (n,)
