@@ -1,16 +1,29 @@
-"""Checkpoints of other code bases -> zoo models (reference BLT training script, ...)."""
+"""Checkpoints of other code bases -> zoo models (reference BLT training script, BLT-VS, ...)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+from collections.abc import Mapping
 from typing import Any, cast
 
 from ._builder import extract_state_dict, load_state_dict_strict, read_checkpoint
 from ._clock import ClockedModel
 from ._pretrained import PretrainedCfg
 
-__all__ = ["load_reference_checkpoint", "reference_args_to_kwargs", "convert_checkpoint"]
+__all__ = [
+    "load_reference_checkpoint",
+    "reference_args_to_kwargs",
+    "convert_checkpoint",
+    "blt_vs_key_from_reference",
+    "blt_vs_key_to_reference",
+    "convert_blt_vs_state_dict",
+    "blt_vs_state_dict_to_reference",
+    "is_blt_vs_reference_state_dict",
+    "blt_vs_kwargs_from_filename",
+    "blt_vs_kwargs_from_state_dict",
+]
 
 
 def reference_args_to_kwargs(args: argparse.Namespace | dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -149,3 +162,150 @@ def convert_checkpoint(
     model.pretrained_cfg = converted.replace(source=f"converted by blt-models from {name}")
     origin = f"from the file's 'arch' entry {recorded_arch!r}" if not arch else "from --arch"
     return model, f"{chosen} ({origin})"
+
+
+# --------------------------------------------------------------------------------- BLT-VS
+# The published BLT-VS files (Hub repo novelmartis/blt_vs_model) hold the reference model's plain
+# state dict: ``connections.<Area>.<module>.{weight,bias}`` (plus ``readout_weights`` for
+# readout_type='single'). The zoo model names the areas in lower case and groups each two-conv
+# path (spatial conv, then 1x1 conv) in one module:
+#
+#   connections.V1.bu_conv.weight              -> v1.bu_conv.weight
+#   connections.V1.bu_l_conv_depthwise.bias    -> v1.bu_lateral.spatial.bias
+#   connections.V1.td_l_conv_pointwise.weight  -> v1.td_lateral.pointwise.weight
+#   connections.V4.skip_bu_depthwise.weight    -> v4.bu_skip.spatial.weight   (a 64-group conv)
+#   connections.V1.skip_td_pointwise.weight    -> v1.td_skip.pointwise.weight
+#   connections.LOC.layer_norm_bu.weight       -> loc.norm_bu.weight
+#   connections.Readout.readout_conv.weight    -> readout.conv.weight
+#   connections.Readout.layer_norm_td.bias     -> readout.norm_td.bias
+#   readout_weights                            -> readout_weights
+
+BLT_VS_AREA_NAMES: dict[str, str] = {
+    "Retina": "retina", "LGN": "lgn", "V1": "v1", "V2": "v2", "V3": "v3", "V4": "v4",
+    "LOC": "loc", "Readout": "readout",
+}  # fmt: skip
+BLT_VS_MODULE_NAMES: dict[str, str] = {
+    "bu_conv": "bu_conv",
+    "bu_l_conv_depthwise": "bu_lateral.spatial",
+    "bu_l_conv_pointwise": "bu_lateral.pointwise",
+    "td_conv": "td_conv",
+    "td_l_conv_depthwise": "td_lateral.spatial",
+    "td_l_conv_pointwise": "td_lateral.pointwise",
+    "skip_bu_depthwise": "bu_skip.spatial",
+    "skip_bu_pointwise": "bu_skip.pointwise",
+    "skip_td_depthwise": "td_skip.spatial",
+    "skip_td_pointwise": "td_skip.pointwise",
+    "layer_norm_bu": "norm_bu",
+    "layer_norm_td": "norm_td",
+    "readout_conv": "conv",
+}
+_BLT_VS_AREAS_BACK = {v: k for k, v in BLT_VS_AREA_NAMES.items()}
+_BLT_VS_MODULES_BACK = {v: k for k, v in BLT_VS_MODULE_NAMES.items()}
+_BLT_VS_REF_KEY = re.compile(r"^connections\.([A-Za-z0-9]+)\.([a-z_]+)\.(weight|bias)$")
+_BLT_VS_ZOO_KEY = re.compile(r"^([a-z0-9]+)\.([a-z_]+(?:\.[a-z]+)?)\.(weight|bias)$")
+
+
+def blt_vs_key_from_reference(key: str) -> str:
+    """Zoo name of one key of a published BLT-VS state dict (``connections.V1.bu_conv.weight``)."""
+    if key == "readout_weights":
+        return key
+    match = _BLT_VS_REF_KEY.match(key)
+    if not match or match[1] not in BLT_VS_AREA_NAMES or match[2] not in BLT_VS_MODULE_NAMES:
+        raise KeyError(f"not a key of the reference BLT-VS state dict: {key!r}")
+    return f"{BLT_VS_AREA_NAMES[match[1]]}.{BLT_VS_MODULE_NAMES[match[2]]}.{match[3]}"
+
+
+def blt_vs_key_to_reference(key: str) -> str:
+    """Reference (published-file) name of one key of the zoo ``blt_vs`` state dict."""
+    if key == "readout_weights":
+        return key
+    match = _BLT_VS_ZOO_KEY.match(key)
+    if not match or match[1] not in _BLT_VS_AREAS_BACK or match[2] not in _BLT_VS_MODULES_BACK:
+        raise KeyError(f"not a key of the zoo blt_vs state dict: {key!r}")
+    return f"connections.{_BLT_VS_AREAS_BACK[match[1]]}.{_BLT_VS_MODULES_BACK[match[2]]}.{match[3]}"
+
+
+def is_blt_vs_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True if ``state_dict`` uses the published layout (``connections.<Area>.*`` keys)."""
+    return any(k.startswith("connections.") for k in state_dict)
+
+
+def convert_blt_vs_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Published BLT-VS state dict -> zoo ``blt_vs`` state dict (same tensors, renamed keys).
+
+    The input is what ``torch.load`` returns for a published ``.pth`` file (``module.`` prefixes
+    already removed, e.g. by :func:`blt_models._builder.extract_state_dict`). A state dict that is
+    already in the zoo layout is returned unchanged (as a new dict), so the function can be applied
+    to any file. Order is kept; unknown ``connections.*`` keys raise ``KeyError``.
+    """
+    if not is_blt_vs_reference_state_dict(state_dict):
+        return dict(state_dict)
+    return {blt_vs_key_from_reference(k): v for k, v in state_dict.items()}
+
+
+def blt_vs_state_dict_to_reference(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Zoo ``blt_vs`` state dict -> the published layout, loadable by the reference ``BLT_VS``."""
+    if is_blt_vs_reference_state_dict(state_dict):
+        return dict(state_dict)
+    return {blt_vs_key_to_reference(k): v for k, v in state_dict.items()}
+
+
+_BLT_VS_FILENAME = re.compile(
+    r"blt_vs_slt_(?P<s>[01])(?P<l>[01])(?P<t>[01])_biounroll_(?P<bio>[01])_t_(?P<steps>\d+)"
+    r"_readout_(?P<readout>[a-z]+)_dataset_(?P<dataset>[a-z0-9]+)"
+)
+_BLT_VS_DATASET_CLASSES = {"imagenet": 1000, "ecoset": 565}
+
+
+def blt_vs_kwargs_from_filename(filename: str | os.PathLike[str]) -> dict[str, Any]:
+    """``blt_vs`` constructor arguments encoded in a published file name.
+
+    ``blt_vs_slt_111_biounroll_0_t_6_readout_multi_dataset_imagenet_num_1.pth`` -> skip, lateral
+    and top-down connections on, standard unrolling, 6 steps, 'multi' readout, 1000 classes.
+    Raises ``ValueError`` for a name that does not follow the pattern.
+    """
+    name = os.path.basename(os.fspath(filename))
+    match = _BLT_VS_FILENAME.search(name)
+    if not match:
+        raise ValueError(
+            f"{name!r} is not a BLT-VS weight-file name (blt_vs_slt_<SLT>_biounroll_<0|1>_t_<T>_"
+            "readout_<type>_dataset_<name>_num_<run>.pth)"
+        )
+    kwargs: dict[str, Any] = {
+        "skip_connections": match["s"] == "1",
+        "lateral_connections": match["l"] == "1",
+        "topdown_connections": match["t"] == "1",
+        "unroll": "biological" if match["bio"] == "1" else "standard",
+        "timesteps": int(match["steps"]),
+        "readout_type": "single" if match["readout"] == "single" else "multi",
+    }
+    if match["dataset"] in _BLT_VS_DATASET_CLASSES:
+        kwargs["num_classes"] = _BLT_VS_DATASET_CLASSES[match["dataset"]]
+    return kwargs
+
+
+def blt_vs_kwargs_from_state_dict(state_dict: Mapping[str, Any], add_feats: int = 100) -> dict[str, Any]:
+    """Constructor arguments that a BLT-VS state dict (either layout) pins down by itself.
+
+    Image size (from the Retina kernel), connection flags (from the keys present), readout type
+    and classes (readout channels minus ``add_feats``, which the file cannot tell apart). The
+    unrolling mode and the number of steps are not in the weights (except through the length of
+    ``readout_weights``); take them from the file name or the pretrained tag.
+    """
+    sd = convert_blt_vs_state_dict(state_dict)
+    if "retina.bu_conv.weight" not in sd or "readout.conv.weight" not in sd:
+        raise ValueError("not a BLT-VS state dict (no retina.bu_conv / readout.conv weights)")
+    kernel = int(sd["retina.bu_conv.weight"].shape[-1])
+    sizes = {7: 224, 5: 128}
+    if kernel not in sizes:
+        raise ValueError(f"Retina kernel {kernel} fits neither image size (7: 224 px, 5: 128 px)")
+    return {
+        "image_size": sizes[kernel],
+        "in_chans": int(sd["retina.bu_conv.weight"].shape[1]),
+        "num_classes": int(sd["readout.conv.weight"].shape[0]) - add_feats,
+        "add_feats": add_feats,
+        "lateral_connections": any(".bu_lateral." in k for k in sd),
+        "topdown_connections": any(".td_conv." in k for k in sd),
+        "skip_connections": any("_skip." in k for k in sd),
+        "readout_type": "single" if "readout_weights" in sd else "multi",
+    }

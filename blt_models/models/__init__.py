@@ -1,7 +1,8 @@
 """Model families; importing this package registers every architecture."""
 
 from .blt import BLT
+from .blt_vs import BLTVS
 from .cornet import CORnetR, CORnetRT, CORnetS, CORnetZ
 from .resnet import ResNet
 
-__all__ = ["BLT", "CORnetR", "CORnetRT", "CORnetS", "CORnetZ", "ResNet"]
+__all__ = ["BLT", "BLTVS", "CORnetR", "CORnetRT", "CORnetS", "CORnetZ", "ResNet"]
