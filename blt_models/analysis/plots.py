@@ -192,7 +192,7 @@ def plot_trajectories(
             ax.set_zlabel("MDS 3")
             ax.view_init(elev=elev, azim=azim)
     if traj.joint or d == 3:
-        ax_list[0].legend(fontsize=8, title="layer (dots: clock step, darker = later)", title_fontsize=7)
+        ax_list[0].legend(fontsize=8, loc="best", title="layer (dots: clock step, darker = later)", title_fontsize=7)
     fig.suptitle(title or f"Trajectories through model time ({traj.kind})", fontsize=10)
     return _save(fig, path)
 
