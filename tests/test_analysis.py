@@ -24,8 +24,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tiny_blt(connectivity: str = "blt", timesteps: int = 5):
     torch.manual_seed(0)
     return bm.create_model(
-        f"blt_{connectivity}", channels=(32, 32, 32), sizes=(14, 7, 7), nominal_size=28,
-        in_chans=1, num_classes=4, timesteps=timesteps,
+        f"blt_{connectivity}",
+        channels=(32, 32, 32),
+        sizes=(14, 7, 7),
+        nominal_size=28,
+        in_chans=1,
+        num_classes=4,
+        timesteps=timesteps,
     ).eval()
 
 
@@ -105,7 +110,11 @@ def test_rdm_of_rdms_and_mds(rdms):
         assert m.labels[0] == ("layer0", 0) and m.labels[-1] == ("layer2", 4)
     m = ba.rdm_of_rdms(rdms, method="angular")
     t2 = ba.mds_trajectories(m, n_components=2, seed=3)
-    assert {k: v.shape for k, v in t2.coords.items()} == {"layer0": (5, 2), "layer1": (4, 2), "layer2": (3, 2)}
+    assert {k: v.shape for k, v in t2.coords.items()} == {
+        "layer0": (5, 2),
+        "layer1": (4, 2),
+        "layer2": (3, 2),
+    }
     np.testing.assert_array_equal(t2.steps["layer2"], [2, 3, 4])
     again = ba.mds_trajectories(m, n_components=2, seed=3)
     np.testing.assert_allclose(again.coords["layer1"], t2.coords["layer1"])  # seeded
@@ -139,7 +148,9 @@ def test_rsa_time_bins_noise_ceiling_and_bootstrap(rdms):
     # two "subjects" per bin -> noise ceiling from rsatoolbox
     rng = np.random.default_rng(0)
     vec = rdms.dissimilarities[[3, 3, 8, 8]] + 0.01 * rng.random((4, rdms.dissimilarities.shape[1]))
-    neural = RDMs(vec, rdm_descriptors={"time": np.array([0, 0, 1, 1]), "subject": np.array([0, 1, 0, 1])})
+    neural = RDMs(
+        vec, rdm_descriptors={"time": np.array([0, 0, 1, 1]), "subject": np.array([0, 1, 0, 1])}
+    )
     res = ba.rsa(rdms, neural, n_bootstrap=5)
     assert res.bins == [0, 1]
     assert np.all(np.isfinite(res.noise_ceiling)) and np.all(res.noise_ceiling > 0.9)
@@ -158,7 +169,9 @@ def test_linear_cka_properties():
     assert ba.linear_cka(3.7 * x, y) == pytest.approx(ba.linear_cka(x, y))  # isotropic scaling
     assert ba.linear_cka(x + 5.0, y) == pytest.approx(ba.linear_cka(x, y))  # centred
     xc, yc = x - x.mean(0), y - y.mean(0)
-    direct = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    direct = np.linalg.norm(yc.T @ xc) ** 2 / (
+        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    )
     assert ba.linear_cka(x, y) == pytest.approx(direct)
     # HSIC form with the centring matrix
     n = 30
@@ -175,8 +188,11 @@ def test_unbiased_hsic_matches_song_formula():
     n = 15
     kt, lt = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
     one = np.ones(n)
-    song = (np.trace(kt @ lt) + one @ kt @ one * (one @ lt @ one) / ((n - 1) * (n - 2))
-            - 2 / (n - 2) * one @ kt @ lt @ one) / (n * (n - 3))
+    song = (
+        np.trace(kt @ lt)
+        + one @ kt @ one * (one @ lt @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ kt @ lt @ one
+    ) / (n * (n - 3))
     assert ba.hsic(k, l, unbiased=True) == pytest.approx(song)
 
 
@@ -310,13 +326,22 @@ def test_diagram_of_other_model_kinds(tmp_path):
 
     g = ba.model_graph(Chain())
     assert [(e.src, e.dst, e.kind) for e in g.edges if e.kind in ("bottom_up", "lateral")] == [
-        ("V1", "V2", "bottom_up"), ("V2", "V4", "bottom_up"), ("V4", "IT", "bottom_up"), ("V4", "V4", "lateral")]
+        ("V1", "V2", "bottom_up"),
+        ("V2", "V4", "bottom_up"),
+        ("V4", "IT", "bottom_up"),
+        ("V4", "V4", "lateral"),
+    ]
     assert g.edges[0].label == "conv 3x3/s2"
 
     class Described(Chain):
         def connections(self):
-            return [("V1", "V2", "bottom_up"), {"src": "IT", "dst": "V4", "kind": "top_down", "label": "fb"},
-                    ("V2", "V2", "lateral", "conv 3x3/s1"), ("V2", "V4", "bottom_up"), ("V4", "IT", "bottom_up")]
+            return [
+                ("V1", "V2", "bottom_up"),
+                {"src": "IT", "dst": "V4", "kind": "top_down", "label": "fb"},
+                ("V2", "V2", "lateral", "conv 3x3/s1"),
+                ("V2", "V4", "bottom_up"),
+                ("V4", "IT", "bottom_up"),
+            ]
 
     g2 = ba.model_graph(Described())
     assert g2.meta["source"] == "connections"
@@ -339,3 +364,25 @@ def test_import_error_names_the_extra(monkeypatch):
         for k in [k for k in sys.modules if k.startswith("blt_models.analysis")]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+@pytest.mark.slow
+def test_example_runs_end_to_end(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "analysis" / "run_analysis.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--out", str(tmp_path)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    for name in (
+        "rdm_frames.png",
+        "rdm_of_rdms.png",
+        "trajectories_2d.png",
+        "connectivity.tex",
+        "summary.json",
+    ):
+        assert (tmp_path / name).stat().st_size > 0

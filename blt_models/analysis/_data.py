@@ -20,7 +20,10 @@ def to_numpy(x: Any) -> np.ndarray:
     """A numpy array from a numpy array, a torch tensor (any device) or a nested sequence."""
     if hasattr(x, "detach"):  # torch.Tensor, without importing torch
         x = x.detach()
-        if hasattr(x, "float") and str(getattr(x, "dtype", "")) in ("torch.bfloat16", "torch.float16"):
+        if hasattr(x, "float") and str(getattr(x, "dtype", "")) in (
+            "torch.bfloat16",
+            "torch.float16",
+        ):
             x = x.float()
         x = x.cpu().numpy()
     return np.asarray(x)
@@ -60,13 +63,17 @@ class FeatureSet:
 
     def states(self, include_inactive: bool = False) -> list[tuple[str, int]]:
         """All ``(layer, step)`` states, layer-major, steps in time order."""
-        return [(layer, s) for layer in self.layers for s in self.active_steps(layer, include_inactive)]
+        return [
+            (layer, s) for layer in self.layers for s in self.active_steps(layer, include_inactive)
+        ]
 
     def state(self, layer: str, step: int, flatten: bool = True) -> np.ndarray:
         """Features of ``layer`` at clock step ``step``: ``[N, F]`` (or ``[N, ...]``)."""
         where = np.flatnonzero(self.steps[layer] == step)
         if where.size == 0:
-            raise KeyError(f"layer {layer!r} has no clock step {step} (steps: {list(self.steps[layer])})")
+            raise KeyError(
+                f"layer {layer!r} has no clock step {step} (steps: {list(self.steps[layer])})"
+            )
         x = self.features[layer][:, int(where[0])]
         return x.reshape(x.shape[0], -1) if flatten else x
 

@@ -79,7 +79,9 @@ def linear_cka(x: Any, y: Any, unbiased: bool = False) -> float:
     """
     k, l = gram_linear(x), gram_linear(y)  # noqa: E741
     if k.shape != l.shape:
-        raise ValueError(f"x and y must have the same number of stimuli; got {k.shape[0]} and {l.shape[0]}")
+        raise ValueError(
+            f"x and y must have the same number of stimuli; got {k.shape[0]} and {l.shape[0]}"
+        )
     kxy = hsic(k, l, unbiased)
     kxx, kyy = hsic(k, k, unbiased), hsic(l, l, unbiased)
     denom = np.sqrt(kxx * kyy)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 __all__ = [
     "DiagramEdge",
     "DiagramNode",
@@ -42,7 +41,13 @@ COLOURS = {
     "input": "#555555",
     "readout": "#555555",
 }
-TIKZ_STYLES = {"bottom_up": "bu", "lateral": "lat", "top_down": "td", "input": "io", "readout": "io"}
+TIKZ_STYLES = {
+    "bottom_up": "bu",
+    "lateral": "lat",
+    "top_down": "td",
+    "input": "io",
+    "readout": "io",
+}
 KIND_NAMES = {"bottom_up": "bottom-up", "lateral": "lateral", "top_down": "top-down"}
 
 
@@ -159,7 +164,9 @@ def model_graph(model: Any) -> ModelGraph:
     input_detail = ", ".join(
         b for b in (f"{in_chans} ch" if in_chans else "", f"{size}x{size}" if size else "") if b
     )
-    nodes = [DiagramNode("input", input_detail)] + [DiagramNode(n, details.get(n, "")) for n in names]
+    nodes = [DiagramNode("input", input_detail)] + [
+        DiagramNode(n, details.get(n, "")) for n in names
+    ]
     edges: list[DiagramEdge] = []
     source = "chain"
 
@@ -167,8 +174,14 @@ def model_graph(model: Any) -> ModelGraph:
     connections = getattr(model, "connections", None)
     if model_edges and all(hasattr(e, "src") and hasattr(e, "dst") for e in model_edges):
         source = "edges"
-        stem = [m for m in (_submodule(model, "conv_input"), _submodule(model, "pool_input")) if m is not None]
-        edges.append(DiagramEdge("input", names[0], "input", " + ".join(describe_module(m) for m in stem)))
+        stem = [
+            m
+            for m in (_submodule(model, "conv_input"), _submodule(model, "pool_input"))
+            if m is not None
+        ]
+        edges.append(
+            DiagramEdge("input", names[0], "input", " + ".join(describe_module(m) for m in stem))
+        )
         for e in model_edges:
             module = _submodule(model, e.name) if hasattr(e, "name") else None
             kind = getattr(e, "kind", None) or (
@@ -205,8 +218,12 @@ def model_graph(model: Any) -> ModelGraph:
         for name in names:
             module = _submodule(model, name)
             edges.append(
-                DiagramEdge(prev, name, "input" if prev == "input" else "bottom_up",
-                            _first_conv(module) if module is not None else "")
+                DiagramEdge(
+                    prev,
+                    name,
+                    "input" if prev == "input" else "bottom_up",
+                    _first_conv(module) if module is not None else "",
+                )
             )
             prev = name
         for name in getattr(model, "recurrent_layers", ()) or ():
@@ -216,7 +233,11 @@ def model_graph(model: Any) -> ModelGraph:
     readout_label = ""
     classifier = getattr(model, "classifier_name", "")
     if classifier and _submodule(model, classifier) is not None:
-        head = _submodule(model, classifier.rsplit(".", 1)[0]) if "." in classifier else _submodule(model, classifier)
+        head = (
+            _submodule(model, classifier.rsplit(".", 1)[0])
+            if "." in classifier
+            else _submodule(model, classifier)
+        )
         readout_label = describe_module(head)
     nodes.append(DiagramNode("readout", f"{num_classes} classes" if num_classes else ""))
     edges.append(DiagramEdge(names[-1], "readout", "readout", readout_label))
@@ -228,7 +249,9 @@ def _graph(model_or_graph: Any) -> ModelGraph:
 
 
 # ------------------------------------------------------------------------------------------- PNG
-def draw_diagram(model_or_graph: Any, path: str | Path, title: str | None = None, labels: bool = True) -> Path:
+def draw_diagram(
+    model_or_graph: Any, path: str | Path, title: str | None = None, labels: bool = True
+) -> Path:
     """Draw the connectivity diagram as a PNG (layers stacked bottom-up, input at the bottom)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -252,20 +275,47 @@ def draw_diagram(model_or_graph: Any, path: str | Path, title: str | None = None
     for node in g.nodes:
         y = ys[node.name]
         grey = node.name in ("input", "readout")
-        ax.add_patch(FancyBboxPatch((-w / 2, y - h / 2), w, h, boxstyle="round,pad=0.04,rounding_size=0.12",
-                                    fc="#eeeeee" if grey else "#fff7e0", ec="0.3", lw=1.0))
+        ax.add_patch(
+            FancyBboxPatch(
+                (-w / 2, y - h / 2),
+                w,
+                h,
+                boxstyle="round,pad=0.04,rounding_size=0.12",
+                fc="#eeeeee" if grey else "#fff7e0",
+                ec="0.3",
+                lw=1.0,
+            )
+        )
         text = node.name if not node.detail else f"{node.name}\n{node.detail}"
         loop = lateral.get(node.name)
         if loop is not None and labels and loop.label:
             ax.text(0, y + 0.1, text, ha="center", va="center", fontsize=8.5)
-            ax.text(0, y - 0.27, f"lateral: {loop.label}", ha="center", va="center", fontsize=6.5,
-                    color=COLOURS["lateral"])
+            ax.text(
+                0,
+                y - 0.27,
+                f"lateral: {loop.label}",
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color=COLOURS["lateral"],
+            )
         else:
             ax.text(0, y, text, ha="center", va="center", fontsize=8.5)
 
     def arrow(p, q, colour, rad=0.0, lw=1.4):
-        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=11, color=colour, lw=lw,
-                                     connectionstyle=f"arc3,rad={rad}", shrinkA=1, shrinkB=1))
+        ax.add_patch(
+            FancyArrowPatch(
+                p,
+                q,
+                arrowstyle="-|>",
+                mutation_scale=11,
+                color=colour,
+                lw=lw,
+                connectionstyle=f"arc3,rad={rad}",
+                shrinkA=1,
+                shrinkB=1,
+            )
+        )
 
     for e in g.edges:
         colour = COLOURS.get(e.kind, "0.3")
@@ -301,10 +351,20 @@ def draw_diagram(model_or_graph: Any, path: str | Path, title: str | None = None
                 label_xy = (side * outer, (ya + yb) / 2 + 0.2 * (span % 2))
                 ha = "right" if up else "left"
         if labels and e.label and label_xy is not None:
-            ax.text(*label_xy, e.label, ha=ha, va="center", fontsize=6.5, color=colour,
-                    bbox=dict(fc="white", ec="none", alpha=0.85, pad=0.6))
-    handles = [Line2D([0], [0], color=COLOURS[k], lw=2, label=KIND_NAMES[k])
-               for k in ("bottom_up", "lateral", "top_down") if g.edges_of(k)]
+            ax.text(
+                *label_xy,
+                e.label,
+                ha=ha,
+                va="center",
+                fontsize=6.5,
+                color=colour,
+                bbox=dict(fc="white", ec="none", alpha=0.85, pad=0.6),
+            )
+    handles = [
+        Line2D([0], [0], color=COLOURS[k], lw=2, label=KIND_NAMES[k])
+        for k in ("bottom_up", "lateral", "top_down")
+        if g.edges_of(k)
+    ]
     if handles:
         ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
     fig.suptitle(title or f"{g.name}: connectivity", fontsize=10)
@@ -390,7 +450,9 @@ def diagram_tikz(model_or_graph: Any, standalone: bool = True) -> str:
     legend = [k for k in ("bottom_up", "lateral", "top_down") if g.edges_of(k)]
     for j, k in enumerate(legend):
         y = legend_y - 0.5 * j
-        lines.append(rf"\draw[{TIKZ_STYLES[k]}] (-7, {y:.1f}) -- (-6, {y:.1f}) node[right, font=\scriptsize, text=black] {{{KIND_NAMES[k]}}};")
+        lines.append(
+            rf"\draw[{TIKZ_STYLES[k]}] (-7, {y:.1f}) -- (-6, {y:.1f}) node[right, font=\scriptsize, text=black] {{{KIND_NAMES[k]}}};"
+        )
     lines.append(r"\end{tikzpicture}")
     if standalone:
         lines.append(r"\end{document}")
@@ -407,4 +469,3 @@ def save_diagram(model_or_graph: Any, path: str | Path) -> tuple[Path, Path]:
     tex.parent.mkdir(parents=True, exist_ok=True)
     tex.write_text(diagram_tikz(g), encoding="utf-8")
     return png, tex
-

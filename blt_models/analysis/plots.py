@@ -69,7 +69,9 @@ def plot_rdm_frames(
     desc = rdms.rdm_descriptors
     all_layers = list(dict.fromkeys(str(x) for x in desc["layer"]))
     layers = list(layers) if layers is not None else all_layers
-    steps = sorted({int(s) for s, name in zip(desc["step"], desc["layer"]) if str(name) in layers})
+    steps = sorted(
+        {int(s) for s, name in zip(desc["step"], desc["layer"], strict=True) if str(name) in layers}
+    )
     mats = rdms.get_matrices()
     fig = _figure(1.3 * len(steps) + 1.2, 1.3 * len(layers) + 0.8)
     axes = fig.subplots(len(layers), len(steps), squeeze=False)
@@ -79,7 +81,11 @@ def plot_rdm_frames(
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
-            hit = [k for k in range(rdms.n_rdm) if str(desc["layer"][k]) == layer and int(desc["step"][k]) == step]
+            hit = [
+                k
+                for k in range(rdms.n_rdm)
+                if str(desc["layer"][k]) == layer and int(desc["step"][k]) == step
+            ]
             if hit:
                 m = mats[hit[0]]
                 if order is not None:
@@ -87,10 +93,20 @@ def plot_rdm_frames(
                 if normalize:
                     top = np.nanmax(m)
                     m = m / top if top > 0 else m
-                image = ax.imshow(m, cmap=cmap, vmin=0 if normalize else None, vmax=1 if normalize else None)
+                image = ax.imshow(
+                    m, cmap=cmap, vmin=0 if normalize else None, vmax=1 if normalize else None
+                )
             else:
-                ax.text(0.5, 0.5, "inactive", ha="center", va="center", fontsize=7, color="0.5",
-                        transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    "inactive",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="0.5",
+                    transform=ax.transAxes,
+                )
                 for spine in ax.spines.values():
                     spine.set_color("0.85")
             if i == 0:
@@ -98,8 +114,12 @@ def plot_rdm_frames(
             if j == 0:
                 ax.set_ylabel(layer, fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6,
-                     label=("dissimilarity / max" if normalize else rdms.dissimilarity_measure))
+        fig.colorbar(
+            image,
+            ax=axes,
+            shrink=0.6,
+            label=("dissimilarity / max" if normalize else rdms.dissimilarity_measure),
+        )
     fig.suptitle(title or f"RDMs ({rdms.dissimilarity_measure}) over {TIME_LABEL}", fontsize=10)
     return _save(fig, path)
 
@@ -113,7 +133,7 @@ def _layer_ticks(ax: Any, matrix: StateMatrix) -> None:
             starts.append(i)
             names.append(layer)
     ends = starts[1:] + [len(labels)]
-    centers = [(a + b - 1) / 2 for a, b in zip(starts, ends)]
+    centers = [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)]
     ax.set_xticks(centers)
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(centers)
@@ -169,10 +189,10 @@ def plot_trajectories(
         rows = int(np.ceil(len(layers) / cols))
         fig = _figure(3.6 * cols, 3.3 * rows)
         grid = fig.subplots(rows, cols, squeeze=False).ravel()
-        for extra in grid[len(layers):]:
+        for extra in grid[len(layers) :]:
             extra.set_visible(False)
         ax_list = list(grid[: len(layers)])
-    for ax, layer, colour in zip(ax_list, layers, colours):
+    for ax, layer, colour in zip(ax_list, layers, colours, strict=True):
         xy = traj.coords[layer]
         steps = traj.steps[layer]
         n = len(steps)
@@ -192,7 +212,12 @@ def plot_trajectories(
             ax.set_zlabel("MDS 3")
             ax.view_init(elev=elev, azim=azim)
     if traj.joint or d == 3:
-        ax_list[0].legend(fontsize=8, loc="best", title="layer (dots: clock step, darker = later)", title_fontsize=7)
+        ax_list[0].legend(
+            fontsize=8,
+            loc="best",
+            title="layer (dots: clock step, darker = later)",
+            title_fontsize=7,
+        )
     fig.suptitle(title or f"Trajectories through model time ({traj.kind})", fontsize=10)
     return _save(fig, path)
 
@@ -206,13 +231,15 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
     if nb == 1:
         fig = _figure(6.5, 4.2)
         ax = fig.add_subplot()
-        for layer, colour in zip(layers, colours):
+        for layer, colour in zip(layers, colours, strict=True):
             steps, scores = result.layer(layer)
             ax.plot(steps, scores[:, 0], "-o", color=colour, ms=3, label=layer)
             if result.sem is not None:
                 idx = [i for i, (name, _) in enumerate(result.labels) if name == layer]
                 sem = result.sem[idx, 0]
-                ax.fill_between(steps, scores[:, 0] - sem, scores[:, 0] + sem, color=colour, alpha=0.2)
+                ax.fill_between(
+                    steps, scores[:, 0] - sem, scores[:, 0] + sem, color=colour, alpha=0.2
+                )
         lo, hi = result.noise_ceiling[0]
         if np.isfinite(lo) and np.isfinite(hi):
             ax.axhspan(lo, hi, color="0.8", alpha=0.5, label="noise ceiling")
@@ -224,14 +251,21 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
         rows = int(np.ceil(len(layers) / cols))
         fig = _figure(3.6 * cols, 3.0 * rows)
         grid = fig.subplots(rows, cols, squeeze=False).ravel()
-        for extra in grid[len(layers):]:
+        for extra in grid[len(layers) :]:
             extra.set_visible(False)
         vmin, vmax = np.nanmin(result.scores), np.nanmax(result.scores)
         im = None
-        for ax, layer in zip(grid, layers):
+        for ax, layer in zip(grid[: len(layers)], layers, strict=True):
             steps, scores = result.layer(layer)
-            im = ax.imshow(scores, aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="viridis",
-                           extent=(-0.5, nb - 0.5, steps[0] - 0.5, steps[-1] + 0.5))
+            im = ax.imshow(
+                scores,
+                aspect="auto",
+                origin="lower",
+                vmin=vmin,
+                vmax=vmax,
+                cmap="viridis",
+                extent=(-0.5, nb - 0.5, steps[0] - 0.5, steps[-1] + 0.5),
+            )
             ax.set_title(layer, fontsize=9)
             ax.set_xlabel("neural time bin")
             ax.set_ylabel(TIME_LABEL)
@@ -239,7 +273,9 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
             ax.set_xticks(ticks[:: max(1, nb // 6)])
             ax.set_xticklabels([str(result.bins[i]) for i in ticks[:: max(1, nb // 6)]], fontsize=7)
         if im is not None:
-            fig.colorbar(im, ax=list(grid[: len(layers)]), label=f"RDM similarity ({result.method})")
+            fig.colorbar(
+                im, ax=list(grid[: len(layers)]), label=f"RDM similarity ({result.method})"
+            )
     fig.suptitle(title or "Model RDMs vs neural RDMs", fontsize=10)
     return _save(fig, path)
 
@@ -253,10 +289,12 @@ def plot_selectivity(
     panels = 3 if decoding is not None else 2
     fig = _figure(4.0 * panels, 3.8)
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    for layer, colour in zip(layers, colours):
+    for layer, colour in zip(layers, colours, strict=True):
         steps = result.steps[layer]
         axes[0].plot(steps, result.fraction[layer], "-o", ms=3, color=colour, label=layer)
-        axes[1].plot(steps, result.dprime[layer].mean(axis=1), "-o", ms=3, color=colour, label=layer)
+        axes[1].plot(
+            steps, result.dprime[layer].mean(axis=1), "-o", ms=3, color=colour, label=layer
+        )
     axes[0].set_ylabel(f"fraction of units with d' > {result.threshold:g}")
     axes[1].set_ylabel("mean d' over units")
     axes[1].axhline(0, color="0.6", lw=0.8)
@@ -273,7 +311,7 @@ def _decoding_axes(ax: Any, decoding: Any, layers: Sequence[str] | None, colours
     layers = list(layers) if layers is not None else list(decoding.accuracy)
     if colours is None:
         colours = _colours(len(layers))
-    for layer, colour in zip(layers, colours):
+    for layer, colour in zip(layers, colours, strict=True):
         if layer not in decoding.accuracy:
             continue
         steps = decoding.steps[layer]

@@ -114,7 +114,7 @@ def compute_rdms(
 def _labels(rdms: RDMs) -> list[tuple[str, int]]:
     desc = rdms.rdm_descriptors
     if "layer" in desc and "step" in desc:
-        return [(str(a), int(b)) for a, b in zip(desc["layer"], desc["step"])]
+        return [(str(a), int(b)) for a, b in zip(desc["layer"], desc["step"], strict=True)]
     return [("rdm", i) for i in range(rdms.n_rdm)]
 
 
@@ -296,7 +296,8 @@ class Trajectories:
     def path_lengths(self) -> dict[str, float]:
         """Total distance travelled by each layer (sum of step-to-step lengths)."""
         return {
-            k: float(np.linalg.norm(np.diff(v, axis=0), axis=1).sum()) for k, v in self.coords.items()
+            k: float(np.linalg.norm(np.diff(v, axis=0), axis=1).sum())
+            for k, v in self.coords.items()
         }
 
 
@@ -364,4 +365,3 @@ def mds_trajectories(
             coords[layer] = emb[idx]
             steps[layer] = np.array([labels[i][1] for i in idx])
     return Trajectories(coords, steps, stress, joint=not per_layer, kind=dissimilarity.kind)
-

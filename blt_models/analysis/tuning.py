@@ -187,7 +187,9 @@ def decode_over_time(
         raise ValueError("every class needs at least 2 stimuli for cross-validation")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     if classifier is None:
-        classifier = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-1, 5, 7)))
+        classifier = make_pipeline(
+            StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-1, 5, 7))
+        )
     rng = np.random.default_rng(seed)
     fs = as_feature_set(features, layers)
     acc: dict[str, np.ndarray] = {}
