@@ -1,0 +1,360 @@
+"""PNG figures of the analyses, with matplotlib's Agg canvas (no display, no pyplot state).
+
+Every function takes a result object and a path, writes the figure and returns the path. Time axes
+are labelled in model time: "clock step t", the same step for every layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ._data import StateMatrix
+
+__all__ = [
+    "plot_decoding",
+    "plot_rdm_frames",
+    "plot_readout",
+    "plot_rsa",
+    "plot_selectivity",
+    "plot_state_matrix",
+    "plot_trajectories",
+]
+
+TIME_LABEL = "model time (clock step t)"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def _colours(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ RDMs
+def plot_rdm_frames(
+    rdms: Any,
+    path: str | Path,
+    layers: Sequence[str] | None = None,
+    order: Sequence[int] | None = None,
+    normalize: bool = True,
+    cmap: str = "magma",
+    title: str | None = None,
+) -> Path:
+    """An "RDM movie" as a frame grid: one row per layer, one column per clock step.
+
+    Args:
+        rdms: rsatoolbox ``RDMs`` from :func:`~blt_models.analysis.compute_rdms`.
+        order: optional order of the images (e.g. ``np.argsort(labels)``) for the rows/columns.
+        normalize: divide each RDM by its maximum (as the reference's ``plot_maps``).
+    """
+    desc = rdms.rdm_descriptors
+    all_layers = list(dict.fromkeys(str(x) for x in desc["layer"]))
+    layers = list(layers) if layers is not None else all_layers
+    steps = sorted(
+        {int(s) for s, name in zip(desc["step"], desc["layer"], strict=True) if str(name) in layers}
+    )
+    mats = rdms.get_matrices()
+    fig = _figure(1.3 * len(steps) + 1.2, 1.3 * len(layers) + 0.8)
+    axes = fig.subplots(len(layers), len(steps), squeeze=False)
+    image = None
+    for i, layer in enumerate(layers):
+        for j, step in enumerate(steps):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            hit = [
+                k
+                for k in range(rdms.n_rdm)
+                if str(desc["layer"][k]) == layer and int(desc["step"][k]) == step
+            ]
+            if hit:
+                m = mats[hit[0]]
+                if order is not None:
+                    m = m[np.ix_(order, order)]
+                if normalize:
+                    top = np.nanmax(m)
+                    m = m / top if top > 0 else m
+                image = ax.imshow(
+                    m, cmap=cmap, vmin=0 if normalize else None, vmax=1 if normalize else None
+                )
+            else:
+                ax.text(
+                    0.5,
+                    0.5,
+                    "inactive",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="0.5",
+                    transform=ax.transAxes,
+                )
+                for spine in ax.spines.values():
+                    spine.set_color("0.85")
+            if i == 0:
+                ax.set_title(f"t = {step}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(layer, fontsize=9)
+    if image is not None:
+        fig.colorbar(
+            image,
+            ax=axes,
+            shrink=0.6,
+            label=("dissimilarity / max" if normalize else rdms.dissimilarity_measure),
+        )
+    fig.suptitle(title or f"RDMs ({rdms.dissimilarity_measure}) over {TIME_LABEL}", fontsize=10)
+    return _save(fig, path)
+
+
+def _layer_ticks(ax: Any, matrix: StateMatrix) -> None:
+    """Layer blocks on both axes, with separators."""
+    labels = matrix.labels
+    starts, names = [], []
+    for i, (layer, _) in enumerate(labels):
+        if i == 0 or labels[i - 1][0] != layer:
+            starts.append(i)
+            names.append(layer)
+    ends = starts[1:] + [len(labels)]
+    centers = [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)]
+    ax.set_xticks(centers)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(centers)
+    ax.set_yticklabels(names, fontsize=8)
+    for s in starts[1:]:
+        ax.axhline(s - 0.5, color="white", lw=0.8)
+        ax.axvline(s - 0.5, color="white", lw=0.8)
+
+
+def plot_state_matrix(
+    matrix: StateMatrix,
+    path: str | Path,
+    title: str | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Path:
+    """A layers x steps matrix (RDM-of-RDMs, CKA): states ordered layer-major, time inside."""
+    fig = _figure(6.5, 5.6)
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix.values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _layer_ticks(ax, matrix)
+    ax.set_xlabel("state (layer, clock step t; time increases within each block)")
+    ax.set_ylabel("state (layer, clock step t)")
+    fig.colorbar(im, ax=ax, label=matrix.kind)
+    ax.set_title(title or matrix.kind, fontsize=10)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------ trajectories
+def plot_trajectories(
+    traj: Any,
+    path: str | Path,
+    title: str | None = None,
+    annotate: bool = True,
+    elev: float = 20,
+    azim: float = -60,
+) -> Path:
+    """2-D or 3-D MDS trajectories: one colour per layer, opacity increasing with model time."""
+    d = traj.n_components
+    layers = list(traj.coords)
+    colours = _colours(len(layers))
+    if traj.joint or d == 3:
+        fig = _figure(6.5, 5.5)
+        if d == 3:
+            from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  (registers the projection)
+
+            ax_list = [fig.add_subplot(projection="3d")] * len(layers)
+        else:
+            ax_list = [fig.add_subplot()] * len(layers)
+    else:
+        cols = min(3, len(layers))
+        rows = int(np.ceil(len(layers) / cols))
+        fig = _figure(3.6 * cols, 3.3 * rows)
+        grid = fig.subplots(rows, cols, squeeze=False).ravel()
+        for extra in grid[len(layers) :]:
+            extra.set_visible(False)
+        ax_list = list(grid[: len(layers)])
+    for ax, layer, colour in zip(ax_list, layers, colours, strict=True):
+        xy = traj.coords[layer]
+        steps = traj.steps[layer]
+        n = len(steps)
+        alphas = np.linspace(0.25, 1.0, n) if n > 1 else np.ones(1)
+        ax.plot(*xy.T, "-", color=colour, lw=1.2, alpha=0.6, label=layer)
+        for k in range(n):
+            ax.scatter(*xy[k], color=colour, alpha=float(alphas[k]), s=28, edgecolors="none")
+        if annotate and n:
+            for k in (0, n - 1):
+                ax.text(*xy[k], f"t={steps[k]}", fontsize=7, color=colour)
+        if not traj.joint and d == 2:
+            ax.set_title(layer, fontsize=9)
+    for ax in dict.fromkeys(ax_list):
+        ax.set_xlabel("MDS 1")
+        ax.set_ylabel("MDS 2")
+        if d == 3:
+            ax.set_zlabel("MDS 3")
+            ax.view_init(elev=elev, azim=azim)
+    if traj.joint or d == 3:
+        ax_list[0].legend(
+            fontsize=8,
+            loc="best",
+            title="layer (dots: clock step, darker = later)",
+            title_fontsize=7,
+        )
+    fig.suptitle(title or f"Trajectories through model time ({traj.kind})", fontsize=10)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------- curves
+def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
+    """RSA over model time: one line per layer (one bin) or a states x bins heat map per layer."""
+    layers = result.layers
+    colours = _colours(len(layers))
+    nb = len(result.bins)
+    if nb == 1:
+        fig = _figure(6.5, 4.2)
+        ax = fig.add_subplot()
+        for layer, colour in zip(layers, colours, strict=True):
+            steps, scores = result.layer(layer)
+            ax.plot(steps, scores[:, 0], "-o", color=colour, ms=3, label=layer)
+            if result.sem is not None:
+                idx = [i for i, (name, _) in enumerate(result.labels) if name == layer]
+                sem = result.sem[idx, 0]
+                ax.fill_between(
+                    steps, scores[:, 0] - sem, scores[:, 0] + sem, color=colour, alpha=0.2
+                )
+        lo, hi = result.noise_ceiling[0]
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.axhspan(lo, hi, color="0.8", alpha=0.5, label="noise ceiling")
+        ax.set_xlabel(TIME_LABEL)
+        ax.set_ylabel(f"RDM similarity ({result.method})")
+        ax.legend(fontsize=8)
+    else:
+        cols = min(3, len(layers))
+        rows = int(np.ceil(len(layers) / cols))
+        fig = _figure(3.6 * cols, 3.0 * rows)
+        grid = fig.subplots(rows, cols, squeeze=False).ravel()
+        for extra in grid[len(layers) :]:
+            extra.set_visible(False)
+        vmin, vmax = np.nanmin(result.scores), np.nanmax(result.scores)
+        im = None
+        for ax, layer in zip(grid[: len(layers)], layers, strict=True):
+            steps, scores = result.layer(layer)
+            im = ax.imshow(
+                scores,
+                aspect="auto",
+                origin="lower",
+                vmin=vmin,
+                vmax=vmax,
+                cmap="viridis",
+                extent=(-0.5, nb - 0.5, steps[0] - 0.5, steps[-1] + 0.5),
+            )
+            ax.set_title(layer, fontsize=9)
+            ax.set_xlabel("neural time bin")
+            ax.set_ylabel(TIME_LABEL)
+            ticks = np.arange(nb)
+            ax.set_xticks(ticks[:: max(1, nb // 6)])
+            ax.set_xticklabels([str(result.bins[i]) for i in ticks[:: max(1, nb // 6)]], fontsize=7)
+        if im is not None:
+            fig.colorbar(
+                im, ax=list(grid[: len(layers)]), label=f"RDM similarity ({result.method})"
+            )
+    fig.suptitle(title or "Model RDMs vs neural RDMs", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_selectivity(
+    result: Any, path: str | Path, decoding: Any = None, title: str | None = None
+) -> Path:
+    """Fraction of selective units and mean d' over model time (plus decoding, if given)."""
+    layers = list(result.dprime)
+    colours = _colours(len(layers))
+    panels = 3 if decoding is not None else 2
+    fig = _figure(4.0 * panels, 3.8)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for layer, colour in zip(layers, colours, strict=True):
+        steps = result.steps[layer]
+        axes[0].plot(steps, result.fraction[layer], "-o", ms=3, color=colour, label=layer)
+        axes[1].plot(
+            steps, result.dprime[layer].mean(axis=1), "-o", ms=3, color=colour, label=layer
+        )
+    axes[0].set_ylabel(f"fraction of units with d' > {result.threshold:g}")
+    axes[1].set_ylabel("mean d' over units")
+    axes[1].axhline(0, color="0.6", lw=0.8)
+    if decoding is not None:
+        _decoding_axes(axes[2], decoding, layers, colours)
+    for ax in axes:
+        ax.set_xlabel(TIME_LABEL)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or f"Selectivity over model time (units: {result.units})", fontsize=10)
+    return _save(fig, path)
+
+
+def _decoding_axes(ax: Any, decoding: Any, layers: Sequence[str] | None, colours: Any) -> None:
+    layers = list(layers) if layers is not None else list(decoding.accuracy)
+    if colours is None:
+        colours = _colours(len(layers))
+    for layer, colour in zip(layers, colours, strict=True):
+        if layer not in decoding.accuracy:
+            continue
+        steps = decoding.steps[layer]
+        acc, sd = decoding.accuracy[layer], decoding.std[layer]
+        ax.plot(steps, acc, "-o", ms=3, color=colour, label=layer)
+        ax.fill_between(steps, acc - sd, acc + sd, color=colour, alpha=0.15)
+    ax.axhline(decoding.chance, color="0.5", ls="--", lw=0.8, label="chance")
+    ax.set_ylabel(f"decoding accuracy ({decoding.folds}-fold CV)")
+    ax.set_ylim(0, 1.02)
+
+
+def plot_decoding(decoding: Any, path: str | Path, title: str | None = None) -> Path:
+    """Cross-validated decoding accuracy per layer over model time."""
+    fig = _figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    _decoding_axes(ax, decoding, None, None)
+    ax.set_xlabel(TIME_LABEL)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Linear decoding over model time", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_readout(curves: Any, path: str | Path, title: str | None = None) -> Path:
+    """Readout accuracy (if labels were given) and entropy over model time."""
+    fig = _figure(9.0 if curves.accuracy is not None else 5.0, 3.8)
+    axes = fig.subplots(1, 2 if curves.accuracy is not None else 1, squeeze=False)[0]
+    ax_e = axes[-1]
+    if curves.accuracy is not None:
+        ax = axes[0]
+        ax.plot(curves.steps, curves.accuracy, "-o", ms=3, label="top-1")
+        if curves.topk_accuracy is not None and curves.k > 1:
+            ax.plot(curves.steps, curves.topk_accuracy, "-s", ms=3, label=f"top-{curves.k}")
+        if curves.num_classes:
+            ax.axhline(1 / curves.num_classes, color="0.5", ls="--", lw=0.8, label="chance")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_xlabel(TIME_LABEL)
+        ax.legend(fontsize=8)
+    ax_e.plot(curves.steps, curves.entropy, "-o", ms=3, color="C3", label="mean entropy")
+    if curves.num_classes:
+        ax_e.axhline(np.log(curves.num_classes), color="0.5", ls="--", lw=0.8, label="uniform")
+    ax_e.set_ylabel("softmax entropy (nats)")
+    ax_e.set_xlabel(TIME_LABEL)
+    ax_e.legend(fontsize=8)
+    fig.suptitle(title or "Readout over model time", fontsize=10)
+    return _save(fig, path)

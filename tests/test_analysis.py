@@ -1,0 +1,388 @@
+"""Tests of blt_models.analysis (needs the [analysis] extra; skipped without it)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rsatoolbox")
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+import torch  # noqa: E402
+from scipy.spatial.distance import cdist  # noqa: E402
+
+import blt_models as bm  # noqa: E402
+from blt_models import analysis as ba  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_blt(connectivity: str = "blt", timesteps: int = 5):
+    torch.manual_seed(0)
+    return bm.create_model(
+        f"blt_{connectivity}",
+        channels=(32, 32, 32),
+        sizes=(14, 7, 7),
+        nominal_size=28,
+        in_chans=1,
+        num_classes=4,
+        timesteps=timesteps,
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def model_run():
+    model = tiny_blt()
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model.forward_timesteps(x, layers="all")
+    feats = {k: v.permute(1, 0, 2, 3, 4) for k, v in out.features.items()}  # [N, T, C, H, W]
+    labels = np.arange(16) % 4
+    return model, out, feats, labels
+
+
+@pytest.fixture(scope="module")
+def rdms(model_run):
+    return ba.compute_rdms(model_run[2], method="correlation")
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# --------------------------------------------------------------------------------- inputs
+def test_feature_inputs_agree_and_use_model_time(model_run):
+    model, out, feats, _ = model_run
+    a = ba.as_feature_set(out)
+    b = ba.as_feature_set(feats)
+    for layer in feats:
+        np.testing.assert_array_equal(a.features[layer], b.features[layer])
+    # biological unrolling: layer k first active at step k; inferred from zeros == declared
+    assert a.first_step == b.first_step == {"layer0": 0, "layer1": 1, "layer2": 2}
+    assert b.states()[:3] == [("layer0", 0), ("layer0", 1), ("layer0", 2)]
+    assert ("layer2", 1) not in b.states() and ("layer2", 1) in b.states(include_inactive=True)
+
+    class Extracted:  # duck-typed extraction result: .features [N, T, ...], .steps, .first_step
+        def __init__(self):
+            self.features = {"layer2": feats["layer2"][:, 2:]}
+            self.steps = np.arange(2, 5)
+            self.first_step = {"layer2": 2}
+            self.image_ids = [f"img{i}" for i in range(16)]
+
+    r = ba.compute_rdms(Extracted())
+    assert list(r.rdm_descriptors["step"]) == [2, 3, 4]
+    assert list(r.pattern_descriptors["image_id"][:2]) == ["img0", "img1"]
+    ref = ba.compute_rdms(feats, layers="layer2")
+    np.testing.assert_allclose(r.dissimilarities, ref.dissimilarities)
+
+
+# ----------------------------------------------------------------------------------- RDMs
+@pytest.mark.parametrize("method", ["correlation", "euclidean", "cosine"])
+def test_rdms_equal_direct_numpy(method):
+    x = _rand(12, 3, 4, 5, seed=2)  # N=12 images, T=3 steps, 20 features
+    rdms = ba.compute_rdms({"a": x}, method=method)
+    mats = rdms.get_matrices()
+    assert mats.shape == (3, 12, 12)
+    for t in range(3):
+        flat = x[:, t].reshape(12, -1)
+        if method == "correlation":
+            expected = 1 - np.corrcoef(flat)
+        elif method == "cosine":
+            expected = cdist(flat, flat, "cosine")
+        else:  # rsatoolbox convention: squared Euclidean / number of features
+            expected = cdist(flat, flat, "sqeuclidean") / flat.shape[1]
+        np.fill_diagonal(expected, 0)
+        np.testing.assert_allclose(mats[t], expected, atol=1e-10)
+        np.testing.assert_allclose(ba.rdm_matrix(flat, method), expected, atol=1e-10)
+    assert list(rdms.rdm_descriptors["state"]) == ["a@t0", "a@t1", "a@t2"]
+
+
+def test_rdm_of_rdms_and_mds(rdms):
+    for method in ("cosine", "spearman", "angular"):
+        m = ba.rdm_of_rdms(rdms, method=method)
+        assert m.values.shape == (rdms.n_rdm, rdms.n_rdm)
+        np.testing.assert_allclose(m.values, m.values.T)
+        np.testing.assert_allclose(np.diag(m.values), 0)
+        assert m.labels[0] == ("layer0", 0) and m.labels[-1] == ("layer2", 4)
+    m = ba.rdm_of_rdms(rdms, method="angular")
+    t2 = ba.mds_trajectories(m, n_components=2, seed=3)
+    assert {k: v.shape for k, v in t2.coords.items()} == {
+        "layer0": (5, 2),
+        "layer1": (4, 2),
+        "layer2": (3, 2),
+    }
+    np.testing.assert_array_equal(t2.steps["layer2"], [2, 3, 4])
+    again = ba.mds_trajectories(m, n_components=2, seed=3)
+    np.testing.assert_allclose(again.coords["layer1"], t2.coords["layer1"])  # seeded
+    t3 = ba.mds_trajectories(m, n_components=3, per_layer=True)
+    assert t3.coords["layer0"].shape == (5, 3) and not t3.joint
+    assert all(v >= 0 for v in t3.path_lengths().values())
+
+
+# ------------------------------------------------------------------------------------ RSA
+def test_rsa_of_rdm_with_itself_is_one(rdms):
+    i = 6
+    neural = rdms.get_matrices()[i]
+    res = ba.rsa(rdms, neural, method="corr")
+    assert res.scores.shape == (rdms.n_rdm, 1)
+    assert res.scores[i, 0] == pytest.approx(1.0)
+    assert res.best() == (res.labels[i], pytest.approx(1.0))
+    for method in ("spearman", "cosine", "tau-a"):
+        assert ba.rsa(rdms, neural, method=method).scores[i, 0] == pytest.approx(1.0)
+
+
+def test_rsa_time_bins_noise_ceiling_and_bootstrap(rdms):
+    from rsatoolbox.rdm import RDMs
+
+    mats = rdms.get_matrices()
+    per_bin = ba.rsa(rdms, mats[[0, 5, 9]])  # [bins, N, N]
+    assert per_bin.scores.shape == (rdms.n_rdm, 3)
+    np.testing.assert_allclose(per_bin.scores[[0, 5, 9], [0, 1, 2]], 1.0)
+    steps, grid = per_bin.layer("layer1")
+    np.testing.assert_array_equal(steps, [1, 2, 3, 4])
+    assert grid.shape == (4, 3)
+    # two "subjects" per bin -> noise ceiling from rsatoolbox
+    rng = np.random.default_rng(0)
+    vec = rdms.dissimilarities[[3, 3, 8, 8]] + 0.01 * rng.random((4, rdms.dissimilarities.shape[1]))
+    neural = RDMs(
+        vec, rdm_descriptors={"time": np.array([0, 0, 1, 1]), "subject": np.array([0, 1, 0, 1])}
+    )
+    res = ba.rsa(rdms, neural, n_bootstrap=5)
+    assert res.bins == [0, 1]
+    assert np.all(np.isfinite(res.noise_ceiling)) and np.all(res.noise_ceiling > 0.9)
+    assert res.sem is not None and np.all(np.isfinite(res.sem))
+    with pytest.raises(ValueError, match="conditions"):
+        ba.rsa(rdms, np.zeros((5, 5)))
+
+
+# ------------------------------------------------------------------------------------ CKA
+def test_linear_cka_properties():
+    x = _rand(30, 20, seed=4)
+    y = _rand(30, 15, seed=5)
+    assert ba.linear_cka(x, x) == pytest.approx(1.0)
+    q, _ = np.linalg.qr(_rand(20, 20, seed=6))
+    assert ba.linear_cka(x @ q, y) == pytest.approx(ba.linear_cka(x, y))  # orthogonal transform
+    assert ba.linear_cka(3.7 * x, y) == pytest.approx(ba.linear_cka(x, y))  # isotropic scaling
+    assert ba.linear_cka(x + 5.0, y) == pytest.approx(ba.linear_cka(x, y))  # centred
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    direct = np.linalg.norm(yc.T @ xc) ** 2 / (
+        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    )
+    assert ba.linear_cka(x, y) == pytest.approx(direct)
+    # HSIC form with the centring matrix
+    n = 30
+    h = np.eye(n) - 1 / n
+    k, l = x @ x.T, y @ y.T  # noqa: E741
+    hsic = lambda a, b: np.trace(a @ h @ b @ h) / (n - 1) ** 2  # noqa: E731
+    assert ba.hsic(k, l) == pytest.approx(hsic(k, l))
+    assert ba.linear_cka(x, y) == pytest.approx(hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l)))
+
+
+def test_unbiased_hsic_matches_song_formula():
+    x, y = _rand(15, 6, seed=7), _rand(15, 4, seed=8)
+    k, l = x @ x.T, y @ y.T  # noqa: E741
+    n = 15
+    kt, lt = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+    one = np.ones(n)
+    song = (
+        np.trace(kt @ lt)
+        + one @ kt @ one * (one @ lt @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ kt @ lt @ one
+    ) / (n * (n - 3))
+    assert ba.hsic(k, l, unbiased=True) == pytest.approx(song)
+
+
+def test_angular_cka_range_and_matrix(model_run):
+    for seed in range(5):
+        a = ba.angular_cka(_rand(20, 8, seed=seed), _rand(20, 9, seed=seed + 10))
+        assert 0.0 <= a <= np.pi / 2
+    assert ba.angular_cka(_rand(20, 8), _rand(20, 8)) == pytest.approx(0.0, abs=1e-6)
+    feats = model_run[2]
+    lin = ba.cka_matrix(feats, kind="linear")
+    ang = ba.cka_matrix(feats, kind="angular")
+    assert lin.values.shape == (12, 12)
+    np.testing.assert_allclose(np.diag(lin.values), 1.0)
+    np.testing.assert_allclose(lin.values, lin.values.T)
+    assert np.all((ang.values >= 0) & (ang.values <= np.pi / 2 + 1e-12))
+    np.testing.assert_allclose(ang.values, np.arccos(np.clip(lin.values, -1, 1)))
+    i, j = lin.index("layer0", 3), lin.index("layer2", 4)
+    direct = ba.linear_cka(feats["layer0"][:, 3], feats["layer2"][:, 4])
+    assert lin.values[i, j] == pytest.approx(direct)
+    assert lin.block("layer1", "layer2").shape == (4, 3)
+
+
+# --------------------------------------------------------------------------------- tuning
+def test_dprime_finds_planted_face_units():
+    rng = np.random.default_rng(0)
+    n, t, u = 80, 4, 50
+    is_face = np.arange(n) < 30
+    x = rng.standard_normal((n, t, u))
+    planted = np.array([3, 17, 41])
+    x[np.ix_(is_face, np.arange(2, 4), planted)] += 2.0  # face preference from step 2 on
+    sel = ba.face_selectivity({"IT": x}, is_face, threshold=1.0, units="flatten")
+    assert sel.dprime["IT"].shape == (t, u)
+    for step in (2, 3):
+        np.testing.assert_array_equal(sel.selective_units("IT", step), planted)
+    assert sel.fraction["IT"][0] == 0.0 and sel.fraction["IT"][3] == pytest.approx(3 / u)
+    # the formula
+    a, b = x[is_face, 2, 3], x[~is_face, 2, 3]
+    expected = (a.mean() - b.mean()) / np.sqrt((a.var() + b.var()) / 2)
+    assert sel.dprime["IT"][2, 3] == pytest.approx(expected)
+    # channels: spatial mean per channel of [N, T, C, H, W]
+    maps = np.repeat(x[..., None, None], 2, axis=-1).repeat(2, axis=-2)
+    ch = ba.face_selectivity({"IT": maps}, is_face, threshold=1.0)
+    np.testing.assert_allclose(ch.dprime["IT"], sel.dprime["IT"])
+
+
+def test_decoding_above_chance_on_separable_data():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 20)
+    x = rng.standard_normal((60, 3, 40))
+    x[:, 1:, :3] += 6.0 * np.eye(3)[y][:, None, :]  # separable from step 1 on
+    dec = ba.decode_over_time({"a": x}, y, cv=5)
+    assert dec.chance == pytest.approx(1 / 3)
+    assert dec.accuracy["a"][1] > 0.9 and dec.accuracy["a"][2] > 0.9
+    assert dec.accuracy["a"][0] < 0.7
+
+
+def test_readout_curves(model_run):
+    _, out, _, labels = model_run
+    cur = ba.readout_curves(out, labels)
+    np.testing.assert_array_equal(cur.steps, out.steps.numpy())
+    p = torch.softmax(out.logits.double(), dim=-1).numpy()
+    np.testing.assert_allclose(cur.entropy, -(p * np.log(p)).sum(-1).mean(-1))
+    expected = (out.logits.argmax(-1).numpy() == labels).mean(-1)
+    np.testing.assert_allclose(cur.accuracy, expected)
+    assert np.all(cur.topk_accuracy >= cur.accuracy)
+    logits = np.zeros((2, 3, 4))
+    logits[1, np.arange(3), [0, 1, 2]] = 50.0
+    c = ba.readout_curves(logits, [0, 1, 3])
+    np.testing.assert_allclose(c.accuracy, [1 / 3, 2 / 3])  # ties at step 0 -> argmax class 0
+    np.testing.assert_allclose(c.entropy[0], np.log(4))
+
+
+# ---------------------------------------------------------------------------------- plots
+def _png(path):
+    assert path.exists() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plots_are_written(tmp_path, model_run, rdms):
+    _, out, feats, labels = model_run
+    rr = ba.rdm_of_rdms(rdms, method="angular")
+    sel = ba.face_selectivity(feats, labels == 0)
+    dec = ba.decode_over_time(feats, labels, cv=2, layers=["layer2"], max_features=64)
+    paths = [
+        ba.plot_rdm_frames(rdms, tmp_path / "frames.png", order=np.argsort(labels)),
+        ba.plot_state_matrix(rr, tmp_path / "rdm_of_rdms.png"),
+        ba.plot_state_matrix(ba.cka_matrix(feats, kind="angular"), tmp_path / "cka.png"),
+        ba.plot_trajectories(ba.mds_trajectories(rr, 2), tmp_path / "traj2.png"),
+        ba.plot_trajectories(ba.mds_trajectories(rr, 3), tmp_path / "traj3.png"),
+        ba.plot_trajectories(ba.mds_trajectories(rr, 2, per_layer=True), tmp_path / "traj_sep.png"),
+        ba.plot_rsa(ba.rsa(rdms, rdms.get_matrices()[4]), tmp_path / "rsa.png"),
+        ba.plot_rsa(ba.rsa(rdms, rdms.get_matrices()[:3]), tmp_path / "rsa_bins.png"),
+        ba.plot_selectivity(sel, tmp_path / "sel.png", decoding=dec),
+        ba.plot_decoding(dec, tmp_path / "dec.png"),
+        ba.plot_readout(ba.readout_curves(out, labels), tmp_path / "readout.png"),
+        ba.plot_readout(ba.readout_curves(out), tmp_path / "readout_nolabels.png"),
+    ]
+    for path in paths:
+        _png(path)
+
+
+# -------------------------------------------------------------------------------- diagram
+def test_diagram_png_and_tikz_for_blt(tmp_path):
+    model = tiny_blt("b2lt")
+    graph = ba.model_graph(model)
+    kinds = {e.kind for e in graph.edges}
+    assert {"bottom_up", "lateral", "top_down", "input", "readout"} <= kinds
+    assert [n.name for n in graph.nodes] == ["input", "layer0", "layer1", "layer2", "readout"]
+    skip = [e for e in graph.edges if (e.src, e.dst) == ("layer0", "layer2")]
+    assert skip and skip[0].kind == "bottom_up" and "conv" in skip[0].label
+    td = [e for e in graph.edges if (e.src, e.dst) == ("layer1", "layer0")][0]
+    assert td.label == "convT 3x3/s2"
+    png, tex = ba.save_diagram(model, tmp_path / "blt_b2lt")
+    _png(png)
+    src = tex.read_text()
+    assert src.count(r"\begin{tikzpicture}") == 1 and src.count(r"\end{tikzpicture}") == 1
+    assert src.count(r"\node[layer]") == 3 and r"\draw[td]" in src and r"\draw[lat]" in src
+    assert "3$\\times$3" in src and src.count("{") == src.count("}")
+
+
+def test_diagram_of_other_model_kinds(tmp_path):
+    class Chain(torch.nn.Module):  # a plain chain of layer_names, one recurrent area
+        layer_names = ("V1", "V2", "V4", "IT")
+        recurrent_layers = ("V4",)
+        num_classes = 10
+
+        def __init__(self):
+            super().__init__()
+            for name in self.layer_names:
+                self.add_module(name, torch.nn.Conv2d(3, 3, 3, 2 if name == "V1" else 1))
+
+    g = ba.model_graph(Chain())
+    assert [(e.src, e.dst, e.kind) for e in g.edges if e.kind in ("bottom_up", "lateral")] == [
+        ("V1", "V2", "bottom_up"),
+        ("V2", "V4", "bottom_up"),
+        ("V4", "IT", "bottom_up"),
+        ("V4", "V4", "lateral"),
+    ]
+    assert g.edges[0].label == "conv 3x3/s2"
+
+    class Described(Chain):
+        def connections(self):
+            return [
+                ("V1", "V2", "bottom_up"),
+                {"src": "IT", "dst": "V4", "kind": "top_down", "label": "fb"},
+                ("V2", "V2", "lateral", "conv 3x3/s1"),
+                ("V2", "V4", "bottom_up"),
+                ("V4", "IT", "bottom_up"),
+            ]
+
+    g2 = ba.model_graph(Described())
+    assert g2.meta["source"] == "connections"
+    assert ("IT", "V4", "top_down", "fb") in [(e.src, e.dst, e.kind, e.label) for e in g2.edges]
+    for m, name in ((Chain(), "chain"), (Described(), "described")):
+        png, tex = ba.save_diagram(m, tmp_path / name)
+        _png(png)
+        assert r"\end{tikzpicture}" in tex.read_text()
+
+
+def test_import_error_names_the_extra(monkeypatch):
+    saved = {k: v for k, v in sys.modules.items() if k.startswith("blt_models.analysis")}
+    for k in saved:
+        monkeypatch.delitem(sys.modules, k)
+    monkeypatch.setitem(sys.modules, "rsatoolbox", None)
+    try:
+        with pytest.raises(ImportError, match=r"pip install 'blt-models\[analysis\]'"):
+            importlib.import_module("blt_models.analysis")
+    finally:
+        for k in [k for k in sys.modules if k.startswith("blt_models.analysis")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+@pytest.mark.slow
+def test_example_runs_end_to_end(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "analysis" / "run_analysis.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--out", str(tmp_path)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    for name in (
+        "rdm_frames.png",
+        "rdm_of_rdms.png",
+        "trajectories_2d.png",
+        "connectivity.tex",
+        "summary.json",
+    ):
+        assert (tmp_path / name).stat().st_size > 0
