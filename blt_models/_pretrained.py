@@ -86,44 +86,7 @@ class PretrainedCfg:
 
 
 def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ILSVRC-2012 class names in class-index order, from torchvision's weight metadata.
+    """The 1000 ImageNet-1k class names in label order, from torchvision's weight metadata."""
+    from torchvision.models import ResNet50_Weights
 
-    Same list as ``torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]``. To keep
-    ``import blt_models`` fast, the list is read from torchvision's metadata module as data
-    (``ast.literal_eval``) without importing torchvision; if that module moves, the public API is
-    used instead.
-    """
-    global _IMAGENET_CLASS_NAMES
-    if _IMAGENET_CLASS_NAMES is None:
-        _IMAGENET_CLASS_NAMES = tuple(_read_torchvision_imagenet_categories())
-    return _IMAGENET_CLASS_NAMES
-
-
-_IMAGENET_CLASS_NAMES: tuple[str, ...] | None = None
-
-
-def _read_torchvision_imagenet_categories() -> list[str]:
-    import ast
-    import importlib.util
-    from pathlib import Path
-
-    try:
-        spec = importlib.util.find_spec("torchvision")
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        for location in locations:
-            meta = Path(location) / "models" / "_meta.py"
-            if not meta.is_file():
-                continue
-            for node in ast.parse(meta.read_text(encoding="utf-8")).body:
-                if (
-                    isinstance(node, ast.Assign)
-                    and any(getattr(t, "id", None) == "_IMAGENET_CATEGORIES" for t in node.targets)
-                ):
-                    names = ast.literal_eval(node.value)
-                    if len(names) == 1000:
-                        return list(names)
-    except (OSError, SyntaxError, ValueError):  # pragma: no cover - fall back to the public API
-        pass
-    from torchvision.models import ResNet50_Weights  # pragma: no cover
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])  # pragma: no cover
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

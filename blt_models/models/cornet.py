@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._clock import ClockedModel, Step, TimestepsError
-from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
+from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ._imagenet import IMAGENET_CLASS_NAMES
 
 __all__ = ["CORnetZ", "CORnetS", "CORnetR", "CORnetRT", "CORNET_AREAS"]
 
@@ -512,7 +511,7 @@ def _cornet_cfgs() -> list[PretrainedCfg]:
                 mean=IMAGENET_MEAN,
                 std=IMAGENET_STD,
                 num_classes=1000,
-                class_names=IMAGENET_CLASS_NAMES,
+                class_names=imagenet_class_names(),
                 timesteps=_CORNET_TIMESTEPS[arch],
                 license="GPL-3.0 (official CORnet code and weights)",
                 source="github.com/dicarlolab/CORnet (official ImageNet weights)",

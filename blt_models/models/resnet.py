@@ -21,9 +21,8 @@ import torchvision
 from torch import Tensor, nn
 
 from .._clock import ClockedModel, Step, TimestepsError
-from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
+from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ._imagenet import IMAGENET_CLASS_NAMES
 
 __all__ = ["ResNet", "reference_resnet_to_torchvision"]
 
@@ -171,7 +170,7 @@ def _resnet_cfgs() -> list[PretrainedCfg]:
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             num_classes=1000,
-            class_names=IMAGENET_CLASS_NAMES,
+            class_names=imagenet_class_names(),
             timesteps=1,
             license="BSD-3-Clause (torchvision)",
             source="torchvision ResNet50_Weights.IMAGENET1K_V1",
