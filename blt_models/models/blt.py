@@ -97,7 +97,13 @@ class Edge:
 
     @property
     def kind(self) -> str:
-        return "bottom_up" if self.src < self.dst else "lateral" if self.src == self.dst else "top_down"
+        return (
+            "bottom_up"
+            if self.src < self.dst
+            else "lateral"
+            if self.src == self.dst
+            else "top_down"
+        )
 
     @property
     def name(self) -> str:
@@ -112,7 +118,9 @@ def _make_pool(pool: str, channels: int) -> tuple[str, nn.Module]:
     return "blurpool", BlurPool(channels, stride=2)
 
 
-def _bottom_up_module(edge: Edge, c_in: int, c_out: int, s_in: int, s_out: int, pool: str) -> nn.Module:
+def _bottom_up_module(
+    edge: Edge, c_in: int, c_out: int, s_in: int, s_out: int, pool: str
+) -> nn.Module:
     """Bottom-up or lateral edge (reference section 1.4)."""
     if edge.factor == 1:
         k = 1 if (s_in == 1 or s_out == 1) else 3
@@ -246,7 +254,9 @@ class BLT(ClockedModel):
         elif s0 * 2 == nominal_size:
             self.conv_input = nn.Conv2d(in_chans, c0, 5, 1, 2)
         else:
-            raise ValueError(f"layer 0 size must be nominal_size/4 or /2; got {s0} at {nominal_size}")
+            raise ValueError(
+                f"layer 0 size must be nominal_size/4 or /2; got {s0} at {nominal_size}"
+            )
         self.pool_input = _make_pool(pool, c0)[1]
         for i in range(num_layers):
             self.add_module(f"norm_{i}", nn.GroupNorm(32, self.channels[i]))
@@ -254,7 +264,9 @@ class BLT(ClockedModel):
                 ci, cj = self.channels[edge.src], self.channels[edge.dst]
                 if edge.kind == "top_down":
                     if self.sizes[edge.src] == 1 and self.sizes[edge.dst] != 1:
-                        raise ValueError(f"unsupported top-down edge {edge.name} out of a 1x1 layer")
+                        raise ValueError(
+                            f"unsupported top-down edge {edge.name} out of a 1x1 layer"
+                        )
                     module = _top_down_module(edge, ci, cj)
                 else:
                     module = _bottom_up_module(
@@ -302,8 +314,26 @@ class BLT(ClockedModel):
 
     @property
     def min_input_size(self) -> int:
-        """Smallest input side: the total stride down to the smallest non-1x1 map."""
-        return self.nominal_size // min(s for s in self.sizes if s > 1)
+        """Smallest square input side: the total stride down to the smallest non-1x1 map; with
+        blur pooling also large enough that every blur-pooled map has 3 px (reflection padding)."""
+        stride = self.nominal_size // min(s for s in self.sizes if s > 1)
+        side = stride
+        while self.pool == "blur" and min(self._blur_pooled_sides(side, side)) < 3:
+            side += stride
+        return side
+
+    def _blur_pooled_sides(self, height: int, width: int) -> list[int]:
+        """Sides of the maps that go through a pool (the stem's and strided bottom-up edges')."""
+        stem_side = [
+            math.ceil(s / 2) if self.sizes[0] * 4 == self.nominal_size else s
+            for s in (height, width)
+        ]
+        sizes = self.layer_sizes(height, width)
+        sides = list(stem_side)
+        for edge in self.edges:
+            if edge.kind == "bottom_up" and edge.factor > 1 and self.sizes[edge.dst] != 1:
+                sides += list(sizes[edge.src])
+        return sides
 
     def layer_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Map size of every layer for an input of ``height x width``."""
@@ -325,11 +355,19 @@ class BLT(ClockedModel):
     def _check_spatial_size(self, height: int, width: int) -> None:
         need = self.min_input_size
         name = self._display_name()
-        if height < need or width < need:
+        stride = self.nominal_size // min(s for s in self.sizes if s > 1)
+        too_small = height < stride or width < stride
+        if not too_small and self.pool == "blur":
+            too_small = min(self._blur_pooled_sides(height, width)) < 3
+        if too_small:
+            why = (
+                "with blur pooling, whose reflection padding needs maps of 3 px or more"
+                if self.pool == "blur"
+                else f"its deepest layer sees the input at stride {need}"
+            )
             raise InputError(
                 f"image {height}x{width} is too small for {name}: it needs at least {need}x{need} "
-                f"(its deepest layer sees the input at stride {need}). Resize the images, e.g. to "
-                f"{self.nominal_size}x{self.nominal_size}."
+                f"({why}). Resize the images, e.g. to {self.nominal_size}x{self.nominal_size}."
             )
         sizes = self.layer_sizes(height, width)
         for edge in self.edges:
@@ -339,7 +377,8 @@ class BLT(ClockedModel):
                     raise InputError(
                         f"image {height}x{width} does not fit {name}: top-down edge {edge.name} "
                         f"maps layer {edge.src} ({sizes[edge.src]}) to {got}, but layer {edge.dst} "
-                        f"is {sizes[edge.dst]}. Use a height and width divisible by {need} "
+                        f"is {sizes[edge.dst]}. Use a height and width divisible by "
+                        f"{stride} "
                         f"(e.g. {self.nominal_size})."
                     )
             if self.sizes[edge.dst] == 1 and self.sizes[edge.src] != 1:
@@ -403,7 +442,9 @@ class BLT(ClockedModel):
         # every map twice; normalising in the activation dtype (fp32 accumulation inside the
         # kernel) keeps the whole step in bf16.
         with torch.autocast(z.device.type, enabled=False):
-            out = F.group_norm(z, norm.num_groups, norm.weight.to(z.dtype), norm.bias.to(z.dtype), norm.eps)
+            out = F.group_norm(
+                z, norm.num_groups, norm.weight.to(z.dtype), norm.bias.to(z.dtype), norm.eps
+            )
         return F.relu(out, inplace=True)
 
     def _unroll(
@@ -432,7 +473,9 @@ class BLT(ClockedModel):
                     z = drive if z is None else z + drive
                 if z is not None:
                     cur[k] = self._post(norms[k], z)
-            features = {n: cur[k] for k, n in enumerate(names) if n in capture and cur[k] is not None}
+            features = {
+                n: cur[k] for k, n in enumerate(names) if n in capture and cur[k] is not None
+            }
             logits = None
             if t in readouts and cur[-1] is not None:
                 logits = self.read_out(cur[-1])
