@@ -23,6 +23,20 @@ from ._registry import (
 )
 from .models import *  # noqa: F403  (registers every family)
 
+# Feature extraction and preprocessing (issue 6).
+from .data import create_transform, resolve_data_config
+from .extract import (
+    ExtractedFeatures,
+    ExtractionError,
+    NoImagesError,
+    OutputMismatchError,
+    StepOutOfRangeError,
+    UnknownLayerError,
+    UnreadableImageError,
+    extract_features,
+    load_features,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,4 +59,18 @@ __all__ = [
     "load_reference_checkpoint",
     "register_model",
     "register_pretrained_cfgs",
+]
+
+__all__ += [
+    "ExtractedFeatures",
+    "ExtractionError",
+    "NoImagesError",
+    "OutputMismatchError",
+    "StepOutOfRangeError",
+    "UnknownLayerError",
+    "UnreadableImageError",
+    "create_transform",
+    "extract_features",
+    "load_features",
+    "resolve_data_config",
 ]

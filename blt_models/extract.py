@@ -608,7 +608,7 @@ def _resolve_steps(steps: Any, timesteps: int) -> list[int]:
         if not 0 <= t < timesteps:
             raise StepOutOfRangeError(
                 f"step {int(s)} is outside the clock: the model runs {timesteps} steps "
-                f"(0 .. {timesteps - 1}; negative steps count from the end). Pass timesteps= "
+                f"(0 .. {timesteps - 1}; negative steps count from the end). Pass timesteps= (CLI: --timesteps) "
                 "to run a longer clock."
             )
         if t not in out:
