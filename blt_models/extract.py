@@ -36,6 +36,7 @@ __all__ = [
     "extract_features",
     "load_features",
     "ExtractedFeatures",
+    "LazyFeatures",
     "Pooling",
     "parse_pool",
     "list_images",
@@ -88,7 +89,9 @@ class ExtractedFeatures:
 
     Attributes:
         features: ``{layer: Tensor [N, S, ...]}``; ``...`` is ``C, H, W`` unpooled, ``C`` with
-            ``pool="avg"``, ``width`` with a random projection.
+            ``pool="avg"``, ``width`` with a random projection. Results backed by a file
+            (``extract_features(..., out=...)``, ``load_features(..., lazy=True)``) hold
+            :class:`LazyFeatures` instead, which read on indexing; ``.load()`` reads them all.
         steps: ``LongTensor [S]``, the clock step of each index of dimension 1.
         first_step: ``{layer: int}``, the first clock step at which the layer is active; at
             earlier steps its features are zeros (as ``forward_timesteps`` documents).
@@ -114,6 +117,12 @@ class ExtractedFeatures:
     @property
     def num_images(self) -> int:
         return len(self.image_ids)
+
+    def load(self) -> ExtractedFeatures:
+        """A copy with every layer in memory (reads :class:`LazyFeatures` of a file)."""
+        feats = {k: v if isinstance(v, Tensor) else v.load() for k, v in self.features.items()}
+        return ExtractedFeatures(feats, self.steps, dict(self.first_step), list(self.image_ids),
+                                 dict(self.metadata))  # fmt: skip
 
     def active(self, layer: str) -> Tensor:
         """``BoolTensor [S]``: True where ``layer`` is active at that step."""
@@ -454,14 +463,28 @@ def _json(value: Any) -> Any:
 
 
 class _MemoryWriter:
-    def __init__(self) -> None:
+    """Collects batches into tensors preallocated at the first batch (one copy per value)."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self.arrays: dict[str, Tensor] = {}
         self.parts: dict[str, list[Tensor]] = {}
         self.ids: list[str] = []
 
     def write(self, start: int, feats: dict[str, Tensor], ids: list[str]) -> None:
         for name, value in feats.items():
-            self.parts.setdefault(name, []).append(value)
+            if self.n is None:  # unknown length (an iterable dataset): concatenate at the end
+                self.parts.setdefault(name, []).append(value)
+                continue
+            if name not in self.arrays:
+                self.arrays[name] = value.new_empty((self.n, *value.shape[1:]))
+            self.arrays[name][start : start + len(value)] = value
         self.ids += ids
+
+    def result(self, names: list[str]) -> dict[str, Tensor]:
+        if self.n is None:
+            return {name: torch.cat(self.parts[name]) for name in names}
+        return {name: self.arrays[name][: len(self.ids)] for name in names}
 
 
 class _FileWriter:
@@ -706,7 +729,8 @@ def extract_features(
         overwrite: replace an existing ``out`` instead of resuming.
 
     Returns:
-        :class:`ExtractedFeatures` (read back from ``out`` when one is given).
+        :class:`ExtractedFeatures`; with ``out``, backed by the file (:class:`LazyFeatures`,
+        read on indexing, so memory stays bounded).
 
     Raises:
         UnknownLayerError, StepOutOfRangeError, UnreadableImageError, NoImagesError,
@@ -742,9 +766,6 @@ def extract_features(
         pin_memory=device.type == "cuda",
     )  # fmt: skip
 
-    # Feature shapes per image: a dry run of one image through the same code path.
-    layer_shapes = _probe_shapes(model, src, canon, T, step_list, pooler, device, dtype)
-
     metadata: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -764,24 +785,20 @@ def extract_features(
         "inactive_steps": "zeros (blt_models.TimestepOutput convention); see first_step",
         "pool": pooler.spec.to_dict(),
         "dtype": str(store_dtype).replace("torch.", ""),
-        "feature_shapes": {k: list(v) for k, v in layer_shapes.items()},
-        "dims": {k: _dims(v, pooler.spec) for k, v in layer_shapes.items()},
         "data_config": src.data_config,
         "source": {"kind": src.kind, **src.info},
         "n_images": src.n,
         "batch_size": batch_size,
         "library": {"blt_models": blt_models.__version__, "torch": torch.__version__},
     }
-    metadata = _json(metadata)
-
     if out is None:
-        mem = _MemoryWriter()
+        mem = _MemoryWriter(src.n)
         _run(model, src, 0, mem, canon, T, step_list, pooler, device, dtype, store_dtype, progress, src.n)
-        features = {
-            name: torch.cat(mem.parts[name]) if name in mem.parts
-            else torch.empty((0, *layer_shapes[name]), dtype=store_dtype)
-            for name in canon
-        }  # fmt: skip
+        if not mem.ids:
+            raise NoImagesError("the source yielded no images")
+        features = mem.result(canon)
+        _add_shapes(metadata, {k: tuple(v.shape[1:]) for k, v in features.items()}, pooler.spec)
+        metadata = _json(metadata)
         metadata["n_done"], metadata["complete"] = len(mem.ids), True
         return ExtractedFeatures(
             features=features,
@@ -791,6 +808,10 @@ def extract_features(
             metadata=metadata,
         )
 
+    # Per-image shapes of every stored layer, from a short dry run of one blank image.
+    layer_shapes = _probe_shapes(model, src, canon, T, step_list, pooler, device, dtype)
+    _add_shapes(metadata, layer_shapes, pooler.spec)
+    metadata = _json(metadata)
     path = Path(out)
     writer = _FileWriter(path, backend, overwrite)  # type: ignore[arg-type]
     try:
@@ -805,7 +826,12 @@ def extract_features(
             writer.flush()
     finally:
         writer.close()
-    return load_features(path)
+    return load_features(path, lazy=True)
+
+
+def _add_shapes(metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], spec: Pooling) -> None:
+    metadata["feature_shapes"] = {k: list(v) for k, v in shapes.items()}
+    metadata["dims"] = {k: _dims(v, spec) for k, v in shapes.items()}
 
 
 def _probe_shapes(
@@ -826,12 +852,17 @@ def _probe_shapes(
             raise NoImagesError("the DataLoader yields no batches")
         sample = torch.as_tensor(_first_of(first))[:1]
     x = torch.zeros_like(sample, device=device, dtype=dtype)
+    # Shapes do not depend on the clock length: run only until every layer is active.
+    first = model.first_steps(T)
+    short = max(model.min_timesteps, max(first[n] for n in canon) + 1)
+    t_probe = model._resolve_timesteps(short) if short < T else T
     with torch.inference_mode():
-        res = model.forward_timesteps(x, timesteps=T, layers=canon)
-        return {
-            name: tuple(_select(pooler, name, res.features[name], step_list, T).shape[1:])
-            for name in canon
-        }
+        res = model.forward_timesteps(x, timesteps=t_probe, layers=canon)
+        shapes = {}
+        for name in canon:
+            one = pooler(name, res.features[name][-1:])  # [1, 1, ...] after pooling
+            shapes[name] = (len(step_list), *one.shape[2:])
+        return shapes
 
 
 def _select(pooler: _Pooler, name: str, f: Tensor, step_list: list[int], T: int) -> Tensor:
@@ -938,14 +969,89 @@ def _run(
 
 
 # --------------------------------------------------------------------------------- reading
+def _open_root(path: Path, backend: str) -> Any:
+    if backend == "h5":
+        import h5py
+
+        return h5py.File(path, "r")
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")
+
+
+class LazyFeatures:
+    """One layer of a feature file, read on indexing: ``lazy[10:20]`` reads 10 images.
+
+    Has ``shape`` ``(N, S, ...)``, ``dtype`` (torch), ``len()``; indexing returns tensors; the
+    first index may be an int, a slice or a list of ints. ``load()`` reads the whole array.
+    The file is opened for each read, so nothing stays open between reads.
+    """
+
+    def __init__(self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.path, self.backend, self.key, self.n = path, backend, key, n
+        self.shape = (n, *shape)
+        self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> Tensor:
+        index = index if isinstance(index, tuple) else (index,)
+        first, rest = index[0], index[1:]
+        root = _open_root(self.path, self.backend)
+        try:
+            arr = root[self.key]
+            if isinstance(first, slice):
+                start, stop, step = first.indices(self.n)
+                if step > 0:
+                    data = np.asarray(arr[(slice(start, stop, step), *rest)])
+                else:
+                    rows = list(range(start, stop, step))
+                    data = np.stack([np.asarray(arr[(r, *rest)]) for r in rows]) if rows else \
+                        np.asarray(arr[(slice(0, 0), *rest)])  # fmt: skip
+            elif isinstance(first, (int, np.integer)):
+                i = int(first) + self.n if first < 0 else int(first)
+                if not 0 <= i < self.n:
+                    raise IndexError(f"index {int(first)} is out of range for {self.n} images")
+                data = np.asarray(arr[(i, *rest)])
+            elif first is Ellipsis:
+                data = np.asarray(arr[(slice(0, self.n), *rest)]) if not rest else \
+                    np.asarray(arr[:self.n])[index]  # fmt: skip
+            else:
+                rows = [int(r) + self.n if r < 0 else int(r) for r in np.asarray(first).reshape(-1)]
+                if any(not 0 <= r < self.n for r in rows):
+                    raise IndexError(f"an index is out of range for {self.n} images")
+                data = np.stack([np.asarray(arr[(r, *rest)]) for r in rows])
+        finally:
+            if self.backend == "h5":
+                root.close()
+        return torch.from_numpy(np.ascontiguousarray(data))
+
+    def load(self) -> Tensor:
+        return self[:]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self.load().numpy()
+        return data.astype(dtype) if dtype is not None else data
+
+    def __repr__(self) -> str:
+        return f"LazyFeatures({str(self.path)!r}, {self.key!r}, shape={self.shape}, dtype={self.dtype})"
+
+
 def load_features(
-    path: str | os.PathLike[str], layers: str | Sequence[str] | None = None
+    path: str | os.PathLike[str], layers: str | Sequence[str] | None = None, lazy: bool = False
 ) -> ExtractedFeatures:
     """Read a file written by :func:`extract_features` into an :class:`ExtractedFeatures`.
 
     Args:
         path: the ``.h5`` / ``.hdf5`` file or ``.zarr`` store.
         layers: a subset of layers to read (None: all).
+        lazy: give :class:`LazyFeatures` (read on indexing) instead of tensors, for files
+            larger than memory. ``result.load()`` turns a lazy result into tensors.
 
     An interrupted file gives the images written so far (``metadata["complete"]`` is False).
     """
@@ -953,14 +1059,7 @@ def load_features(
     if not path.exists():
         raise FileNotFoundError(f"no feature file at {str(path)!r}")
     backend = _backend_of(path)
-    if backend == "h5":
-        import h5py
-
-        root = h5py.File(path, "r")
-    else:
-        import zarr
-
-        root = zarr.open_group(str(path), mode="r")
+    root = _open_root(path, backend)
     try:
         attrs = root.attrs
         if "metadata" not in attrs:
@@ -970,10 +1069,15 @@ def load_features(
         n = int(attrs.get("n_done", 0))
         metadata["n_done"], metadata["complete"] = n, bool(attrs.get("complete", False))
         names = metadata["layers"] if layers is None else _names(layers, metadata["layers"])
-        features = {}
+        features: dict[str, Any] = {}
         for name in names:
             arr = root[f"features/{name}"]
-            features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
+            if lazy:
+                features[name] = LazyFeatures(
+                    path, backend, f"features/{name}", n, tuple(arr.shape[1:]), np.dtype(str(arr.dtype))
+                )
+            else:
+                features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
         ids = [_to_str(s) for s in root["image_ids"][:n]]
         steps = torch.from_numpy(np.asarray(root["steps"][:], dtype=np.int64))
     finally:

@@ -139,6 +139,12 @@ def test_file_round_trip(model, images, tmp_path, suffix):
     res = extract_features(model, images, layers=["layer1", "layer3"], steps=[0, 2, 4], out=out,
                            batch_size=3, progress=False)  # fmt: skip
     back = load_features(out)
+    lazy = res["layer3"]  # a file-backed result reads on indexing
+    assert isinstance(lazy, bm.extract.LazyFeatures) and lazy.shape == (7, 3, 512, 1, 1)
+    torch.testing.assert_close(lazy[2:5, -1], mem["layer3"][2:5, -1])
+    torch.testing.assert_close(lazy[[6, 0]], mem["layer3"][[6, 0]])
+    torch.testing.assert_close(lazy[-1], mem["layer3"][-1])
+    res = res.load()
     for r in (res, back):
         assert r.layers == ["layer1", "layer3"]
         torch.testing.assert_close(r["layer3"], mem["layer3"])
