@@ -499,7 +499,8 @@ class _FileWriter:
             import h5py
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.root = h5py.File(path, "a", rdcc_nbytes=64 << 20)
+            # A small chunk cache: batches write whole chunks, and a big cache would grow RSS.
+            self.root = h5py.File(path, "a", rdcc_nbytes=8 << 20, rdcc_w0=1.0)
         else:
             import zarr
 
