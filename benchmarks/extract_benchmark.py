@@ -87,7 +87,10 @@ def throughput(args: argparse.Namespace) -> dict:
             best[name] = min(best[name], time.perf_counter() - t0)
     shutil.rmtree(tmp, ignore_errors=True)
     base = n / best["forward_timesteps (plain)"]
-    rows = {name: {"images_per_s": n / t, "relative_to_plain": (n / t) / base} for name, t in best.items()}
+    rows = {
+        name: {"images_per_s": n / t, "relative_to_plain": (n / t) / base}
+        for name, t in best.items()
+    }
     return {"images": n, "batch_size": args.batch_size, "rows": rows}
 
 

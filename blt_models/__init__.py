@@ -21,9 +21,6 @@ from ._registry import (
     register_model,
     register_pretrained_cfgs,
 )
-from .models import *  # noqa: F403  (registers every family)
-
-# Feature extraction and preprocessing (issue 6).
 from .data import create_transform, resolve_data_config
 from .extract import (
     ExtractedFeatures,
@@ -36,6 +33,7 @@ from .extract import (
     extract_features,
     load_features,
 )
+from .models import *  # noqa: F403  (registers every family)
 
 __version__ = "0.1.0"
 

@@ -181,7 +181,9 @@ def parse_pool(pool: Any) -> Pooling:
             width = int(parts[1])
             seed = int(parts[2]) if len(parts) > 2 else 0
         except (IndexError, ValueError):
-            raise ValueError(f"pool {pool!r}: expected 'random:WIDTH' or 'random:WIDTH:SEED'") from None
+            raise ValueError(
+                f"pool {pool!r}: expected 'random:WIDTH' or 'random:WIDTH:SEED'"
+            ) from None
         spec = Pooling("random", width, seed)
     elif isinstance(pool, (tuple, list)) and pool and pool[0] in ("random", "rp"):
         spec = Pooling("random", int(pool[1]), int(pool[2]) if len(pool) > 2 else 0)
@@ -221,7 +223,9 @@ class _Pooler:
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 coo = torch.sparse_coo_tensor(
-                    torch.stack([rows, cols.reshape(-1)]), values.reshape(-1), (width, dim),
+                    torch.stack([rows, cols.reshape(-1)]),
+                    values.reshape(-1),
+                    (width, dim),
                     check_invariants=True,
                 ).coalesce()  # repeated indices are summed
                 self._proj[key] = coo.to_sparse_csr().to(device)
@@ -382,7 +386,10 @@ class _Source:
                 tensor = tensor.unsqueeze(0)
             if len(tensor) == 0:
                 raise NoImagesError("the image tensor is empty")
-            self.kind, self.info = "tensor", {"shape": list(tensor.shape), "dtype": str(tensor.dtype)}
+            self.kind, self.info = (
+                "tensor",
+                {"shape": list(tensor.shape), "dtype": str(tensor.dtype)},
+            )
             self.tensor = tensor
             self.n = len(tensor)
         elif isinstance(source, DataLoader):
@@ -397,7 +404,9 @@ class _Source:
             self.loader = DataLoader(
                 source, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory
             )
-        elif isinstance(source, Dataset) or (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
+        elif isinstance(source, Dataset) or (
+            hasattr(source, "__getitem__") and hasattr(source, "__len__")
+        ):
             if len(source) == 0:
                 raise NoImagesError(f"the dataset {type(source).__name__} is empty")
             self.kind, self.info = "dataset", {"class": type(source).__name__}
@@ -422,7 +431,9 @@ class _Source:
         from torch.utils.data import DataLoader, Subset
 
         def ids_for(i: int, b: int) -> list[str]:
-            return self.ids[i : i + b] if self.ids is not None else [str(j) for j in range(i, i + b)]
+            return (
+                self.ids[i : i + b] if self.ids is not None else [str(j) for j in range(i, i + b)]
+            )
 
         if self.tensor is not None:
             for i in range(start, len(self.tensor), self.batch_size):
@@ -528,7 +539,9 @@ class _FileWriter:
             self.root.attrs[key] = value
 
     # -- arrays
-    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]) -> None:
+    def create(
+        self, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
+    ) -> None:
         if self.backend == "h5":
             import h5py
 
@@ -542,7 +555,11 @@ class _FileWriter:
             )  # fmt: skip
         else:
             self.arrays[name] = self.root.create_array(
-                name, shape=shape, chunks=chunks, dtype=dtype, fill_value=None if dtype is not str else ""
+                name,
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                fill_value=None if dtype is not str else "",
             )
 
     def open(self, name: str) -> Any:
@@ -755,7 +772,11 @@ def extract_features(
     first_step = {name: int(first[name]) for name in canon}
 
     param = next(iter(model.parameters()), None)
-    device = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
+    device = (
+        torch.device(device)
+        if device is not None
+        else (param.device if param is not None else torch.device("cpu"))
+    )
     dtype = dtype or (param.dtype if param is not None else torch.float32)
     model.eval()
     model.to(device=device, dtype=dtype)
@@ -794,7 +815,21 @@ def extract_features(
     }
     if out is None:
         mem = _MemoryWriter(src.n)
-        _run(model, src, 0, mem, canon, T, step_list, pooler, device, dtype, store_dtype, progress, src.n)
+        _run(
+            model,
+            src,
+            0,
+            mem,
+            canon,
+            T,
+            step_list,
+            pooler,
+            device,
+            dtype,
+            store_dtype,
+            progress,
+            src.n,
+        )
         if not mem.ids:
             raise NoImagesError("the source yielded no images")
         features = mem.result(canon)
@@ -830,7 +865,9 @@ def extract_features(
     return load_features(path, lazy=True)
 
 
-def _add_shapes(metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], spec: Pooling) -> None:
+def _add_shapes(
+    metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], spec: Pooling
+) -> None:
     metadata["feature_shapes"] = {k: list(v) for k, v in shapes.items()}
     metadata["dims"] = {k: _dims(v, spec) for k, v in shapes.items()}
 
@@ -988,7 +1025,9 @@ class LazyFeatures:
     The file is opened for each read, so nothing stays open between reads.
     """
 
-    def __init__(self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any) -> None:
+    def __init__(
+        self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any
+    ) -> None:
         self.path, self.backend, self.key, self.n = path, backend, key, n
         self.shape = (n, *shape)
         self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
@@ -1075,7 +1114,12 @@ def load_features(
             arr = root[f"features/{name}"]
             if lazy:
                 features[name] = LazyFeatures(
-                    path, backend, f"features/{name}", n, tuple(arr.shape[1:]), np.dtype(str(arr.dtype))
+                    path,
+                    backend,
+                    f"features/{name}",
+                    n,
+                    tuple(arr.shape[1:]),
+                    np.dtype(str(arr.dtype)),
                 )
             else:
                 features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
@@ -1101,7 +1145,9 @@ def _names(layers: str | Sequence[str], known: list[str]) -> list[str]:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise UnknownLayerError(f"the file has no layer {name!r}.{hint} Layers: {', '.join(known)}.")
+            raise UnknownLayerError(
+                f"the file has no layer {name!r}.{hint} Layers: {', '.join(known)}."
+            )
     return wanted
 
 

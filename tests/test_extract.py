@@ -55,7 +55,9 @@ def folder(tmp_path: Path) -> Path:
     return out
 
 
-def reference(model: bm.ClockedModel, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+def reference(
+    model: bm.ClockedModel, x: torch.Tensor, layers: list[str]
+) -> dict[str, torch.Tensor]:
     with torch.inference_mode():
         out = model.forward_timesteps(x, layers=layers)
     return {k: v.transpose(0, 1) for k, v in out.features.items()}  # [B, T, ...]
@@ -83,7 +85,9 @@ def test_tensor_source_equals_forward_timesteps(model, images):
 
 
 def test_folder_source_uses_model_preprocessing(model, folder):
-    res = extract_features(model, folder, layers=["output_3", "layer1"], steps=[-1, 1], progress=False)
+    res = extract_features(
+        model, folder, layers=["output_3", "layer1"], steps=[-1, 1], progress=False
+    )
     assert res.image_ids == ["img0.png", "img1.png", "img2.png", "sub/img3.png"]
     assert res.layers == ["layer3", "layer1"]  # aliases resolved to canonical names
     tf = create_transform(model)
@@ -94,7 +98,9 @@ def test_folder_source_uses_model_preprocessing(model, folder):
     assert res.steps.tolist() == [1, T - 1]
     assert res.metadata["data_config"]["input_size"] == [1, 32, 32]
     # A list of paths gives the same features, with the paths as ids.
-    res2 = extract_features(model, [str(f) for f in files], layers="layer1", steps=[1, -1], progress=False)
+    res2 = extract_features(
+        model, [str(f) for f in files], layers="layer1", steps=[1, -1], progress=False
+    )
     torch.testing.assert_close(res2["layer1"], res["layer1"])
     assert res2.image_ids == [str(f) for f in files]
 
@@ -116,7 +122,9 @@ def test_pooling(model, images):
     torch.testing.assert_close(avg["layer0"], full["layer0"].mean((-2, -1)))
     assert avg.metadata["dims"]["layer0"] == ["image", "step", "channel"]
     rp = extract_features(model, images, layers=["layer0"], pool="random:64:3", progress=False)
-    rp2 = extract_features(model, images, layers=["layer0"], pool=bm.extract.Pooling("random", 64, 3), progress=False)
+    rp2 = extract_features(
+        model, images, layers=["layer0"], pool=bm.extract.Pooling("random", 64, 3), progress=False
+    )
     other = extract_features(model, images, layers=["layer0"], pool="random:64:4", progress=False)
     assert rp["layer0"].shape == (7, T, 64)
     assert torch.equal(rp["layer0"], rp2["layer0"])  # fixed by the seed
@@ -135,7 +143,9 @@ def test_pooling(model, images):
 @pytest.mark.parametrize("suffix", [".h5", ".zarr"])
 def test_file_round_trip(model, images, tmp_path, suffix):
     out = tmp_path / f"feats{suffix}"
-    mem = extract_features(model, images, layers=["layer1", "layer3"], steps=[0, 2, 4], progress=False)
+    mem = extract_features(
+        model, images, layers=["layer1", "layer3"], steps=[0, 2, 4], progress=False
+    )
     res = extract_features(model, images, layers=["layer1", "layer3"], steps=[0, 2, 4], out=out,
                            batch_size=3, progress=False)  # fmt: skip
     back = load_features(out)
@@ -275,8 +285,10 @@ def test_timm_feature_info_and_forward_intermediates(model, images):
         ref = model.forward_timesteps(images, layers="all").features
         final, inter = model.forward_intermediates(images)
         assert torch.equal(final, ref["layer3"][-1])
-        assert len(inter) == 4 and all(torch.equal(a, ref[n][-1]) for a, n in zip(inter, model.layer_names))
-        for a, d in zip(inter, info):
+        assert len(inter) == 4 and all(
+            torch.equal(a, ref[n][-1]) for a, n in zip(inter, model.layer_names, strict=True)
+        )
+        for a, d in zip(inter, info, strict=True):
             assert a.shape[1] == d["num_chs"] and 32 // a.shape[-1] == d["reduction"]
         last2 = model.forward_intermediates(images, indices=2, intermediates_only=True)
         assert [a.shape[1] for a in last2] == [256, 512]
