@@ -943,6 +943,11 @@ def _prepare_file(
                     f"{n_done} images of this source; pass overwrite=True to start again"
                 )
         return n_done
+    if len(list(writer.root.keys())):
+        raise OutputMismatchError(
+            f"{str(writer.path)!r} exists and is not a blt-models feature file; choose another "
+            "output or pass overwrite=True to replace it"
+        )
     target = (4 << 20) if writer.backend == "h5" else (16 << 20)
     for name in canon:
         shape = layer_shapes[name]

@@ -244,6 +244,14 @@ def test_named_errors(model, images, tmp_path, folder):
         extract_features(model, empty, layers="layer0", progress=False)
     with pytest.raises(NoImagesError, match="not a folder"):
         extract_features(model, str(tmp_path / "nowhere"), layers="layer0", progress=False)
+    import h5py
+
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(OutputMismatchError, match="not a blt-models feature file"):
+        extract_features(
+            model, images, layers="layer0", out=tmp_path / "foreign.h5", progress=False
+        )
     with pytest.raises(bm.ExtractionError, match="output format"):
         extract_features(model, images, layers="layer0", out=tmp_path / "x.npz", progress=False)
 
