@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._clock import ClockedModel, TimestepsError
+from ._clock import ClockedModel, InputError, TimestepsError
 
 __all__ = [
     "extract_features",
@@ -986,6 +986,12 @@ def _run(
     try:
         with torch.inference_mode():
             for x, ids in src.batches(start):
+                if not x.is_floating_point():  # do not let .to(dtype) hide unnormalised pixels
+                    raise InputError(
+                        f"the source gives {x.dtype} images; tensor sources must be preprocessed "
+                        "floating-point images (blt_models.create_transform(model) does it for "
+                        "PIL images)"
+                    )
                 x = x.to(device=device, dtype=dtype, non_blocking=True)
                 res = model.forward_timesteps(x, timesteps=T, layers=canon)
                 feats = {}

@@ -244,6 +244,8 @@ def test_named_errors(model, images, tmp_path, folder):
         extract_features(model, empty, layers="layer0", progress=False)
     with pytest.raises(NoImagesError, match="not a folder"):
         extract_features(model, str(tmp_path / "nowhere"), layers="layer0", progress=False)
+    with pytest.raises(bm.InputError, match="floating-point"):
+        extract_features(model, (images * 255).to(torch.uint8), layers="layer0", progress=False)
     import h5py
 
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
