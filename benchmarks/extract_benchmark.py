@@ -3,7 +3,9 @@
 1. Throughput (images/s) of ``extract_features`` keeping *all layers at all steps* (unpooled,
    ``pool="avg"``, and unpooled written to HDF5) against plain ``model.forward_timesteps(x,
    layers="all")`` on the same batches. Runs are interleaved and the best of ``--repeats`` is
-   kept, so that other load on the machine affects both sides alike.
+   kept, so that other load on the machine affects both sides alike; wall-clock and process
+   CPU time are both reported (CPU time is the steadier figure on a shared machine, best with
+   ``--threads 1``).
 2. Peak resident memory (``ru_maxrss`` of a fresh subprocess) extracting N images from a folder
    of PNG files to HDF5, for several N up to ``--memory-images`` (default 2,000): flat in N
    means memory is bounded by one batch.
@@ -80,15 +82,22 @@ def throughput(args: argparse.Namespace) -> dict:
     }
     plain()  # warm-up
     best = dict.fromkeys(cases, float("inf"))
+    best_cpu = dict.fromkeys(cases, float("inf"))
     for _ in range(args.repeats):
         for name, fn in cases.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
+            best_cpu[name] = min(best_cpu[name], time.process_time() - c0)
     shutil.rmtree(tmp, ignore_errors=True)
-    base = n / best["forward_timesteps (plain)"]
+    plain_name = "forward_timesteps (plain)"
     rows = {
-        name: {"images_per_s": n / t, "relative_to_plain": (n / t) / base}
+        name: {
+            "images_per_s": n / t,
+            "relative_to_plain": best[plain_name] / t,
+            "images_per_cpu_s": n / best_cpu[name],
+            "cpu_relative_to_plain": best_cpu[plain_name] / best_cpu[name],
+        }
         for name, t in best.items()
     }
     return {"images": n, "batch_size": args.batch_size, "rows": rows}
@@ -124,7 +133,8 @@ def memory(args: argparse.Namespace) -> dict:
     results = []
     sizes = sorted({args.memory_images // 8, args.memory_images // 2, args.memory_images})
     for n in sizes:
-        cmd = [sys.executable, __file__, "--child-n", str(n), "--child-folder", str(folder),
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        cmd = [sys.executable, __file__, *threads, "--child-n", str(n), "--child-folder", str(folder),
                "--child-out", str(tmp / "mem.h5"), "--model", args.model,
                "--num-layers", str(args.num_layers), "--img-size", str(args.mem_img_size),
                "--timesteps", str(args.timesteps), "--batch-size", str(args.batch_size),
@@ -147,12 +157,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--memory-images", type=int, default=2000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--child-n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--child-folder", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child_n is not None:
         memory_child(args)
         return
@@ -164,8 +177,10 @@ def main() -> None:
         print(f"\nThroughput, all layers at all steps, {tp['images']} images of {args.img_size} px "
               f"in batches of {tp['batch_size']} (best of {args.repeats}):")  # fmt: skip
         for name, row in tp["rows"].items():
-            print(f"  {name:<32} {row['images_per_s']:8.1f} images/s  "
-                  f"({100 * row['relative_to_plain']:5.1f}% of plain)")  # fmt: skip
+            print(f"  {name:<30} {row['images_per_s']:7.1f} images/s "
+                  f"({100 * row['relative_to_plain']:5.1f}% of plain)  "
+                  f"{row['images_per_cpu_s']:7.1f} images/CPU-s "
+                  f"({100 * row['cpu_relative_to_plain']:5.1f}% of plain)")  # fmt: skip
     if not args.skip_memory:
         mem = memory(args)
         print(f"\nPeak resident memory extracting a PNG folder to HDF5 (all layers, all steps, "
