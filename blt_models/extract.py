@@ -485,11 +485,11 @@ class _MemoryWriter:
     def write(self, start: int, feats: dict[str, Tensor], ids: list[str]) -> None:
         for name, value in feats.items():
             if self.n is None:  # unknown length (an iterable dataset): concatenate at the end
-                self.parts.setdefault(name, []).append(value)
+                self.parts.setdefault(name, []).append(value.contiguous())
                 continue
             if name not in self.arrays:
-                self.arrays[name] = value.new_empty((self.n, *value.shape[1:]))
-            self.arrays[name][start : start + len(value)] = value
+                self.arrays[name] = torch.empty((self.n, *value.shape[1:]), dtype=value.dtype)
+            self.arrays[name][start : start + len(value)].copy_(value)
         self.ids += ids
 
     def result(self, names: list[str]) -> dict[str, Tensor]:
@@ -996,16 +996,17 @@ def _run(
                 res = model.forward_timesteps(x, timesteps=T, layers=canon)
                 feats = {}
                 for name in canon:
-                    f = _select(pooler, name, res.features[name], step_list, T)
-                    f = f.to(device="cpu", dtype=store_dtype).contiguous()
-                    feats[name] = f
+                    f = _select(pooler, name, res.features[name], step_list, T).to(store_dtype)
+                    if f.device.type != "cpu":  # reorder on the device, then one transfer
+                        f = f.contiguous().cpu()
+                    feats[name] = f  # on the CPU: a [B, S, ...] view, copied once by the writer
                 del res
                 if to_file:
                     for name, f in feats.items():
                         key = f"features/{name}"
                         if key not in writer.arrays:
                             writer.open(key)
-                        writer.write_rows(key, n_done, f.numpy())
+                        writer.write_rows(key, n_done, f.contiguous().numpy())
                     writer.write_ids(n_done, ids)
                     writer.set_attrs(n_done=n_done + len(ids))
                     writer.flush()
