@@ -815,21 +815,8 @@ def extract_features(
     }
     if out is None:
         mem = _MemoryWriter(src.n)
-        _run(
-            model,
-            src,
-            0,
-            mem,
-            canon,
-            T,
-            step_list,
-            pooler,
-            device,
-            dtype,
-            store_dtype,
-            progress,
-            src.n,
-        )
+        _run(model, src, 0, mem, canon, T, step_list, pooler, device, dtype, store_dtype,
+             progress, src.n)  # fmt: skip
         if not mem.ids:
             raise NoImagesError("the source yielded no images")
         features = mem.result(canon)

@@ -306,6 +306,15 @@ def test_timm_feature_info_and_forward_intermediates(model, images):
                                           output_fmt="NHWC", stop_early=True, norm=True)  # fmt: skip
         assert torch.equal(sel[0], ref["layer0"][-1].permute(0, 2, 3, 1))
     assert model.prune_intermediate_layers([0, -1]) == [0, 3]
+    # timm's own wrapper for forward_intermediates models (features_only, getter style).
+    from timm.models._features import FeatureGetterNet
+
+    getter = FeatureGetterNet(model, out_indices=(1, 3))
+    assert getter.feature_info.channels() == [128, 512]
+    with torch.inference_mode():
+        feats = getter(images)
+    assert [f.shape[1] for f in feats] == [128, 512]
+    assert torch.equal(feats[1], ref["layer3"][-1])
     with pytest.raises(IndexError):
         model.forward_intermediates(images, indices=[4])
     with pytest.raises(ValueError, match="output_fmt"):
