@@ -15,6 +15,7 @@ complete batch. The file layout is described in ``docs/extraction.md``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -574,7 +575,7 @@ class _FileWriter:
         arr.resize((n, *arr.shape[1:]))
 
     def write_rows(self, name: str, start: int, value: np.ndarray) -> None:
-        arr = self.arrays[name]
+        arr = self.arrays[name] if name in self.arrays else self.open(name)
         stop = start + len(value)
         if arr.shape[0] < stop:
             arr.resize((stop, *arr.shape[1:]))
@@ -839,16 +840,26 @@ def extract_features(
     writer = _FileWriter(path, backend, overwrite)  # type: ignore[arg-type]
     try:
         start = _prepare_file(writer, metadata, canon, layer_shapes, store_dtype, batch_size, src)
-        if start is None:
-            if progress:
-                print(f"{path}: already complete ({metadata['n_images']} images)")
-        else:
-            _run(model, src, start, writer, canon, T, step_list, pooler, device, dtype,
-                 store_dtype, progress, src.n)  # fmt: skip
-            writer.set_attrs(complete=True)
-            writer.flush()
     finally:
         writer.close()
+    if start is None:
+        if progress:
+            print(f"{path}: already complete ({metadata['n_images']} images)")
+        return load_features(path, lazy=True)
+    # Start the source (DataLoader workers fork here) while the file is closed, so that no
+    # worker inherits an open HDF5 handle (and its lock), then reopen it for writing.
+    batches = src.batches(start)
+    head = next(batches, None)
+    stream = itertools.chain([head] if head is not None else [], batches)
+    writer = _FileWriter(path, backend, overwrite=False)  # type: ignore[arg-type]
+    try:
+        _run(model, src, start, writer, canon, T, step_list, pooler, device, dtype,
+             store_dtype, progress, src.n, batches=stream)  # fmt: skip
+        writer.set_attrs(complete=True)
+        writer.flush()
+    finally:
+        writer.close()
+        batches.close()  # shuts DataLoader workers down now, also after an error
     return load_features(path, lazy=True)
 
 
@@ -960,7 +971,7 @@ def _to_str(value: Any) -> str:
 def _run(
     model: ClockedModel, src: _Source, start: int, writer: Any, canon: list[str], T: int,
     step_list: list[int], pooler: _Pooler, device: torch.device, dtype: torch.dtype,
-    store_dtype: torch.dtype, progress: bool, total: int | None,
+    store_dtype: torch.dtype, progress: bool, total: int | None, batches: Any = None,
 ) -> None:  # fmt: skip
     from tqdm.auto import tqdm
 
@@ -970,9 +981,10 @@ def _run(
     )  # fmt: skip
     n_done = start
     to_file = isinstance(writer, _FileWriter)
+    batches = src.batches(start) if batches is None else batches
     try:
         with torch.inference_mode():
-            for x, ids in src.batches(start):
+            for x, ids in batches:
                 if not x.is_floating_point():  # do not let .to(dtype) hide unnormalised pixels
                     raise InputError(
                         f"the source gives {x.dtype} images; tensor sources must be preprocessed "
