@@ -336,3 +336,19 @@ def test_cli_extract(folder, tmp_path, capsys):
     assert cli_main([*argv[:3], "--layers", "layer9", *argv[7:]]) == 1
     assert "Did you mean" in capsys.readouterr().err
     assert np.isfinite(res["layer1"].numpy()).all()
+
+
+def test_unreadable_image_with_workers_then_resume(model, folder, tmp_path):
+    """A worker's decoding error surfaces by name, leaves a resumable file, and no worker keeps
+    the HDF5 file locked."""
+    good = (folder / "img2.png").read_bytes()
+    (folder / "img2.png").write_bytes(b"garbage")
+    out = tmp_path / "w.h5"
+    kwargs = dict(layers="layer1", batch_size=2, num_workers=1, progress=False, out=out)
+    with pytest.raises(UnreadableImageError, match="img2.png"):
+        extract_features(model, folder, **kwargs)
+    assert load_features(out).num_images == 2
+    (folder / "img2.png").write_bytes(good)
+    res = extract_features(model, folder, **kwargs).load()
+    ref = extract_features(model, folder, layers="layer1", batch_size=2, progress=False)
+    assert res.image_ids == ref.image_ids and torch.equal(res["layer1"], ref["layer1"])
