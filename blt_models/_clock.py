@@ -255,6 +255,9 @@ class ClockedModel(nn.Module):
         image at the pretrained input size (``pretrained_cfg.input_size``, else 224 px) in eval
         mode without gradients, then cached; every family gets it without declaring anything.
         """
+        override = self.__dict__.get("_feature_info_override")
+        if override is not None:
+            return [dict(d) for d in override]
         cfg_size = tuple(getattr(self.pretrained_cfg, "input_size", None) or (self.in_chans, 224, 224))
         key = (self.in_chans, *cfg_size[-2:], self.layer_names)
         cached = self.__dict__.get("_feature_info_cache")
@@ -266,6 +269,11 @@ class ClockedModel(nn.Module):
             raise RuntimeError(f"could not derive feature_info: {err}") from err
         self.__dict__["_feature_info_cache"] = (key, info)
         return [dict(d) for d in info]
+
+    @feature_info.setter
+    def feature_info(self, value: list[dict]) -> None:
+        """A family may declare its feature_info explicitly instead of the derived one."""
+        self.__dict__["_feature_info_override"] = [dict(d) for d in value]
 
     def _probe_feature_info(self, height: int, width: int) -> list[dict]:
         param = next(iter(self.parameters()), None)
