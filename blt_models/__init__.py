@@ -22,6 +22,18 @@ from ._registry import (
     register_model,
     register_pretrained_cfgs,
 )
+from .data import create_transform, resolve_data_config
+from .extract import (
+    ExtractedFeatures,
+    ExtractionError,
+    NoImagesError,
+    OutputMismatchError,
+    StepOutOfRangeError,
+    UnknownLayerError,
+    UnreadableImageError,
+    extract_features,
+    load_features,
+)
 from .models import *  # noqa: F403  (registers every family)
 
 __version__ = "0.1.0"
@@ -50,4 +62,18 @@ __all__ = [
     "register_model",
     "register_pretrained_cfgs",
     "save_pretrained",
+]
+
+__all__ += [
+    "ExtractedFeatures",
+    "ExtractionError",
+    "NoImagesError",
+    "OutputMismatchError",
+    "StepOutOfRangeError",
+    "UnknownLayerError",
+    "UnreadableImageError",
+    "create_transform",
+    "extract_features",
+    "load_features",
+    "resolve_data_config",
 ]

@@ -243,3 +243,133 @@ class ClockedModel(nn.Module):
                 "convert the images (e.g. grayscale -> RGB with x.expand(-1, 3, -1, -1))."
             )
         self._check_spatial_size(int(x.shape[2]), int(x.shape[3]))
+
+    # ----------------------------------------------------------------------------- timm compatibility
+    @property
+    def feature_info(self) -> list[dict]:
+        """timm-style feature description: one dict per layer of ``layer_names``, in order.
+
+        Each dict has ``num_chs`` (channels), ``reduction`` (input side / map side at the
+        pretrained input size), ``module`` (the layer name, as ``forward_timesteps`` takes it;
+        not a submodule path) and ``first_step``. Derived once by a dry run of a single blank
+        image at the pretrained input size (``pretrained_cfg.input_size``, else 224 px) in eval
+        mode without gradients, then cached; every family gets it without declaring anything.
+        """
+        override = self.__dict__.get("_feature_info_override")
+        if override is not None:
+            return [dict(d) for d in override]
+        cfg_size = tuple(getattr(self.pretrained_cfg, "input_size", None) or (self.in_chans, 224, 224))
+        key = (self.in_chans, *cfg_size[-2:], self.layer_names)
+        cached = self.__dict__.get("_feature_info_cache")
+        if cached is not None and cached[0] == key:
+            return [dict(d) for d in cached[1]]
+        try:
+            info = self._probe_feature_info(int(cfg_size[-2]), int(cfg_size[-1]))
+        except AttributeError as err:  # nn.Module.__getattr__ would hide the real cause
+            raise RuntimeError(f"could not derive feature_info: {err}") from err
+        self.__dict__["_feature_info_cache"] = (key, info)
+        return [dict(d) for d in info]
+
+    @feature_info.setter
+    def feature_info(self, value: list[dict]) -> None:
+        """A family may declare its feature_info explicitly instead of the derived one."""
+        self.__dict__["_feature_info_override"] = [dict(d) for d in value]
+
+    def _probe_feature_info(self, height: int, width: int) -> list[dict]:
+        param = next(iter(self.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        # Shapes do not depend on the number of steps: run just until every layer is active.
+        first = self.first_steps(self._resolve_timesteps(None))
+        timesteps = self._resolve_timesteps(max(self.min_timesteps, max(first.values()) + 1))
+        first = self.first_steps(timesteps)
+        x = torch.zeros(1, self.in_chans, height, width, device=device, dtype=dtype)
+        was_training = self.training
+        self.eval()  # no batch-norm statistics updates from the probe
+        try:
+            with torch.no_grad():
+                out = self.forward_timesteps(x, timesteps=timesteps, layers=list(self.layer_names))
+        finally:
+            self.train(was_training)
+        info = []
+        for name in self.layer_names:
+            shape = out.features[name].shape  # [T, 1, C, H, W]
+            map_h = int(shape[-2]) if len(shape) >= 5 else 1
+            info.append(
+                dict(
+                    num_chs=int(shape[2]),
+                    reduction=max(1, round(height / max(map_h, 1))),
+                    module=name,
+                    first_step=int(first[name]),
+                )
+            )
+        return info
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        timesteps: int | None = None,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ``forward_intermediates`` on the final clock step.
+
+        Feature ``i`` is ``layer_names[i]`` (as in :attr:`feature_info`) at the last step of a
+        run of ``timesteps`` steps (default ``model.timesteps``); the final features are the last
+        layer at that step (what the readout pools). ``indices``: None for all layers, an int n
+        for the last n, or a sequence of (possibly negative) indices, as timm's
+        ``feature_take_indices``. ``norm`` is accepted and ignored (no family has a final norm);
+        ``stop_early`` is accepted (recurrent layers feed each other, so the whole clock runs);
+        ``output_fmt`` is ``"NCHW"`` or ``"NHWC"``. Per-step features: :meth:`forward_timesteps`.
+
+        Returns:
+            ``(final [B, C, H, W], [intermediates])``, or only the list with
+            ``intermediates_only=True``.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC'; got {output_fmt!r}")
+        take = self._take_indices(indices)
+        names = [self.layer_names[i] for i in take]
+        last = self.layer_names[-1]
+        capture = list(dict.fromkeys(names if intermediates_only else [*names, last]))
+        out = self.forward_timesteps(x, timesteps=timesteps, layers=capture)
+
+        def fmt(t: Tensor) -> Tensor:
+            return t.permute(0, 2, 3, 1) if output_fmt == "NHWC" and t.ndim == 4 else t
+
+        intermediates = [fmt(out.features[n][-1]) for n in names]
+        if intermediates_only:
+            return intermediates
+        return fmt(out.features[last][-1]), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """timm's ``prune_intermediate_layers``: returns the absolute indices kept.
+
+        Nothing is removed: in a recurrent model later layers and the readout feed earlier
+        layers through feedback, so no layer is dead weight for the ones before it.
+        """
+        return self._take_indices(indices)
+
+    def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        n = len(self.layer_names)
+        if indices is None:
+            return list(range(n))
+        if isinstance(indices, int):
+            if not 0 < indices <= n:
+                raise IndexError(f"last-n ({indices}) is out of range (1 to {n})")
+            return list(range(n - indices, n))
+        take = []
+        for i in indices:
+            idx = n + i if i < 0 else i
+            if not 0 <= idx < n:
+                raise IndexError(f"feature index {idx} is out of range (0 to {n - 1})")
+            take.append(idx)
+        return take

@@ -42,7 +42,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     tags = list_pretrained_cfgs(f"{arch}.*")
     for tag in tags:
         cfg = bm.get_pretrained_cfg(*split_model_name_tag(tag))
-        where = cfg.hf_hub_id or cfg.url or (f"package:{cfg.file}" if cfg.file else "no published weights")
+        where = (
+            cfg.hf_hub_id
+            or cfg.url
+            or (f"package:{cfg.file}" if cfg.file else "no published weights")
+        )
         rows.append((f"tag {tag}", where))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -63,12 +67,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     import blt_models as bm
     from blt_models._convert import convert_checkpoint
 
-    overrides = {k: v for k, v in (("timesteps", args.timesteps), ("unroll", args.unroll)) if v is not None}
+    overrides = {
+        k: v for k, v in (("timesteps", args.timesteps), ("unroll", args.unroll)) if v is not None
+    }
     print(f"reading {args.src} (weights_only=True)")
     model, how = convert_checkpoint(args.src, arch=args.arch, **overrides)
     n_tensors = len(model.state_dict())
     print(f"architecture: {how}")
-    print(f"loaded {n_tensors} tensors strictly ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    print(
+        f"loaded {n_tensors} tensors strictly ({sum(p.numel() for p in model.parameters()):,} parameters)"
+    )
     meta = {k: v for k, v in (("license", args.license), ("training_data", args.training_data),
                               ("description", args.description)) if v is not None}  # fmt: skip
     out = bm.save_pretrained(model, args.out, repo_id=args.repo_id, **meta)
@@ -97,6 +105,134 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ extract
+def _parse_steps(text: str | None) -> list[int] | None:
+    """``"all"``/None, ``"0-9"``, ``"0,3,9"``, ``"-1"``, or a mix (``"0-3,9"``)."""
+    if text is None or text == "all":
+        return None
+    steps: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            steps += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ValueError(
+                f"--steps: cannot read {part!r} (use e.g. 'all', '0-9', '0,4,9', '-1')"
+            ) from None
+    return steps
+
+
+def _parse_model_args(items: Sequence[str]) -> dict:
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model-arg expects KEY=VALUE; got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    import blt_models as bm
+    from blt_models.extract import extract_features
+
+    model = bm.create_model(
+        args.model, pretrained=args.pretrained, checkpoint_path=args.checkpoint,
+        in_chans=args.in_chans, **_parse_model_args(args.model_arg),
+    )  # fmt: skip
+    if args.img_size is not None and model.pretrained_cfg is not None:
+        model.pretrained_cfg = model.pretrained_cfg.replace(
+            input_size=(model.in_chans, args.img_size, args.img_size)
+        )
+    source: object = args.source
+    src = Path(args.source)
+    if src.is_file() and src.suffix.lower() == ".txt":  # one image path per line
+        base = src.parent
+        lines = [ln.strip() for ln in src.read_text().splitlines() if ln.strip()]
+        source = [p if Path(p).is_absolute() else str(base / p) for p in lines]
+    elif src.is_file():
+        source = [str(src)]
+    layers = args.layers if args.layers else "all"
+    if len(layers) == 1 and "," in layers[0]:
+        layers = [x for x in layers[0].split(",") if x]
+    if layers == ["all"]:
+        layers = "all"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    res = extract_features(
+        model, source, layers=layers, steps=_parse_steps(args.steps), out=args.out,
+        batch_size=args.batch_size, device=device, dtype=args.dtype, pool=args.pool,
+        num_workers=args.num_workers, progress=not args.no_progress, timesteps=args.timesteps,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    meta = res.metadata
+    out = Path(args.out)
+    size = sum(f.stat().st_size for f in out.rglob("*")) if out.is_dir() else out.stat().st_size
+    rows = [
+        ("model", meta["model"]["name"]),
+        ("images", f"{res.num_images}" + ("" if meta.get("complete") else " (incomplete)")),
+        ("steps", ", ".join(map(str, res.steps.tolist())) + f" of {meta['timesteps']}"),
+        ("pool", args.pool or "none"),
+        *[
+            (
+                f"  {name}",
+                f"{list(t.shape)} {meta['dtype']}, active from step {res.first_step[name]}",
+            )
+            for name, t in res.features.items()
+        ],
+        ("output", f"{out} ({size / 2**20:.1f} MiB)"),
+        (
+            "time",
+            f"{elapsed:.1f} s ({res.num_images / max(elapsed, 1e-9):.1f} images/s incl. start-up)",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="per-layer, per-step features of a stimulus set to an HDF5 file or zarr store",
+        description="Run MODEL on every image of SOURCE and write the requested layers at the "
+        "requested clock steps to OUT (.h5/.hdf5 or .zarr). Re-running on the same OUT resumes.",
+    )
+    p.add_argument("model", help="architecture or arch.tag, e.g. blt_bl or blt_bl.vggface2")
+    p.add_argument("source", help="folder of images, one image, or a .txt list of image paths")
+    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: all)")
+    p.add_argument("--steps", default=None, help="'all' (default), '0-9', '0,4,9', '-1'")
+    p.add_argument("--out", required=True, help="output file: .h5 / .hdf5 (HDF5) or .zarr")
+    p.add_argument("--pool", default=None, help="none (default), avg, or random:WIDTH[:SEED]")
+    p.add_argument("--timesteps", type=int, default=None, help="clock length (default: model's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0, help="image-loading worker processes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--pretrained", action="store_true", help="load the tag's published weights")
+    p.add_argument("--checkpoint", default=None, help="local weight file")
+    p.add_argument("--in-chans", type=int, default=None, help="input channels (1 for grayscale)")
+    p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument, e.g. num_layers=4 (repeatable)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace OUT instead of resuming")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_extract)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blt-models", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="architecture or arch.tag")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("demo", help="run the shipped sample images through a model; plot its dynamics")
+    p = sub.add_parser(
+        "demo", help="run the shipped sample images through a model; plot its dynamics"
+    )
     p.add_argument("--model", default="blt_bl", help="architecture or arch.tag (default: blt_bl)")
     p.add_argument("--pretrained", action="store_true", help="load the tag's weights")
     p.add_argument("--out", default="outputs/demo", help="folder for activity.png")
@@ -126,9 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="checkpoint file (.pth / .pt / .safetensors)")
     p.add_argument("out", help="output folder (created; an existing published folder is replaced)")
-    p.add_argument("--arch", help="architecture, when the file does not record it (see `blt-models list`)")
+    p.add_argument(
+        "--arch", help="architecture, when the file does not record it (see `blt-models list`)"
+    )
     p.add_argument("--timesteps", type=int, help="default number of clock steps of the saved model")
-    p.add_argument("--unroll", choices=("biological", "standard"), help="unrolling of recurrent models")
+    p.add_argument(
+        "--unroll", choices=("biological", "standard"), help="unrolling of recurrent models"
+    )
     p.add_argument("--license", help="license of the weights (a Hub license id, e.g. cc-by-4.0)")
     p.add_argument("--training-data", help="what the weights were trained on")
     p.add_argument("--description", help="one paragraph for the model card")
@@ -146,10 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--revision", help="branch to push to")
     p.add_argument("--message", help="commit message")
-    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument(
+        "--create-pr", action="store_true", help="open a pull request instead of committing"
+    )
     p.add_argument("--token", help="Hub token (default: huggingface_hub's login)")
     p.add_argument("--endpoint", help="Hub endpoint (default: huggingface_hub's, HF_ENDPOINT)")
     p.set_defaults(func=_cmd_push)
+
+    _add_extract_parser(sub)
     return parser
 
 
