@@ -5,6 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# Fashion-MNIST (training recipe, the packaged blt_bl_tiny.fashion_mnist model and its tests) comes
+# from Debian's dataset-fashion-mnist package: /usr/share/datasets/fashion-mnist/*.gz
+FMNIST=/usr/share/datasets/fashion-mnist
+if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ] || [ ! -f "$FMNIST/t10k-labels-idx1-ubyte.gz" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+    $SUDO apt-get update && $SUDO apt-get install -y dataset-fashion-mnist \
+      || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped" >&2
+  else
+    echo "note: no apt-get; Fashion-MNIST files missing under $FMNIST (tests that need them are skipped)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
