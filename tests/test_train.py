@@ -242,3 +242,13 @@ def test_packaged_fashion_mnist_model_loads_and_hash_matches():
         logits = model.forward_timesteps(x).logits
     acc = (logits.argmax(-1) == labels).float().mean(1)
     assert acc[-1] >= 0.85 and acc[-1] >= acc[0]
+
+
+def test_main_job_example_runs_offline(tmp_path):
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "steps.png"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "fashion_mnist_steps.py"), "--figure", str(figure)],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 7:" in proc.stdout and figure.stat().st_size > 1000

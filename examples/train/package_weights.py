@@ -42,7 +42,7 @@ def main() -> None:
     cmd = args.command or config["command"]
     steps = metrics["readout_steps"]
     table = "\n".join(
-        f"| {s} | {a:.2f} | {b:.2f} |" for s, a, b in zip(steps, metrics["top1_per_step"], metrics["top5_per_step"])
+        f"| {s} | {a:.2f} | {b:.2f} |" for s, a, b in zip(steps, metrics["top1_per_step"], metrics["top5_per_step"], strict=True)
     )
     history = "\n".join(
         f"| {r['epoch']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | "

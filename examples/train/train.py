@@ -35,9 +35,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import blt_models as bm  # noqa: E402
 from data import DATASETS, SeededAugment, build_datasets  # noqa: E402
 from losses import ClassificationLoss, ContrastiveLoss, ProjectionHead  # noqa: E402
+
+import blt_models as bm  # noqa: E402
 
 
 # ===================================================================================== arguments
@@ -316,7 +317,9 @@ def save_published(model: nn.Module, out_dir: Path, architecture: str, model_arg
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -324,7 +327,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -368,7 +372,7 @@ class Recorder:
             f.write(json.dumps(row) + "\n")
         flat = {k: v for k, v in row.items() if not isinstance(v, list)}
         for key in ("top1_per_step", "top5_per_step"):
-            for step, value in zip(row["readout_steps"], row[key]):
+            for step, value in zip(row["readout_steps"], row[key], strict=True):
                 flat[f"{key[:4]}_step{step}"] = value
         path = self.run_dir / "metrics.csv"
         new = not path.exists()
@@ -444,11 +448,16 @@ def find_unused(wrapper: StepsWrapper, shape: tuple[int, ...], num_classes: int,
                 device) -> list[str]:  # fmt: skip
     """Names of parameters that the loss does not reach (DDP must know of them)."""
     b = 4
-    x = torch.randn(2 * b if con_loss is not None else b, *shape, device=device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * b if con_loss is not None else b, *shape, generator=g).to(device)
     y = torch.arange(b, device=device) % num_classes
+    buffers = {n: t.clone() for n, t in wrapper.named_buffers()}  # e.g. BatchNorm running stats
     compute_loss(wrapper(x), y, args, cls_loss, con_loss).backward()
     unused = [n for n, p in wrapper.named_parameters() if p.requires_grad and p.grad is None]
     wrapper.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for n, t in wrapper.named_buffers():
+            t.copy_(buffers[n])
     return unused
 
 
@@ -501,6 +510,9 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         model_args["timesteps"] = args.timesteps
     model = bm.create_model(args.model, pretrained=args.pretrained, **model_args)
     model_args["timesteps"] = model.timesteps
+    arch_name, tag = args.model.partition(".")[::2]
+    if tag or args.pretrained:  # constructor arguments that the tag's weights needed
+        model_args = {**bm.get_pretrained_cfg(arch_name, tag).model_args, **model_args}
     model.to(env.device)
     head = None
     if contrastive:
@@ -532,7 +544,7 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     start_epoch, start_batch, step, best = 0, 0, 0, -1.0
     resume = str(run_dir / "checkpoint.pt") if args.resume == "auto" else args.resume
     if resume and Path(resume).is_file():
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)  # our own file
+        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         if head is not None:
             head.load_state_dict(ckpt["head"])
@@ -547,8 +559,9 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     elif args.resume and args.resume != "auto":
         raise FileNotFoundError(f"--resume {args.resume}: no such file")
 
+    architecture = args.model.partition(".")[0]  # "arch.tag" fine-tunes a tag's weights
     pretrained_cfg = bm.PretrainedCfg(
-        architecture=args.model, tag=args.dataset, input_size=(info.in_chans, info.input_size, info.input_size),
+        architecture=architecture, tag=args.dataset, input_size=(info.in_chans, info.input_size, info.input_size),
         interpolation="bilinear", crop_pct=1.0, mean=info.mean, std=info.std, num_classes=info.num_classes,
         class_names=info.class_names, timesteps=model.timesteps, unroll=getattr(model, "unroll", None),
         source="blt-models examples/train/train.py", training_data=info.description,
@@ -642,7 +655,7 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                "val_loss": metrics["val_loss"], "top1": top1, "top5": metrics["top5_per_step"][-1],
                "epoch_time_s": time.time() - t_epoch, "wall_time_s": time.time() - t_start, **metrics}  # fmt: skip
         recorder.epoch(row)
-        per_step = " ".join(f"t{s}:{a:.2f}" for s, a in zip(metrics["readout_steps"], metrics["top1_per_step"]))
+        per_step = " ".join(f"t{s}:{a:.2f}" for s, a in zip(metrics["readout_steps"], metrics["top1_per_step"], strict=True))
         log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
             f"top-1 {top1:.2f} top-5 {row['top5']:.2f} ({row['epoch_time_s']:.0f}s) per step: {per_step}")  # fmt: skip
         cfg = pretrained_cfg.replace(metrics={
@@ -650,11 +663,11 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
             "top1_per_step": metrics["top1_per_step"], "top5_per_step": metrics["top5_per_step"],
             "val_images": metrics["val_images"]})  # fmt: skip
         if env.main:
-            save_published(model, run_dir / "last", args.model, model_args, cfg)
+            save_published(model, run_dir / "last", architecture, model_args, cfg)
         if top1 > best:  # the same all-reduced number on every rank
             best = top1
             if env.main:
-                save_published(model, run_dir / "best", args.model, model_args, cfg)
+                save_published(model, run_dir / "best", architecture, model_args, cfg)
                 log(f"new best top-1 {best:.2f} -> {run_dir / 'best'}")
         step_in_next = 0
         save_checkpoint(epoch + 1, step_in_next)
