@@ -499,6 +499,8 @@ register_pretrained_cfgs([
     PretrainedCfg(
         architecture="blt_bl_tiny",
         tag="fashion_mnist",
+        file="blt_bl_tiny.fashion_mnist.safetensors",
+        sha256="a3074dccbceb09d01b0d5b86a9b8aa5bf5cd73fbad85ac75b65fada28b4e15be",
         input_size=(1, 32, 32),
         interpolation="bilinear",
         crop_pct=1.0,
@@ -513,7 +515,18 @@ register_pretrained_cfgs([
         training_data="Fashion-MNIST, 60k training images (Debian package dataset-fashion-mnist)",
         description=(
             "Preprocessing: 28x28 grayscale -> resize to 32x32 (bilinear) -> scale to [0, 1] -> "
-            "normalise with mean/std. Readouts at clock steps 3..7."
+            "normalise with mean/std. Readouts at clock steps 3..7. Trained in 20 min on 2 CPU "
+            "processes (torchrun, DDP); command and history in the model card "
+            "blt_models/weights/blt_bl_tiny.fashion_mnist.md."
         ),
+        # Top-1 / top-5 (%) on the 10,000 Fashion-MNIST test images at each readout step.
+        metrics={
+            "dataset": "Fashion-MNIST test (10,000 images)",
+            "readout_steps": [3, 4, 5, 6, 7],
+            "top1_per_step": [86.01, 88.55, 90.45, 90.93, 90.83],
+            "top5_per_step": [99.69, 99.85, 99.83, 99.82, 99.82],
+            "top1": 90.83,
+            "top5": 99.82,
+        },
     ),
 ])  # fmt: skip
