@@ -252,3 +252,40 @@ def test_main_job_example_runs_offline(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 7:" in proc.stdout and figure.stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(recipe_data.FASHION_MNIST_ROOT).is_dir(), reason="dataset-fashion-mnist not installed")
+def test_packaged_model_reaches_its_recorded_test_accuracy():
+    cfg = bm.get_pretrained_cfg("blt_bl_tiny", "fashion_mnist")
+    model = bm.create_model("blt_bl_tiny.fashion_mnist", pretrained=True).eval()
+    ds = recipe_data.FashionMNIST(train=False, input_size=32, mean=cfg.mean, std=cfg.std)
+    correct = torch.zeros(5)
+    with torch.no_grad():
+        for i in range(0, len(ds), 500):
+            x = (ds.images[i : i + 500].float() / 255 - cfg.mean[0]) / cfg.std[0]
+            logits = model.forward_timesteps(x).logits
+            correct += (logits.argmax(-1) == ds.labels[i : i + 500]).sum(1)
+    acc = (correct / len(ds) * 100).tolist()
+    assert acc[-1] >= 90.0 and acc[-1] > acc[0]
+    for got, recorded in zip(acc, cfg.metrics["top1_per_step"], strict=True):
+        assert abs(got - recorded) < 0.02
+
+
+@pytest.mark.slow
+def test_two_process_resume_gives_the_same_weights(tmp_path):
+    def torchrun(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(RECIPE / "train.py"), *TINY_RUN, "--epochs", "2", "--device", "cpu",
+               "--output-dir", str(out), "--loss-gamma", "0.5", *extra]  # fmt: skip
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    torchrun(tmp_path / "full")
+    torchrun(tmp_path / "part", "--stop-after-steps", "8")  # 6 steps per epoch: mid-epoch 1
+    torchrun(tmp_path / "part", "--resume", "auto")
+    a = _weights(tmp_path / "full" / "last" / "model.safetensors")
+    b = _weights(tmp_path / "part" / "last" / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
