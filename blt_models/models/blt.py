@@ -551,3 +551,62 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+# --------------------------------------------------------------------------------- blt_bl_tiny
+# A small grayscale BLT trained by the recipe in examples/train/ (issue 5). Kept in its own block.
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+TINY_ARGS = dict(
+    num_layers=4, channels=(32, 32, 64, 64), sizes=(16, 16, 8, 4), nominal_size=32, pool="max"
+)
+
+
+@register_model
+def blt_bl_tiny(**kwargs) -> BLT:
+    """BLT ``bl`` (bottom-up + lateral), 4 narrow layers (32-32-64-64 channels), grayscale 32 px
+    input (maps 16-16-8-4), 10 classes, 8 steps; readouts at steps 3..7 (biological unrolling)."""
+    args: dict = dict(TINY_ARGS, num_classes=10, in_chans=1, timesteps=8)
+    args.update(kwargs)
+    return BLT(connectivity="bl", **args)
+
+
+register_pretrained_cfgs([
+    PretrainedCfg(
+        architecture="blt_bl_tiny",
+        tag="fashion_mnist",
+        file="blt_bl_tiny.fashion_mnist.safetensors",
+        sha256="a3074dccbceb09d01b0d5b86a9b8aa5bf5cd73fbad85ac75b65fada28b4e15be",
+        input_size=(1, 32, 32),
+        interpolation="bilinear",
+        crop_pct=1.0,
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
+        num_classes=10,
+        class_names=FASHION_MNIST_CLASSES,
+        timesteps=8,
+        unroll="biological",
+        license="Apache-2.0 (weights); Fashion-MNIST is MIT-licensed (Zalando Research)",
+        source="blt-models examples/train/train.py (see the model card blt_bl_tiny.fashion_mnist.md)",
+        training_data="Fashion-MNIST, 60k training images (Debian package dataset-fashion-mnist)",
+        description=(
+            "Preprocessing: 28x28 grayscale -> resize to 32x32 (bilinear) -> scale to [0, 1] -> "
+            "normalise with mean/std. Readouts at clock steps 3..7. Trained in 20 min on 2 CPU "
+            "processes (torchrun, DDP); command and history in the model card "
+            "blt_models/weights/blt_bl_tiny.fashion_mnist.md."
+        ),
+        # Top-1 / top-5 (%) on the 10,000 Fashion-MNIST test images at each readout step.
+        metrics={
+            "dataset": "Fashion-MNIST test (10,000 images)",
+            "readout_steps": [3, 4, 5, 6, 7],
+            "top1_per_step": [86.01, 88.55, 90.45, 90.93, 90.83],
+            "top5_per_step": [99.69, 99.85, 99.83, 99.82, 99.82],
+            "top1": 90.83,
+            "top5": 99.82,
+        },
+    ),
+])  # fmt: skip
