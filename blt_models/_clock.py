@@ -184,6 +184,17 @@ class ClockedModel(nn.Module):
             timesteps=timesteps,
         )
 
+    #: Families that can recompute each step in the backward pass set this to True.
+    supports_grad_checkpointing: bool = False
+    grad_checkpointing: bool = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in training: keep only each step's outputs and recompute the
+        step in the backward pass (timm's method name). Results are unchanged."""
+        if enable and not self.supports_grad_checkpointing:
+            raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+        self.grad_checkpointing = enable
+
     def get_classifier(self) -> nn.Linear:
         return self.get_submodule(self.classifier_name)  # type: ignore[return-value]
 

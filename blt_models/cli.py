@@ -249,8 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="run the shipped sample images through a model; plot its dynamics"
     )
-    p.add_argument("--model", default="blt_bl", help="architecture or arch.tag (default: blt_bl)")
-    p.add_argument("--pretrained", action="store_true", help="load the tag's weights")
+    p.add_argument(
+        "--model",
+        default="blt_bl_tiny.fashion_mnist",
+        help="architecture or arch.tag (default: the packaged trained model)",
+    )
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="load the tag's weights (default: yes for a tag with weights)",
+    )
     p.add_argument("--out", default="outputs/demo", help="folder for activity.png")
     p.set_defaults(func=_cmd_demo)
 

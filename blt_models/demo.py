@@ -1,10 +1,12 @@
-"""The main job: run the shipped sample stimuli through a model and show its dynamics.
+"""The main job: the shipped sample images through a trained recurrent model, step by step.
 
     blt-models demo [--model NAME] [--out DIR]
 
-Prints, for every readout step, the predicted classes and (for labelled samples) the accuracy, and
-writes ``activity.png``: the mean activity of every layer at every clock step, next to the
-per-step accuracy.
+Runs offline: the default model, ``blt_bl_tiny.fashion_mnist`` (trained on Fashion-MNIST with
+``examples/train``), and the 100 Fashion-MNIST test images in ``blt_models/samples`` both ship in
+the package. Prints the accuracy at every readout step and the images whose answer changes over
+time, and writes ``activity.png``: the mean activity of every layer at every clock step, the
+accuracy over steps, and the probability of the true class over steps for every image.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -19,6 +22,7 @@ from PIL import Image
 from ._clock import ClockedModel
 
 SAMPLES = Path(__file__).parent / "samples" / "fashion_mnist"
+DEFAULT_MODEL = "blt_bl_tiny.fashion_mnist"
 
 
 @dataclass
@@ -42,73 +46,104 @@ def load_samples(folder: Path = SAMPLES) -> Samples:
 
 
 def preprocess(paths: list[Path], model: ClockedModel) -> torch.Tensor:
-    """Images -> ``[N, C, H, W]`` as the model's pretrained config says."""
+    """Images -> ``[N, C, H, W]`` with the preprocessing of the model's pretrained config."""
     from .data import create_transform
 
     transform = create_transform(model)
     return torch.stack([transform(Image.open(p)) for p in paths])
 
 
-def run_demo(model_name: str = "blt_bl", out_dir: str | Path = "outputs/demo", pretrained: bool = False) -> dict:
+def run_demo(
+    model_name: str = DEFAULT_MODEL,
+    out_dir: str | Path = "outputs/demo",
+    pretrained: bool | None = None,
+) -> dict[str, Any]:
+    """Run the demo; ``pretrained`` defaults to True when the name is an ``arch.tag`` with weights."""
     import blt_models as bm
 
+    if pretrained is None:
+        pretrained = model_name in bm.list_pretrained()
     torch.manual_seed(0)
     model = bm.create_model(model_name, pretrained=pretrained).eval()
     samples = load_samples()
     x = preprocess(samples.paths, model)
     with torch.no_grad():
         out = model.forward_timesteps(x, layers=list(model.layer_names))
-    trained = model.num_classes == len(samples.class_names) and pretrained
-    print(f"{model_name}: {len(samples.paths)} sample images {tuple(x.shape[1:])}, "
-          f"{out.timesteps} steps, readouts at steps {out.steps.tolist()}")  # fmt: skip
-    if not trained:
-        print("(untrained weights: readouts are arbitrary; the layer dynamics are still the model's)")
-    accuracy = []
+    print(
+        f"{model_name}: {len(samples.paths)} Fashion-MNIST test images {tuple(x.shape[1:])}, "
+        f"{out.timesteps} clock steps, readouts at steps {out.steps.tolist()}"
+    )
+    labelled = pretrained and model.num_classes == len(samples.class_names)
+    if not labelled:
+        print("(untrained weights: the readouts are arbitrary; the layer dynamics are the model's)")
+    pred = out.logits.argmax(-1)  # [R, N]
+    accuracy = (pred == samples.labels).float().mean(1).tolist() if labelled else []
     for row, step in enumerate(out.steps.tolist()):
-        probs = out.logits[row].softmax(-1)
-        pred = probs.argmax(-1)
-        line = f"step {step:2d}: mean max-prob {probs.max(-1).values.mean():.3f}"
-        if trained:
-            acc = (pred == samples.labels).float().mean().item()
-            accuracy.append(acc)
-            first = samples.class_names[pred[0]]
-            line += f", accuracy {100 * acc:5.1f}%, image 0 -> {first} (true: {samples.class_names[samples.labels[0]]})"
-        else:
-            line += f", predictions of images 0-4: {pred[:5].tolist()}"
+        confidence = out.logits[row].softmax(-1).max(-1).values.mean().item()
+        line = f"  step {step:2d}: mean confidence {confidence:.3f}"
+        if labelled:
+            line += f", accuracy {100 * accuracy[row]:5.1f}%"
         print(line)
-    activity = {
-        name: feats.flatten(2).mean(-1).mean(-1) for name, feats in out.features.items()
-    }  # [T] mean activity per step
+    if labelled:
+        changed = (pred != pred[-1]).any(0).nonzero().flatten().tolist()
+        print(f"images whose answer changes over time: {len(changed)}")
+        for i in changed[:8]:
+            answers = " -> ".join(samples.class_names[c] for c in pred[:, i].tolist())
+            truth = samples.class_names[int(samples.labels[i])]
+            print(f"  {samples.paths[i].name} ({truth}): {answers}")
+    activity = {name: feats.flatten(2).mean(-1).mean(-1) for name, feats in out.features.items()}
+    p_true = (
+        out.logits.softmax(-1)[:, torch.arange(len(samples.labels)), samples.labels]
+        if labelled
+        else None
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = out_dir / "activity.png"
-    _plot(activity, out.first_step, out.steps.tolist(), accuracy, model_name, figure)
+    _plot(activity, out.first_step, out.steps.tolist(), accuracy, p_true, model_name, figure)
     print(f"wrote {figure}")
-    return {"activity": activity, "accuracy": accuracy, "figure": figure}
+    return {
+        "activity": activity,
+        "accuracy": accuracy,
+        "steps": out.steps.tolist(),
+        "figure": figure,
+    }
 
 
-def _plot(activity, first_step, steps, accuracy, title, path) -> None:
+def _plot(activity, first_step, steps, accuracy, p_true, title, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ncols = 2 if accuracy else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4), squeeze=False)
+    ncols = 3 if accuracy else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.8), squeeze=False)
     ax = axes[0, 0]
     for name, values in activity.items():
-        t = list(range(len(values)))
-        ax.plot(t[first_step[name] :], values[first_step[name] :].tolist(), marker="o", label=name)
+        t0 = first_step[name]
+        ax.plot(range(t0, len(values)), values[t0:].tolist(), marker="o", label=name)
     ax.set_xlabel("model time step")
-    ax.set_ylabel("mean activation (ReLU output)")
-    ax.set_title(f"{title}: layer activity over time")
+    ax.set_ylabel("mean activation")
+    ax.set_title("layer activity")
     ax.legend(fontsize=8)
     if accuracy:
         ax = axes[0, 1]
         ax.plot(steps, [100 * a for a in accuracy], marker="o", color="k")
         ax.set_xlabel("model time step")
-        ax.set_ylabel("top-1 accuracy on the samples (%)")
-        ax.set_title("readout accuracy over time")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title("readout accuracy")
+        ax = axes[0, 2]
+        ax.plot(steps, p_true.numpy(), color="tab:blue", alpha=0.25, linewidth=0.8)
+        ax.plot(steps, p_true.mean(1).numpy(), color="k", linewidth=2, label="mean")
+        ax.set_xlabel("model time step")
+        ax.set_ylabel("p(true class)")
+        ax.set_title("evidence per image")
+        ax.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -11,10 +11,20 @@ def test_samples_are_shipped():
     assert samples.labels.bincount().tolist() == [10] * 10
 
 
-def test_demo_writes_figure(tmp_path, capsys):
-    result = run_demo("blt_b", tmp_path)
+def test_main_job_uses_the_packaged_model_offline(tmp_path, capsys):
+    result = run_demo(out_dir=tmp_path)  # the README's main job
+    out = capsys.readouterr().out
+    assert "blt_bl_tiny.fashion_mnist" in out and "readouts at steps [3, 4, 5, 6, 7]" in out
+    assert result["steps"] == [3, 4, 5, 6, 7]
+    assert result["accuracy"][-1] >= 0.85 and result["accuracy"][-1] > result["accuracy"][0]
+    assert "images whose answer changes over time" in out
     assert result["figure"].stat().st_size > 10_000
+
+
+def test_demo_on_an_untrained_architecture(tmp_path, capsys):
+    result = run_demo("blt_b", tmp_path)
     assert "readouts at steps [0]" in capsys.readouterr().out
+    assert result["accuracy"] == []
     assert set(result["activity"]) == set(bm.create_model("blt_b").layer_names)
 
 

@@ -113,7 +113,8 @@ def test_grad_checkpoint_equals_plain_unrolling(unroll):
     ref.square().sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    got = recipe.checkpointed_logits(model, x, None)
+    model.set_grad_checkpointing(True)
+    got = model.forward_timesteps(x).logits
     torch.testing.assert_close(got, ref)
     got.square().sum().backward()
     for n, p in model.named_parameters():
@@ -242,16 +243,6 @@ def test_packaged_fashion_mnist_model_loads_and_hash_matches():
         logits = model.forward_timesteps(x).logits
     acc = (logits.argmax(-1) == labels).float().mean(1)
     assert acc[-1] >= 0.85 and acc[-1] >= acc[0]
-
-
-def test_main_job_example_runs_offline(tmp_path):
-    pytest.importorskip("matplotlib")
-    figure = tmp_path / "steps.png"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "fashion_mnist_steps.py"), "--figure", str(figure)],
-                          env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"),
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "step 7:" in proc.stdout and figure.stat().st_size > 1000
 
 
 @pytest.mark.slow

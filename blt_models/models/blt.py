@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from antialiased_cnns import BlurPool
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .._clock import ClockedModel, InputError, Step
 from .._pretrained import (
@@ -184,6 +185,7 @@ class BLT(ClockedModel):
 
     classifier_name = "read_out.linear"
     first_conv_name = "conv_input"
+    supports_grad_checkpointing = True
 
     def __init__(
         self,
@@ -447,32 +449,41 @@ class BLT(ClockedModel):
             )
         return F.relu(out, inplace=True)
 
+    def _step(
+        self, needed: list[bool], prev: list[Tensor | None], drive: Tensor
+    ) -> list[Tensor | None]:
+        """Outputs of every needed layer at one step, from the previous step's outputs."""
+        standard = self.unroll == "standard"
+        cur: list[Tensor | None] = [None] * self.num_layers
+        for k in range(self.num_layers):
+            if not needed[k]:
+                continue
+            z: Tensor | None = None
+            for edge in self.sources[k]:
+                src = cur[edge.src] if (standard and edge.src < k) else prev[edge.src]
+                if src is None:
+                    continue
+                term = getattr(self, edge.name)(src)
+                z = term if z is None else z + term
+            if k == 0:
+                z = drive if z is None else z + drive
+            if z is not None:
+                cur[k] = self._post(getattr(self, f"norm_{k}"), z)
+        return cur
+
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
     ) -> Iterator[Step]:
         needed = self._schedule(timesteps, capture, readouts)
         names = self.layer_names
-        L = self.num_layers
-        standard = self.unroll == "standard"
-        norms = [self.get_submodule(f"norm_{k}") for k in range(L)]
+        checkpointed = self.grad_checkpointing and torch.is_grad_enabled()
         drive = self.pool_input(self.conv_input(x))  # layer-0 drive, reused at every step
-        prev: list[Tensor | None] = [None] * L
+        prev: list[Tensor | None] = [None] * self.num_layers
         for t in range(timesteps):
-            cur: list[Tensor | None] = [None] * L
-            for k in range(L):
-                if not needed[t][k]:
-                    continue
-                z: Tensor | None = None
-                for edge in self.sources[k]:
-                    src = cur[edge.src] if (standard and edge.src < k) else prev[edge.src]
-                    if src is None:
-                        continue
-                    term = self.get_submodule(edge.name)(src)
-                    z = term if z is None else z + term
-                if k == 0:
-                    z = drive if z is None else z + drive
-                if z is not None:
-                    cur[k] = self._post(norms[k], z)
+            if checkpointed:  # keep only the step outputs; recompute the step in backward
+                cur = checkpoint(self._step, needed[t], prev, drive, use_reentrant=False)
+            else:
+                cur = self._step(needed[t], prev, drive)
             features = {
                 n: cur[k] for k, n in enumerate(names) if n in capture and cur[k] is not None
             }

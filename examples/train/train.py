@@ -27,9 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
@@ -188,54 +186,6 @@ class ShardSampler(Sampler[int]):
 
 
 # ===================================================================================== model
-def _blt_step(model: nn.Module, needed: list[bool], drive: Tensor, *prev: Tensor | None):
-    """One clock step of a BLT model: ``prev`` layer outputs -> this step's outputs.
-
-    Mirrors ``BLT._unroll`` (synchronous update; layer 0 adds the stem drive last; ReLU(GroupNorm));
-    tests/test_train.py checks logits and gradients against ``forward_timesteps``.
-    """
-    standard = model.unroll == "standard"
-    cur: list[Tensor | None] = [None] * model.num_layers
-    for k in range(model.num_layers):
-        if not needed[k]:
-            continue
-        z = None
-        for edge in model.sources[k]:
-            src = cur[edge.src] if (standard and edge.src < k) else prev[edge.src]
-            if src is None:
-                continue
-            term = model.get_submodule(edge.name)(src)
-            z = term if z is None else z + term
-        if k == 0:
-            z = drive if z is None else z + drive
-        if z is not None:
-            cur[k] = F.relu(model.get_submodule(f"norm_{k}")(z), inplace=True)
-    return tuple(cur)
-
-
-def checkpointed_logits(model: nn.Module, x: Tensor, timesteps: int | None) -> Tensor:
-    """``forward_timesteps(x).logits`` with every clock step recomputed in the backward pass.
-
-    Only each step's layer outputs are kept for backward instead of every intermediate tensor.
-    """
-    from blt_models.models.blt import BLT
-
-    if not isinstance(model, BLT):
-        raise ValueError(f"--grad-checkpoint supports BLT models; {type(model).__name__} is not one")
-    t_total = model._resolve_timesteps(timesteps)
-    model._check_input(x)
-    steps = model.readout_steps(t_total)
-    needed = model._schedule(t_total, frozenset(), frozenset(steps))
-    drive = model.pool_input(model.conv_input(x))
-    prev: tuple[Tensor | None, ...] = (None,) * model.num_layers
-    logits = []
-    for t in range(t_total):
-        prev = checkpoint(_blt_step, model, needed[t], drive, *prev, use_reentrant=False)
-        if t in steps:
-            logits.append(model.read_out(prev[-1]))
-    return torch.stack(logits)
-
-
 class StepsWrapper(nn.Module):
     """What DDP wraps: the zoo model (and the contrastive projection head) returning per-step
     outputs. ``logits [R, B, K]``; with a head also ``proj [R, B, D]`` (projections of the pooled
@@ -245,8 +195,9 @@ class StepsWrapper(nn.Module):
     def __init__(self, model: bm.ClockedModel, timesteps: int | None = None,
                  head: nn.Module | None = None, grad_checkpoint: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.model, self.head = model, head
-        self.timesteps, self.grad_checkpoint = timesteps, grad_checkpoint
+        self.model, self.head, self.timesteps = model, head, timesteps
+        if grad_checkpoint:  # recompute each clock step in backward: memory flat in timesteps
+            model.set_grad_checkpointing(True)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features: list[Tensor] = []
@@ -255,10 +206,7 @@ class StepsWrapper(nn.Module):
             hook = lambda module, args: features.append(args[0])  # noqa: E731
             handle = self.model.get_classifier().register_forward_pre_hook(hook)
         try:
-            if self.grad_checkpoint:
-                logits = checkpointed_logits(self.model, x, self.timesteps)
-            else:
-                logits = self.model.forward_timesteps(x, self.timesteps).logits
+            logits = self.model.forward_timesteps(x, self.timesteps).logits
         finally:
             if handle is not None:
                 handle.remove()
@@ -294,26 +242,6 @@ def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def save_published(model: nn.Module, out_dir: Path, architecture: str, model_args: dict,
-                   pretrained_cfg: bm.PretrainedCfg) -> None:  # fmt: skip
-    """Write ``model.safetensors`` + ``config.json`` (the zoo's published weight format).
-
-    TODO(merge): replace by ``blt_models.save_pretrained(model, out_dir)`` once it lands.
-    """
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = out_dir / f".model.safetensors.tmp{os.getpid()}"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out_dir / "model.safetensors")
-    config = {"architecture": architecture, "model_args": model_args,
-              "pretrained_cfg": pretrained_cfg.to_dict()}  # fmt: skip
-    tmp = out_dir / f".config.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, out_dir / "config.json")
 
 
 def rng_state() -> dict[str, Any]:
@@ -662,12 +590,13 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
             "epoch": epoch, "top1": top1, "top5": row["top5"], "readout_steps": metrics["readout_steps"],
             "top1_per_step": metrics["top1_per_step"], "top5_per_step": metrics["top5_per_step"],
             "val_images": metrics["val_images"]})  # fmt: skip
+        model.pretrained_cfg = cfg
         if env.main:
-            save_published(model, run_dir / "last", architecture, model_args, cfg)
+            bm.save_pretrained(model, run_dir / "last")
         if top1 > best:  # the same all-reduced number on every rank
             best = top1
             if env.main:
-                save_published(model, run_dir / "best", architecture, model_args, cfg)
+                bm.save_pretrained(model, run_dir / "best")
                 log(f"new best top-1 {best:.2f} -> {run_dir / 'best'}")
         step_in_next = 0
         save_checkpoint(epoch + 1, step_in_next)
