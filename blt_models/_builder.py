@@ -105,7 +105,9 @@ def extract_state_dict(obj: Any) -> dict[str, Tensor]:
     return state
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor], what: str = "checkpoint") -> None:
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], what: str = "checkpoint"
+) -> None:
     """Load ``state_dict`` into ``model`` only if every key and shape fits; else raise."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]

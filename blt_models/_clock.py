@@ -192,7 +192,9 @@ class ClockedModel(nn.Module):
         """Trade compute for memory in training: keep only each step's outputs and recompute the
         step in the backward pass (timm's method name). Results are unchanged."""
         if enable and not self.supports_grad_checkpointing:
-            raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support gradient checkpointing"
+            )
         self.grad_checkpointing = enable
 
     def get_classifier(self) -> nn.Linear:
@@ -201,7 +203,9 @@ class ClockedModel(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the readout's Linear by a freshly initialised one with ``num_classes`` outputs."""
         old = self.get_classifier()
-        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        new = nn.Linear(
+            old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype
+        )
         self.set_submodule(self.classifier_name, new)
         self.num_classes = num_classes
 
@@ -234,7 +238,9 @@ class ClockedModel(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
-            raise InputError(f"expected a torch.Tensor of images [B, C, H, W]; got {type(x).__name__}")
+            raise InputError(
+                f"expected a torch.Tensor of images [B, C, H, W]; got {type(x).__name__}"
+            )
         if x.ndim != 4:
             fix = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
             raise InputError(
@@ -269,7 +275,9 @@ class ClockedModel(nn.Module):
         override = self.__dict__.get("_feature_info_override")
         if override is not None:
             return [dict(d) for d in override]
-        cfg_size = tuple(getattr(self.pretrained_cfg, "input_size", None) or (self.in_chans, 224, 224))
+        cfg_size = tuple(
+            getattr(self.pretrained_cfg, "input_size", None) or (self.in_chans, 224, 224)
+        )
         key = (self.in_chans, *cfg_size[-2:], self.layer_names)
         cached = self.__dict__.get("_feature_info_cache")
         if cached is not None and cached[0] == key:

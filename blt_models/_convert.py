@@ -26,7 +26,9 @@ __all__ = [
 ]
 
 
-def reference_args_to_kwargs(args: argparse.Namespace | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def reference_args_to_kwargs(
+    args: argparse.Namespace | dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
     """Architecture name and ``create_model`` kwargs from the reference script's saved ``args``."""
     a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     arch = a.get("model")
@@ -42,7 +44,10 @@ def reference_args_to_kwargs(args: argparse.Namespace | dict[str, Any]) -> tuple
             "num_classes": int(a.get("num_classes", 1000)),
         }
     elif arch in ("cornet_r", "cornet_rt"):
-        kwargs = {"timesteps": int(a.get("recurrent_steps", 5)), "num_classes": int(a.get("num_classes", 1000))}
+        kwargs = {
+            "timesteps": int(a.get("recurrent_steps", 5)),
+            "num_classes": int(a.get("num_classes", 1000)),
+        }
     elif arch.startswith("cornet"):
         kwargs = {"num_classes": int(a.get("num_classes", 1000))}
     # resnet: the reference builds ResNet() with its defaults (1000 classes) whatever the args say.
@@ -152,7 +157,11 @@ def convert_checkpoint(
         raise ValueError(f"{name} records the architecture {recorded_arch!r}, not {arch!r}")
     chosen = arch or from_file
     if not chosen:
-        detail = f"its 'arch' entry {recorded_arch!r} is not a registered name" if recorded_arch else "it records none"
+        detail = (
+            f"its 'arch' entry {recorded_arch!r} is not a registered name"
+            if recorded_arch
+            else "it records none"
+        )
         raise ValueError(
             f"cannot tell the architecture of {name} ({detail}); pass it with --arch NAME "
             "(see `blt-models list`)."
@@ -284,7 +293,9 @@ def blt_vs_kwargs_from_filename(filename: str | os.PathLike[str]) -> dict[str, A
     return kwargs
 
 
-def blt_vs_kwargs_from_state_dict(state_dict: Mapping[str, Any], add_feats: int = 100) -> dict[str, Any]:
+def blt_vs_kwargs_from_state_dict(
+    state_dict: Mapping[str, Any], add_feats: int = 100
+) -> dict[str, Any]:
     """Constructor arguments that a BLT-VS state dict (either layout) pins down by itself.
 
     Image size (from the Retina kernel), connection flags (from the keys present), readout type

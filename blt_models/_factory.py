@@ -132,7 +132,9 @@ def build_model(
     return model
 
 
-def record_model_args(entrypoint: Callable[..., Any], model: nn.Module, build: dict[str, Any]) -> dict[str, Any]:
+def record_model_args(
+    entrypoint: Callable[..., Any], model: nn.Module, build: dict[str, Any]
+) -> dict[str, Any]:
     """Constructor arguments that rebuild ``model`` with ``entrypoint(**args)``, for config.json.
 
     Works for any registered architecture: the arguments the entrypoint was called with, completed
@@ -152,7 +154,8 @@ def record_model_args(entrypoint: Callable[..., Any], model: nn.Module, build: d
             continue
         value = getattr(model, name)
         if isinstance(value, (bool, int, float, str, type(None))) or (
-            isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value)
+            isinstance(value, (tuple, list))
+            and all(isinstance(v, (bool, int, float, str)) for v in value)
         ):
             args[name] = list(value) if isinstance(value, tuple) else value
     return args
@@ -165,12 +168,6 @@ def adapt_in_chans(model: ClockedModel, in_chans: int) -> None:
 
     conv = model.get_submodule(model.first_conv_name)
     assert isinstance(conv, nn.Conv2d)
-    new = nn.Conv2d(
-        in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        bias=conv.bias is not None,
-    )  # fmt: skip
-    new.weight.data = adapt_input_conv(in_chans, conv.weight.data)
-    if conv.bias is not None:
-        new.bias.data = conv.bias.data.clone()
-    model.set_submodule(model.first_conv_name, new)
+    conv.weight = nn.Parameter(adapt_input_conv(in_chans, conv.weight.detach()))
+    conv.in_channels = in_chans
     model.in_chans = in_chans

@@ -139,19 +139,25 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
             "login` or set HF_TOKEN if you have access)"
         ) from err
     except RevisionNotFoundError as err:
-        raise WeightsUnavailableError(f"revision {revision!r} of Hub repository {repo_id!r} does not exist") from err
+        raise WeightsUnavailableError(
+            f"revision {revision!r} of Hub repository {repo_id!r} does not exist"
+        ) from err
     except EntryNotFoundError as err:
         raise WeightsUnavailableError(
             f"Hub repository {repo_id!r} has no file {filename!r}"
             + (f" at revision {revision!r}" if revision else "")
         ) from err
     except HFValidationError as err:
-        raise ValueError(f"{repo_id!r} is not a valid Hub repo id (expected 'org/name'): {err}") from err
+        raise ValueError(
+            f"{repo_id!r} is not a valid Hub repo id (expected 'org/name'): {err}"
+        ) from err
 
 
 def _from_hub(cfg: PretrainedCfg, filename: str) -> Path:
     assert cfg.hf_hub_id
-    where = f"{cfg.hf_hub_id}/{filename}" + (f"@{cfg.hf_hub_revision}" if cfg.hf_hub_revision else "")
+    where = f"{cfg.hf_hub_id}/{filename}" + (
+        f"@{cfg.hf_hub_revision}" if cfg.hf_hub_revision else ""
+    )
     path = hub_download(cfg.hf_hub_id, filename, cfg.hf_hub_revision)
     expected, size = cfg.sha256, None
     if not expected and cfg.hf_hub_filename is None:
@@ -169,7 +175,9 @@ def resolve_weights_file(cfg: PretrainedCfg) -> Path:
     if cfg.file:
         path = PACKAGE_WEIGHTS / cfg.file
         if not path.is_file():
-            raise WeightsUnavailableError(f"packaged weights {path} are missing: reinstall blt-models")
+            raise WeightsUnavailableError(
+                f"packaged weights {path} are missing: reinstall blt-models"
+            )
         verify_sha256(path, cfg.sha256, "the blt-models package")
         return path
     if cfg.hf_hub_id:
@@ -243,8 +251,14 @@ def upload_folder(
         ) from err
     except HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
-        auth = " Log in with `hf auth login` (a write token) or pass token=." if status in (401, 403) else ""
-        raise HubUploadError(f"the Hub ({target}) refused the upload to {repo_id} (HTTP {status}): {err}.{auth}") from err
+        auth = (
+            " Log in with `hf auth login` (a write token) or pass token=."
+            if status in (401, 403)
+            else ""
+        )
+        raise HubUploadError(
+            f"the Hub ({target}) refused the upload to {repo_id} (HTTP {status}): {err}.{auth}"
+        ) from err
     except _network_errors() as err:  # connection refused, DNS, TLS, timeouts
         raise HubUploadError(
             f"could not reach the Hugging Face Hub at {target} to upload {repo_id} "

@@ -75,7 +75,9 @@ def list_models(pattern: str | Iterable[str] | None = None, pretrained: bool = F
     """
     names: Iterable[str] = _model_entrypoints
     if pretrained:
-        names = [n for n in names if any(c.has_weights for c in _pretrained_cfgs.get(n, {}).values())]
+        names = [
+            n for n in names if any(c.has_weights for c in _pretrained_cfgs.get(n, {}).values())
+        ]
     return _filter(names, pattern)
 
 
@@ -130,6 +132,8 @@ def get_pretrained_cfg(arch: str, tag: str = "") -> PretrainedCfg:
         return next(iter(tags.values())) if tags else PretrainedCfg(architecture=arch)
     if tag not in tags:
         known = [f"{arch}.{t}" for t in tags]
-        hint = f"Tags of {arch}: {', '.join(known)}." if known else f"{arch} has no pretrained tags."
+        hint = (
+            f"Tags of {arch}: {', '.join(known)}." if known else f"{arch} has no pretrained tags."
+        )
         raise _unknown("pretrained tag", f"{arch}.{tag}", known, hint)
     return tags[tag]

@@ -151,7 +151,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         args.model, pretrained=args.pretrained, checkpoint_path=args.checkpoint,
         in_chans=args.in_chans, **_parse_model_args(args.model_arg),
     )  # fmt: skip
-    if args.img_size is not None and model.pretrained_cfg is not None:
+    if args.img_size is not None and isinstance(model.pretrained_cfg, bm.PretrainedCfg):
         model.pretrained_cfg = model.pretrained_cfg.replace(
             input_size=(model.in_chans, args.img_size, args.img_size)
         )

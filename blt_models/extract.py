@@ -22,10 +22,10 @@ import os
 import shutil
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -258,7 +258,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     if not root.is_dir():
         raise NoImagesError(f"{str(root)!r} is not a folder")
     exts = {e.lower() for e in Image.registered_extensions()}
-    files, others = [], []
+    files: list[Path] = []
+    others: list[Path] = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
@@ -359,6 +360,7 @@ class _Source:
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             root = Path(source)
             paths = list_images(root)
+            self.info: dict[str, Any]
             self.kind, self.info = "folder", {"path": str(root.resolve())}
             self.ids = [p.relative_to(root).as_posix() for p in paths]
             self.dataset = _ImageFiles(paths, make_transform())
@@ -427,7 +429,7 @@ class _Source:
         if self.ids is not None and self.n is not None and len(self.ids) != self.n:
             raise ExtractionError(f"{len(self.ids)} image ids for {self.n} images")
 
-    def batches(self, start: int) -> Iterator[tuple[Tensor, list[str]]]:
+    def batches(self, start: int) -> Generator[tuple[Tensor, list[str]], None, None]:
         """Batches from image ``start`` on, with their ids."""
         from torch.utils.data import DataLoader, Subset
 
@@ -752,8 +754,11 @@ def extract_features(
         read on indexing, so memory stays bounded).
 
     Raises:
-        UnknownLayerError, StepOutOfRangeError, UnreadableImageError, NoImagesError,
-        OutputMismatchError.
+        UnknownLayerError: a layer name the model does not have (close matches listed).
+        StepOutOfRangeError: a step outside ``0 .. timesteps-1``.
+        UnreadableImageError: an image file that cannot be decoded.
+        NoImagesError: a source without images.
+        OutputMismatchError: an existing ``out`` written with other settings (use ``overwrite``).
     """
     import blt_models
 
@@ -762,7 +767,7 @@ def extract_features(
     if not isinstance(model, ClockedModel):
         raise TypeError(f"model must be a blt_models model or a name; got {type(model).__name__}")
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = cast(torch.dtype, getattr(torch, dtype))
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     canon = _resolve_layers(model, layers)
@@ -778,7 +783,7 @@ def extract_features(
         if device is not None
         else (param.device if param is not None else torch.device("cpu"))
     )
-    dtype = dtype or (param.dtype if param is not None else torch.float32)
+    dtype = cast(torch.dtype, dtype or (param.dtype if param is not None else torch.float32))
     model.eval()
     model.to(device=device, dtype=dtype)
     store_dtype = torch.float32 if dtype == torch.bfloat16 else dtype

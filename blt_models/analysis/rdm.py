@@ -97,7 +97,8 @@ def compute_rdms(
         if method == "cosine":
             vectors.append(_upper(rdm_matrix(x, "cosine")))
         else:
-            rdm = calc_rdm(Dataset(x), method=method)
+            rdm = calc_rdm(Dataset(x), method=method)  # one Dataset in, one RDMs out
+            assert isinstance(rdm, RDMs)
             vectors.append(rdm.dissimilarities[0])
     return RDMs(
         np.stack(vectors),

@@ -20,6 +20,7 @@ import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -303,7 +304,7 @@ class BLT(ClockedModel):
     def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
         if self.unroll == "standard":
             return dict.fromkeys(self.layer_names, 0)
-        return dict(zip(self.layer_names, self._first))
+        return dict(zip(self.layer_names, self._first, strict=True))
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         t_total = self.timesteps if timesteps is None or self.feedforward else timesteps
@@ -352,7 +353,7 @@ class BLT(ClockedModel):
                     s = math.ceil(s / (self.sizes[k - 1] // self.sizes[k]))
                 sides.append(s)
             out.append(sides)
-        return list(zip(out[0], out[1]))
+        return list(zip(out[0], out[1], strict=True))
 
     def _check_spatial_size(self, height: int, width: int) -> None:
         need = self.min_input_size
@@ -504,7 +505,7 @@ class BLT(ClockedModel):
 def _ccn_cfgs(arch: str) -> list[PretrainedCfg]:
     """Training setups of the CCN 2024 runs. Their weights are not public: these records carry
     preprocessing and timing so that a checkpoint from those runs can be used correctly."""
-    common = dict(
+    common: dict[str, Any] = dict(
         architecture=arch,
         license="GPL-3.0 (reference code); weights not published",
         source="github.com/Hosseinadeli/BLT_recurrent_models (main.py)",

@@ -160,7 +160,9 @@ class BLTVSArea(nn.Module):
             else None
         )
         self.td_skip = (
-            SeparableConv(CHANNELS[V4], c, SKIP_TD_KERNEL, SKIP_GROUPS) if skip and index == V1 else None
+            SeparableConv(CHANNELS[V4], c, SKIP_TD_KERNEL, SKIP_GROUPS)
+            if skip and index == V1
+            else None
         )
         self.norm_bu = nn.GroupNorm(1, c)
         self.norm_td = nn.GroupNorm(1, c)
@@ -271,11 +273,15 @@ class BLTVS(ClockedModel):
         if readout_type not in READOUT_TYPES:
             raise ValueError(f"readout_type must be one of {READOUT_TYPES}; got {readout_type!r}")
         if image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be 224 or 128 (the reference's two layouts); got {image_size!r}")
+            raise ValueError(
+                f"image_size must be 224 or 128 (the reference's two layouts); got {image_size!r}"
+            )
         if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
             raise ValueError(f"timesteps must be a positive integer; got {timesteps!r}")
         if num_classes < 1 or add_feats < 0:
-            raise ValueError(f"need num_classes >= 1 and add_feats >= 0; got {num_classes}, {add_feats}")
+            raise ValueError(
+                f"need num_classes >= 1 and add_feats >= 0; got {num_classes}, {add_feats}"
+            )
         self.timesteps = timesteps
         self.num_classes = num_classes
         self.add_feats = add_feats
@@ -475,7 +481,9 @@ class BLTVS(ClockedModel):
         weights = torch.softmax(self.readout_weights, dim=0).view(1, -1, 1)
         return (stacked * weights).sum(dim=1)
 
-    def _last_needed(self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]) -> int:
+    def _last_needed(
+        self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> int:
         return timesteps - 1 if capture else max(readouts, default=-1)
 
     def _unroll_standard(
@@ -603,7 +611,9 @@ class BLTVS(ClockedModel):
         readout = cast(BLTVSReadout, self.readout)
         old_conv, old_norm = readout.conv, readout.norm_td
         k, dev, dtype = self.num_classes, old_conv.weight.device, old_conv.weight.dtype
-        new = BLTVSReadout(CHANNELS[LOC], num_classes, self.add_feats, self.image_size).to(dev, dtype)
+        new = BLTVSReadout(CHANNELS[LOC], num_classes, self.add_feats, self.image_size).to(
+            dev, dtype
+        )
         assert new.conv.bias is not None and old_conv.bias is not None
         with torch.no_grad():
             new.conv.weight[num_classes:] = old_conv.weight[k:]

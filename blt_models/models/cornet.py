@@ -112,7 +112,7 @@ class CORblockR(nn.Module):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Map size of this area for an input map of ``height x width``."""
         conv = self.conv_input
-        k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        k, s, p = conv.kernel_size[0], conv.stride[0], int(conv.padding[0])
         return _conv_out(height, k, s, p), _conv_out(width, k, s, p)
 
     def drive(self, inp: Tensor) -> Tensor:
@@ -445,7 +445,7 @@ class CORnetS(_CORnet):
     @property
     def area_steps(self) -> dict[str, tuple[int, ...]]:
         """Clock steps at which each area produces an output (one per inner step)."""
-        steps = {"V1": (0,)}
+        steps: dict[str, tuple[int, ...]] = {"V1": (0,)}
         t = 1
         for name, n in self.inner_steps.items():
             steps[name] = tuple(range(t, t + n))

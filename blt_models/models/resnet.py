@@ -74,6 +74,13 @@ class ResNet(ClockedModel):
 
     classifier_name = "fc"
     first_conv_name = "conv1"
+    # torchvision's modules, added in __init__ (declared for type checkers).
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool2d
+    avgpool: nn.AdaptiveAvgPool2d
+    fc: nn.Linear
     layer_aliases = {  # noqa: RUF012  (reference and torchvision module names)
         "basic_conv": "stem",
         "maxpool": "stem",
