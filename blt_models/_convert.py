@@ -82,6 +82,32 @@ def load_reference_checkpoint(path: str | os.PathLike[str], **overrides: Any) ->
     return model
 
 
+def _convert_blt_vs(
+    path: str | os.PathLike[str], state: Mapping[str, Any], overrides: dict[str, Any]
+) -> tuple[ClockedModel, str]:
+    """A published BLT-VS file: configuration from its name (or its weights), tag from its dataset."""
+    from ._factory import create_model
+    from ._registry import is_model
+
+    name = os.path.basename(os.fspath(path))
+    kwargs = blt_vs_kwargs_from_state_dict(state)  # size, connections, classes
+    try:
+        kwargs.update(blt_vs_kwargs_from_filename(name))  # + unrolling, steps, readout
+        how = "configuration from the file name and the weights"
+    except ValueError:
+        how = "configuration from the weights (pass --timesteps / --unroll if not the defaults)"
+    match = _BLT_VS_FILENAME.search(name)
+    tag = match["dataset"] if match and is_model(f"blt_vs.{match['dataset']}") else ""
+    kwargs.update(overrides)
+    arch = f"blt_vs.{tag}" if tag else "blt_vs"
+    model = create_model(arch, checkpoint_path=path, **kwargs)
+    converted = cast(PretrainedCfg, model.pretrained_cfg)
+    model.pretrained_cfg = converted.replace(
+        source=f"{converted.source or ''}; converted by blt-models from {name}".lstrip("; ")
+    )
+    return model, f"{arch}: published BLT-VS file, {how}"
+
+
 def _arch_from_record(recorded: Any) -> str | None:
     """A registered architecture for a name recorded in a file (``'CORnet_Z'`` -> ``cornet_z``)."""
     from ._registry import is_model, split_model_name_tag
@@ -150,6 +176,10 @@ def convert_checkpoint(
         )  # fmt: skip
         how = f"reference training checkpoint: {recorded} from its args ({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
         return model, how
+
+    state = extract_state_dict(checkpoint)
+    if is_blt_vs_reference_state_dict(state) and arch in (None, "blt_vs"):
+        return _convert_blt_vs(path, state, overrides)
 
     recorded_arch = checkpoint.get("arch") if isinstance(checkpoint, dict) else None
     from_file = _arch_from_record(recorded_arch)

@@ -96,3 +96,43 @@ def test_push_checks_the_folder_and_reports_offline(tmp_path, capsys, monkeypatc
     assert main(["push", str(folder), "org/repo", "--token", "hf_not_a_real_token"]) == 1
     captured = capsys.readouterr()
     assert "checked" in captured.out and "offline mode" in captured.err
+
+
+def test_convert_official_cornet_file(tmp_path, capsys):
+    """An official CORnet file: DataParallel keys, training extras, 'arch' naming the model."""
+    torch.manual_seed(3)
+    source = bm.create_model("cornet_z").eval()
+    torch.save(
+        {
+            "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()},
+            "arch": "CORnet_Z", "epoch": 43, "optimizer": {"state": {}, "param_groups": []},
+        },
+        tmp_path / "cornet_z-5c427c9c.pth",
+    )  # fmt: skip
+    out = tmp_path / "cornet_z"
+    assert main(["convert", str(tmp_path / "cornet_z-5c427c9c.pth"), str(out)]) == 0
+    assert "cornet_z (from the file's 'arch' entry 'CORnet_Z')" in capsys.readouterr().out
+    loaded = bm.create_model(f"local-dir:{out}").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), source(X))
+
+
+def test_convert_published_blt_vs_file(tmp_path, capsys):
+    """A file in the published BLT-VS layout, named as on the Hub: configuration and tag from it."""
+    from blt_models._convert import blt_vs_state_dict_to_reference
+
+    torch.manual_seed(4)
+    source = bm.create_model(
+        "blt_vs", image_size=128, timesteps=2, unroll="standard", num_classes=1000
+    ).eval()
+    name = "blt_vs_slt_111_biounroll_0_t_2_readout_multi_dataset_imagenet_num_1.pth"
+    torch.save(blt_vs_state_dict_to_reference(source.state_dict()), tmp_path / name)
+    out = tmp_path / "blt_vs"
+    assert main(["convert", str(tmp_path / name), str(out)]) == 0
+    assert "blt_vs.imagenet: published BLT-VS file" in capsys.readouterr().out
+    loaded = bm.create_model(f"local-dir:{out}").eval()
+    assert loaded.timesteps == 2 and loaded.unroll == "standard"
+    assert "MIT" in (out / "README.md").read_text()
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_timesteps(x).logits, source.forward_timesteps(x).logits)
