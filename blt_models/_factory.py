@@ -73,21 +73,37 @@ def create_model(
             build["timesteps"] = cfg.timesteps
         if cfg.unroll is not None:
             build["unroll"] = cfg.unroll
-    build.update(kwargs)
-    if timesteps is not None:
-        build["timesteps"] = timesteps
-    # Weights from a tag define the head and stem; other values adapt them after loading.
-    if not pretrained:
-        if num_classes is not None:
-            build["num_classes"] = num_classes
-        if in_chans is not None:
-            build["in_chans"] = in_chans
+    build = merge_build_args(build, kwargs, timesteps, num_classes, in_chans, pretrained)
     weights = resolve_weights_file(cfg) if pretrained else checkpoint_path
     return build_model(
         arch, cfg, build,
         load=(lambda m: load_checkpoint(m, weights)) if weights is not None else None,
         num_classes=num_classes, in_chans=in_chans,
     )  # fmt: skip
+
+
+def merge_build_args(
+    defaults: dict[str, Any],
+    kwargs: dict[str, Any],
+    timesteps: int | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    pretrained: bool,
+) -> dict[str, Any]:
+    """Constructor arguments: recorded ``defaults`` < explicit ``kwargs`` < ``timesteps``.
+
+    With ``pretrained`` the weights define the head and stem, so ``num_classes`` / ``in_chans``
+    are not built in; :func:`build_model` adapts them after loading.
+    """
+    build = {**defaults, **kwargs}
+    if timesteps is not None:
+        build["timesteps"] = timesteps
+    if not pretrained:
+        if num_classes is not None:
+            build["num_classes"] = num_classes
+        if in_chans is not None:
+            build["in_chans"] = in_chans
+    return build
 
 
 def build_model(

@@ -33,7 +33,7 @@ from torch import nn
 
 from ._builder import load_checkpoint, load_state_dict_strict, read_checkpoint
 from ._clock import ClockedModel
-from ._factory import build_model
+from ._factory import build_model, merge_build_args
 from ._hub import hub_download, sha256_file, upload_folder, verify_sha256
 from ._pretrained import PretrainedCfg
 from ._registry import UnknownModelError, get_model_entrypoint, model_family
@@ -556,15 +556,9 @@ def create_from_published(
     cfg = PretrainedCfg.from_dict(config["pretrained_cfg"]).replace(
         architecture=arch, tag="", **location
     )
-    build = dict(config["model_args"])
-    build.update(kwargs)
-    if timesteps is not None:
-        build["timesteps"] = timesteps
-    if not pretrained:
-        if num_classes is not None:
-            build["num_classes"] = num_classes
-        if in_chans is not None:
-            build["in_chans"] = in_chans
+    build = merge_build_args(
+        config["model_args"], kwargs, timesteps, num_classes, in_chans, pretrained
+    )
 
     load = None
     if pretrained:

@@ -22,7 +22,7 @@ import os
 import shutil
 import warnings
 import zlib
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
