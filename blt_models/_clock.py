@@ -378,17 +378,10 @@ class ClockedModel(nn.Module):
         return self._take_indices(indices)
 
     def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
-        n = len(self.layer_names)
-        if indices is None:
-            return list(range(n))
-        if isinstance(indices, int):
-            if not 0 < indices <= n:
-                raise IndexError(f"last-n ({indices}) is out of range (1 to {n})")
-            return list(range(n - indices, n))
-        take = []
-        for i in indices:
-            idx = n + i if i < 0 else i
-            if not 0 <= idx < n:
-                raise IndexError(f"feature index {idx} is out of range (0 to {n - 1})")
-            take.append(idx)
-        return take
+        """Absolute layer indices for timm's ``indices`` argument (timm's own resolution)."""
+        from timm.models._features import feature_take_indices
+
+        try:
+            return list(feature_take_indices(len(self.layer_names), indices)[0])
+        except AssertionError as err:  # timm asserts; users get an IndexError
+            raise IndexError(str(err)) from None
