@@ -382,6 +382,11 @@ class ClockedModel(nn.Module):
         from timm.models._features import feature_take_indices
 
         try:
-            return list(feature_take_indices(len(self.layer_names), indices)[0])
+            return list(
+                feature_take_indices(
+                    len(self.layer_names),
+                    indices if indices is None or isinstance(indices, int) else list(indices),
+                )[0]
+            )
         except AssertionError as err:  # timm asserts; users get an IndexError
             raise IndexError(str(err)) from None
