@@ -160,13 +160,15 @@ class ClockedModel(nn.Module):
         capture = frozenset(canonical.values())
         steps = self.readout_steps(timesteps)
 
+        # Stored batch-major ([B, T, ...]) and returned as a [T, B, ...] view: per-image consumers
+        # (extraction to [N, T, ...] files) then read contiguous memory, without another copy.
         buffers: dict[str, Tensor] = {}
         logits: list[Tensor] = []
         for step in self._unroll(x, timesteps, capture, frozenset(steps)):
             for name, value in step.features.items():
                 if name not in buffers:
-                    buffers[name] = value.new_zeros((timesteps, *value.shape))
-                buffers[name][step.t] = value
+                    buffers[name] = value.new_zeros((value.shape[0], timesteps, *value.shape[1:]))
+                buffers[name][:, step.t] = value
             if step.logits is not None:
                 logits.append(step.logits)
 
@@ -174,7 +176,7 @@ class ClockedModel(nn.Module):
         first_step = dict(first)
         features = {}
         for name, layer in canonical.items():
-            features[name] = buffers[layer]
+            features[name] = buffers[layer].transpose(0, 1)
             first_step[name] = first[layer]
         return TimestepOutput(
             logits=torch.stack(logits),
