@@ -80,6 +80,27 @@ class ClockedModel(nn.Module):
     #: Reference-code names accepted in place of ``layer_names`` (e.g. ``output_3``).
     layer_aliases: dict[str, str] = {}
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Foreign key layouts load with plain ``load_state_dict`` too (``module.`` prefixes, the
+        # family's ``convert_state_dict``: e.g. published BLT-VS or reference ResNet keys).
+        self._register_load_state_dict_pre_hook(self._accept_foreign_layouts)
+
+    def _accept_foreign_layouts(
+        self, state_dict: dict[str, Tensor], prefix: str, *args: object
+    ) -> None:
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        local = {k[len(prefix) :]: state_dict[k] for k in keys}
+        if local and all(k.startswith("module.") for k in local):
+            local = {k[len("module.") :]: v for k, v in local.items()}
+        convert = getattr(self, "convert_state_dict", None)
+        if convert is not None:
+            local = convert(local)
+        if list(local) != [k[len(prefix) :] for k in keys]:
+            for k in keys:
+                del state_dict[k]
+            state_dict.update({prefix + k: v for k, v in local.items()})
+
     # ----------------------------------------------------------------------------- protocol
     @property
     def layer_names(self) -> tuple[str, ...]:

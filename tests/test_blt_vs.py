@@ -437,6 +437,11 @@ def test_published_layout_file_round_trip(tmp_path):
     bm.create_model("blt_vs", image_size=128, num_classes=10, add_feats=6, checkpoint_path=path)
     with pytest.raises(bm.CheckpointMismatchError, match="readout.conv.weight"):
         bm.create_model("blt_vs", image_size=128, num_classes=11, add_feats=6, checkpoint_path=path)
+    # Plain load_state_dict takes the published layout too (the key mapping runs as a load hook).
+    plain = bm.create_model("blt_vs", image_size=128, num_classes=10, add_feats=6, timesteps=1)
+    plain.load_state_dict(torch.load(path))
+    with torch.no_grad():
+        assert torch.equal(plain.eval().forward_timesteps(x).logits, model.forward_timesteps(x).logits)
 
 
 @pytest.fixture(scope="module")

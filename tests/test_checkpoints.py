@@ -112,3 +112,12 @@ def test_checkpoint_without_args(tmp_path):
 def test_missing_file():
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         bm.create_model("blt_b", checkpoint_path="/nonexistent/file.pth")
+
+
+def test_plain_load_state_dict_accepts_ddp_prefix():
+    src = randomize_(bm.create_model("blt_bl", num_layers=4, num_classes=3))
+    model = bm.create_model("blt_bl", num_layers=4, num_classes=3)
+    model.load_state_dict({"module." + k: v for k, v in src.state_dict().items()})
+    assert torch.equal(model.norm_2.bias, src.norm_2.bias)
+    with pytest.raises(RuntimeError, match="Missing key"):  # strict as ever
+        model.load_state_dict({"module.conv_input.weight": src.conv_input.weight})

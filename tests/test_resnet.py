@@ -112,6 +112,11 @@ def test_reference_layout_loads(tmp_path):
     model = bm.load_reference_checkpoint(tmp_path / "ckpt.pth").eval()
     with torch.no_grad():
         assert torch.equal(model(x), tv(x))
+    # And with plain load_state_dict, DDP prefix included.
+    model = bm.create_model("resnet50").eval()
+    model.load_state_dict({"module." + k: v for k, v in reference.items()})
+    with torch.no_grad():
+        assert torch.equal(model(x), tv(x))
 
 
 def test_torchvision_file_loads_and_bad_keys_are_reported(tmp_path):
