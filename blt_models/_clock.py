@@ -33,7 +33,8 @@ class TimestepOutput:
         logits: ``[R, B, num_classes]``, one row per step that has a readout, in time order.
         steps: ``LongTensor [R]``, the clock step of each row of ``logits``.
         features: ``{layer: Tensor [T, B, C, H, W]}`` for the requested layers, indexed by clock
-            step ``0 .. T-1``. Steps at which a layer is absent (nothing has reached it yet, as
+            step ``0 .. T-1`` (a view of batch-major storage; ``.contiguous()`` makes it
+            time-major). Steps at which a layer is absent (nothing has reached it yet, as
             in BLT's biological unrolling) hold zeros, which is what no activity means after a
             ReLU. A family whose layers compute something image-independent before the image
             arrives (CORnet-RT's bias response) reports those values as computed.

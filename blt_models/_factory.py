@@ -64,6 +64,15 @@ def create_model(
     if pretrained and checkpoint_path is not None:
         raise ValueError("pass either pretrained=True or checkpoint_path=, not both")
 
+    if not (pretrained or tag):
+        # An architecture without weights: keep the default tag's preprocessing conventions, but
+        # none of its provenance (a saved or extracted model must not claim training it never had).
+        cfg = cfg.replace(
+            tag="", hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None,
+            file=None, sha256=None, license=None, source=None, training_data=None,
+            description=None, metrics={}, class_names=None,
+        )  # fmt: skip
+
     build: dict[str, Any] = {}
     if pretrained or tag:
         build.update(cfg.model_args)

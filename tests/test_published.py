@@ -35,7 +35,7 @@ def model():
 def saved(model, tmp_path_factory) -> Path:
     metrics = {"top1": 0.5, "per_step": {"step": [3], "top1": [0.5]}}
     return bm.save_pretrained(
-        model, tmp_path_factory.mktemp("pub") / "blt_bl_small", metrics=metrics
+        model, tmp_path_factory.mktemp("pub") / "blt_bl_small", metrics=metrics, license="cc-by-4.0"
     )
 
 
@@ -119,13 +119,21 @@ def test_save_pretrained_writes_three_files_and_schema(saved, model):
 def test_model_card(saved):
     card = (saved / "README.md").read_text()
     front = card.split("---")[1]
-    assert "library_name: blt-models" in front and "license: " in front and '- "blt_bl"' in front
+    assert "library_name: blt-models" in front and "license: cc-by-4.0" in front
+    assert '- "blt_bl"' in front
     assert 'bm.create_model("local-dir:' in card
     assert "| step | top1 |" in card and "| 3 | 0.5 |" in card  # per-step accuracy table
     card = _published.model_card(
         json.loads((saved / "config.json").read_text()), repo_id="org/repo"
     )
     assert 'bm.create_model("hf-hub:org/repo", pretrained=True)' in card
+
+
+def test_untrained_model_claims_no_provenance(model, tmp_path):
+    cfg = model.pretrained_cfg
+    assert cfg.tag == "" and cfg.license is None and cfg.training_data is None
+    card = (bm.save_pretrained(model, tmp_path / "untrained") / "README.md").read_text()
+    assert "license:" not in card.split("---")[1] and "ImageNet-1k" not in card
 
 
 def test_local_dir_loads_to_identical_outputs(saved, model):
