@@ -185,14 +185,20 @@ class ClockedModel(nn.Module):
         # Stored batch-major ([B, T, ...]) and returned as a [T, B, ...] view: per-image consumers
         # (extraction to [N, T, ...] files) then read contiguous memory, without another copy.
         buffers: dict[str, Tensor] = {}
+        written: dict[str, list[int]] = {}
         logits: list[Tensor] = []
         for step in self._unroll(x, timesteps, capture, frozenset(steps)):
             for name, value in step.features.items():
                 if name not in buffers:
-                    buffers[name] = value.new_zeros((value.shape[0], timesteps, *value.shape[1:]))
+                    buffers[name] = value.new_empty((value.shape[0], timesteps, *value.shape[1:]))
+                    written[name] = []
                 buffers[name][:, step.t] = value
+                written[name].append(step.t)
             if step.logits is not None:
                 logits.append(step.logits)
+        for name, buffer in buffers.items():  # steps at which the layer was absent: zeros
+            for t in sorted(set(range(timesteps)) - set(written[name])):
+                buffer[:, t].zero_()
 
         first = self.first_steps(timesteps)
         first_step = dict(first)
