@@ -41,6 +41,15 @@ def unit_responses(x: Any, units: str = "channels") -> np.ndarray:
     raise ValueError(f"units must be one of {UNITS}; got {units!r}")
 
 
+def _layer_responses(
+    fs: Any, layer: str, include_inactive: bool, units: str
+) -> tuple[list[int], np.ndarray]:
+    """The clock steps analysed for ``layer`` and its unit responses ``[N, len(steps), U]``."""
+    steps = fs.active_steps(layer, include_inactive)
+    slots = [int(np.flatnonzero(fs.steps[layer] == s)[0]) for s in steps]
+    return steps, unit_responses(fs.features[layer][:, slots], units)
+
+
 def dprime(responses: Any, is_target: Any) -> np.ndarray:
     """Per-unit d' between target (e.g. face) and non-target stimuli, along axis 0.
 
@@ -120,9 +129,7 @@ def face_selectivity(
     out_s: dict[str, np.ndarray] = {}
     out_f: dict[str, np.ndarray] = {}
     for layer in fs.layers:
-        steps = fs.active_steps(layer, include_inactive)
-        slots = [int(np.flatnonzero(fs.steps[layer] == s)[0]) for s in steps]
-        resp = unit_responses(fs.features[layer][:, slots], units)  # [N, T, U]
+        steps, resp = _layer_responses(fs, layer, include_inactive, units)  # resp [N, T, U]
         d = dprime(resp, is_face)  # [T, U]
         out_d[layer] = d
         out_s[layer] = np.array(steps)
@@ -196,9 +203,7 @@ def decode_over_time(
     std: dict[str, np.ndarray] = {}
     steps_out: dict[str, np.ndarray] = {}
     for layer in fs.layers:
-        steps = fs.active_steps(layer, include_inactive)
-        slots = [int(np.flatnonzero(fs.steps[layer] == s)[0]) for s in steps]
-        resp = unit_responses(fs.features[layer][:, slots], units)
+        steps, resp = _layer_responses(fs, layer, include_inactive, units)
         if max_features is not None and resp.shape[2] > max_features:
             keep = np.sort(rng.choice(resp.shape[2], size=max_features, replace=False))
             resp = resp[:, :, keep]
