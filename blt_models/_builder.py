@@ -99,16 +99,31 @@ def extract_state_dict(obj: Any) -> dict[str, Tensor]:
             "checkpoint holds no state dict (expected tensors, or a dict with the weights under "
             "'model' or 'state_dict')"
         )
-    state = dict(obj)
+    return strip_module_prefix(obj)
+
+
+def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Remove the ``module.`` prefix that DataParallel / DDP put on every key."""
+    state = dict(state_dict)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
+def to_model_layout(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state_dict`` in ``model``'s own key layout: no ``module.`` prefix, and the family's
+    ``convert_state_dict`` applied (published BLT-VS keys, the reference ResNet's keys...)."""
+    state = strip_module_prefix(state_dict)
+    convert = getattr(model, "convert_state_dict", None)
+    return convert(state) if convert is not None else state
+
+
 def load_state_dict_strict(
     model: nn.Module, state_dict: Mapping[str, Tensor], what: str = "checkpoint"
 ) -> None:
-    """Load ``state_dict`` into ``model`` only if every key and shape fits; else raise."""
+    """Load ``state_dict`` (any layout :func:`to_model_layout` knows) into ``model`` only if every
+    key and shape fits; else raise :class:`CheckpointMismatchError` and load nothing."""
+    state_dict = to_model_layout(model, state_dict)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -138,7 +153,4 @@ def _mismatch_hint(model: nn.Module) -> str:
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load weights from ``path`` (any accepted format) strictly into ``model``."""
     state = extract_state_dict(read_checkpoint(path))
-    convert = getattr(model, "convert_state_dict", None)
-    if convert is not None:
-        state = convert(state)
     load_state_dict_strict(model, state, what=f"checkpoint {os.fspath(path)!r}")

@@ -90,13 +90,10 @@ class ClockedModel(nn.Module):
     def _accept_foreign_layouts(
         self, state_dict: dict[str, Tensor], prefix: str, *args: object
     ) -> None:
+        from ._builder import to_model_layout
+
         keys = [k for k in state_dict if k.startswith(prefix)]
-        local = {k[len(prefix) :]: state_dict[k] for k in keys}
-        if local and all(k.startswith("module.") for k in local):
-            local = {k[len("module.") :]: v for k, v in local.items()}
-        convert = getattr(self, "convert_state_dict", None)
-        if convert is not None:
-            local = convert(local)
+        local = to_model_layout(self, {k[len(prefix) :]: state_dict[k] for k in keys})
         if list(local) != [k[len(prefix) :] for k in keys]:
             for k in keys:
                 del state_dict[k]

@@ -74,11 +74,9 @@ def load_reference_checkpoint(path: str | os.PathLike[str], **overrides: Any) ->
     arch, kwargs = reference_args_to_kwargs(args)
     kwargs.update(overrides)
     model = create_model(arch, **kwargs)
-    state = extract_state_dict(checkpoint)
-    convert = getattr(model, "convert_state_dict", None)
-    if convert is not None:  # e.g. the reference ResNet's key names -> torchvision's
-        state = convert(state)
-    load_state_dict_strict(model, state, what=f"checkpoint {os.fspath(path)!r}")
+    load_state_dict_strict(
+        model, extract_state_dict(checkpoint), what=f"checkpoint {os.fspath(path)!r}"
+    )
     return model
 
 

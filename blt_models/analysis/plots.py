@@ -35,6 +35,17 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _panels(n: int, panel_height: float) -> tuple[Figure, list[Any]]:
+    """A figure with ``n`` panels, three per row (unused grid cells hidden)."""
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    fig = _figure(3.6 * cols, panel_height * rows)
+    grid = fig.subplots(rows, cols, squeeze=False).ravel()
+    for extra in grid[n:]:
+        extra.set_visible(False)
+    return fig, list(grid[:n])
+
+
 def _save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,13 +196,7 @@ def plot_trajectories(
         else:
             ax_list = [fig.add_subplot()] * len(layers)
     else:
-        cols = min(3, len(layers))
-        rows = int(np.ceil(len(layers) / cols))
-        fig = _figure(3.6 * cols, 3.3 * rows)
-        grid = fig.subplots(rows, cols, squeeze=False).ravel()
-        for extra in grid[len(layers) :]:
-            extra.set_visible(False)
-        ax_list = list(grid[: len(layers)])
+        fig, ax_list = _panels(len(layers), 3.3)
     for ax, layer, colour in zip(ax_list, layers, colours, strict=True):
         xy = traj.coords[layer]
         steps = traj.steps[layer]
@@ -247,15 +252,10 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
         ax.set_ylabel(f"RDM similarity ({result.method})")
         ax.legend(fontsize=8)
     else:
-        cols = min(3, len(layers))
-        rows = int(np.ceil(len(layers) / cols))
-        fig = _figure(3.6 * cols, 3.0 * rows)
-        grid = fig.subplots(rows, cols, squeeze=False).ravel()
-        for extra in grid[len(layers) :]:
-            extra.set_visible(False)
+        fig, axes = _panels(len(layers), 3.0)
         vmin, vmax = np.nanmin(result.scores), np.nanmax(result.scores)
         im = None
-        for ax, layer in zip(grid[: len(layers)], layers, strict=True):
+        for ax, layer in zip(axes, layers, strict=True):
             steps, scores = result.layer(layer)
             im = ax.imshow(
                 scores,
@@ -273,9 +273,7 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
             ax.set_xticks(ticks[:: max(1, nb // 6)])
             ax.set_xticklabels([str(result.bins[i]) for i in ticks[:: max(1, nb // 6)]], fontsize=7)
         if im is not None:
-            fig.colorbar(
-                im, ax=list(grid[: len(layers)]), label=f"RDM similarity ({result.method})"
-            )
+            fig.colorbar(im, ax=axes, label=f"RDM similarity ({result.method})")
     fig.suptitle(title or "Model RDMs vs neural RDMs", fontsize=10)
     return _save(fig, path)
 
