@@ -5,15 +5,14 @@
 >>> out = model.forward_timesteps(images, layers=["layer5"])
 """
 
-from ._builder import CheckpointMismatchError, load_checkpoint
-from ._clock import ClockedModel, InputError, TimestepOutput, TimestepsError
+from . import errors
+from ._builder import load_checkpoint
+from ._clock import ClockedModel, TimestepOutput
 from ._convert import load_reference_checkpoint
 from ._factory import create_model
-from ._hub import HashMismatchError, HubUploadError, WeightsUnavailableError
 from ._pretrained import PretrainedCfg
-from ._published import PublishedFormatError, push_to_hub, save_pretrained
+from ._published import push_to_hub, save_pretrained
 from ._registry import (
-    UnknownModelError,
     get_pretrained_cfg,
     is_model,
     list_models,
@@ -22,23 +21,34 @@ from ._registry import (
     register_model,
     register_pretrained_cfgs,
 )
+from ._version import __version__
 from .data import create_transform, resolve_data_config
-from .extract import (
-    ExtractedFeatures,
+from .errors import (
+    BltModelsError,
+    CheckpointMismatchError,
     ExtractionError,
+    HashMismatchError,
+    HubUploadError,
+    InputError,
     NoImagesError,
     OutputMismatchError,
+    PublishedFormatError,
     StepOutOfRangeError,
+    TimestepsError,
     UnknownLayerError,
+    UnknownModelError,
     UnreadableImageError,
+    WeightsUnavailableError,
+)
+from .extract import (
+    ExtractedFeatures,
     extract_features,
     load_features,
 )
 from .models import *  # noqa: F403  (registers every family)
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "BltModelsError",
     "CheckpointMismatchError",
     "ClockedModel",
     "HashMismatchError",
@@ -72,7 +82,9 @@ __all__ += [
     "StepOutOfRangeError",
     "UnknownLayerError",
     "UnreadableImageError",
+    "__version__",
     "create_transform",
+    "errors",
     "extract_features",
     "load_features",
     "resolve_data_config",

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import CheckpointMismatchError
+
 __all__ = [
     "CheckpointMismatchError",
     "read_checkpoint",
@@ -24,35 +26,6 @@ __all__ = [
     "load_state_dict_strict",
     "load_checkpoint",
 ]
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A state dict that does not fit the architecture. Attributes list the offending keys."""
-
-    def __init__(
-        self,
-        what: str,
-        missing: list[str],
-        unexpected: list[str],
-        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
-        hint: str = "",
-    ) -> None:
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-
-        def block(title: str, rows: list[str]) -> str:
-            shown = rows[:20] + ([f"... and {len(rows) - 20} more"] if len(rows) > 20 else [])
-            return f"\n  {title} ({len(rows)}):\n    " + "\n    ".join(shown) if rows else ""
-
-        shapes = [f"{k}: checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in mismatched]
-        message = (
-            f"{what} does not fit the architecture; nothing was loaded."
-            + block("missing keys", missing)
-            + block("unexpected keys", unexpected)
-            + block("shape mismatches", shapes)
-        )
-        if hint:
-            message += f"\n  {hint}"
-        super().__init__(message)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:

@@ -14,15 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .errors import InputError, TimestepsError
+
 __all__ = ["ClockedModel", "TimestepOutput", "Step", "InputError", "TimestepsError"]
-
-
-class InputError(ValueError):
-    """An input tensor the model cannot take (rank, dtype, channels, spatial size)."""
-
-
-class TimestepsError(ValueError):
-    """A number of timesteps that gives no readout, or a step outside the clock."""
 
 
 @dataclass

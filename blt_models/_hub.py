@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import torch
 
 from ._pretrained import PretrainedCfg
+from .errors import HashMismatchError, HubUploadError, WeightsUnavailableError
 
 __all__ = [
     "resolve_weights_file",
@@ -29,14 +30,6 @@ __all__ = [
 ]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
-
-
-class HashMismatchError(RuntimeError):
-    """A weight file whose SHA-256 is not the pinned one."""
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Weights that cannot be had: not published, or not reachable and not cached."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -207,10 +200,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return tuple(errors)
-
-
-class HubUploadError(RuntimeError):
-    """An upload to the Hub that failed (offline, unreachable, not authorised...)."""
 
 
 def upload_folder(

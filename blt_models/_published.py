@@ -36,7 +36,8 @@ from ._clock import ClockedModel
 from ._factory import build_model, merge_build_args
 from ._hub import hub_download, sha256_file, upload_folder, verify_sha256
 from ._pretrained import PretrainedCfg
-from ._registry import UnknownModelError, get_model_entrypoint, model_family
+from ._registry import get_model_entrypoint, model_family
+from .errors import PublishedFormatError, UnknownModelError
 
 __all__ = [
     "save_pretrained",
@@ -60,10 +61,6 @@ CARD_MARKER = (
 )
 # PretrainedCfg fields that say where a registered tag's weights live: meaningless inside a folder.
 _LOCATION_FIELDS = ("hf_hub_id", "hf_hub_filename", "hf_hub_revision", "url", "file", "sha256")
-
-
-class PublishedFormatError(ValueError):
-    """A folder or Hub repo that is not (or not a readable) blt-models published model."""
 
 
 # ------------------------------------------------------------------------------------ config
@@ -112,7 +109,7 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._pretrained import PretrainedCfg
+from .errors import UnknownModelError
 
 __all__ = [
     "register_model",
@@ -29,10 +30,6 @@ __all__ = [
 _model_entrypoints: dict[str, Callable[..., Any]] = {}
 _model_family: dict[str, str] = {}
 _pretrained_cfgs: dict[str, dict[str, PretrainedCfg]] = {}  # arch -> tag -> cfg
-
-
-class UnknownModelError(ValueError):
-    """An architecture name or ``arch.tag`` that is not registered."""
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -31,7 +31,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._clock import ClockedModel, InputError, TimestepsError
+from ._clock import ClockedModel
+from ._version import __version__
+from .errors import (
+    ExtractionError,
+    InputError,
+    NoImagesError,
+    OutputMismatchError,
+    StepOutOfRangeError,
+    UnknownLayerError,
+    UnreadableImageError,
+)
 
 __all__ = [
     "extract_features",
@@ -56,33 +66,6 @@ ZARR_SUFFIXES = (".zarr",)
 
 
 # --------------------------------------------------------------------------------- errors
-class ExtractionError(ValueError):
-    """Base class of the errors of :func:`extract_features` and :func:`load_features`."""
-
-
-class UnknownLayerError(ExtractionError, KeyError):
-    """A requested layer the model does not have (the message lists close matches)."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0]) if self.args else ""
-
-
-class StepOutOfRangeError(TimestepsError, ExtractionError):
-    """A requested step outside ``0 .. timesteps-1`` of the clock."""
-
-
-class UnreadableImageError(ExtractionError):
-    """An image file that is missing or that PIL cannot decode."""
-
-
-class NoImagesError(ExtractionError):
-    """A source (folder, list) with no images in it."""
-
-
-class OutputMismatchError(ExtractionError):
-    """An existing output file written with other settings (model, layers, steps, images...)."""
-
-
 # --------------------------------------------------------------------------------- result
 @dataclass
 class ExtractedFeatures:
@@ -760,10 +743,10 @@ def extract_features(
         NoImagesError: a source without images.
         OutputMismatchError: an existing ``out`` written with other settings (use ``overwrite``).
     """
-    import blt_models
-
     if isinstance(model, str):
-        model = blt_models.create_model(model)
+        from ._factory import create_model
+
+        model = create_model(model)
     if not isinstance(model, ClockedModel):
         raise TypeError(f"model must be a blt_models model or a name; got {type(model).__name__}")
     if isinstance(dtype, str):
@@ -817,7 +800,7 @@ def extract_features(
         "source": {"kind": src.kind, **src.info},
         "n_images": src.n,
         "batch_size": batch_size,
-        "library": {"blt_models": blt_models.__version__, "torch": torch.__version__},
+        "library": {"blt_models": __version__, "torch": torch.__version__},
     }
     if out is None:
         mem = _MemoryWriter(src.n)

@@ -28,7 +28,7 @@ from antialiased_cnns import BlurPool
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .._clock import ClockedModel, InputError, Step
+from .._clock import ClockedModel, Step
 from .._pretrained import (
     CCN2024_CITATION,
     IMAGENET_MEAN,
@@ -38,6 +38,7 @@ from .._pretrained import (
     PretrainedCfg,
 )
 from .._registry import register_model, register_pretrained_cfgs
+from ..errors import InputError
 
 __all__ = ["BLT", "parse_connectivity", "BLT_NAMES", "LAYER_TABLES"]
 

@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, InputError, Step, TimestepsError
+from .._clock import ClockedModel, Step
 from .._convert import convert_blt_vs_state_dict
 from .._pretrained import PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
+from ..errors import InputError, TimestepsError
 
 __all__ = ["BLTVS", "AREAS", "REFERENCE_AREAS", "STREAM_LAYERS"]
 

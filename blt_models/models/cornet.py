@@ -35,9 +35,10 @@ from collections.abc import Iterator
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Step, TimestepsError
+from .._clock import ClockedModel, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
+from ..errors import TimestepsError
 
 __all__ = ["CORnetZ", "CORnetS", "CORnetR", "CORnetRT", "CORNET_AREAS"]
 

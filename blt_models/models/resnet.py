@@ -20,9 +20,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Step, TimestepsError
+from .._clock import ClockedModel, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
+from ..errors import TimestepsError
 
 __all__ = ["ResNet", "reference_resnet_to_torchvision"]
 

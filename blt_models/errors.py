@@ -1,0 +1,118 @@
+"""Every error blt-models raises, in one place.
+
+Each error is also the builtin a caller would reach for (``ValueError``, ``KeyError``,
+``RuntimeError``, ...), so ``except ValueError`` keeps working, and all derive from
+:class:`BltModelsError`, so ``except bm.errors.BltModelsError`` catches exactly the library's own
+refusals. Messages name the problem and say the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BltModelsError",
+    "CheckpointMismatchError",
+    "ExtractionError",
+    "HashMismatchError",
+    "HubUploadError",
+    "InputError",
+    "NoImagesError",
+    "OutputMismatchError",
+    "PublishedFormatError",
+    "StepOutOfRangeError",
+    "TimestepsError",
+    "UnknownLayerError",
+    "UnknownModelError",
+    "UnreadableImageError",
+    "WeightsUnavailableError",
+]
+
+
+class BltModelsError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+# ----------------------------------------------------------------------------------- models
+class UnknownModelError(BltModelsError, ValueError):
+    """An architecture name or ``arch.tag`` that is not registered."""
+
+
+class InputError(BltModelsError, ValueError):
+    """An input tensor the model cannot take (rank, dtype, channels, spatial size)."""
+
+
+class TimestepsError(BltModelsError, ValueError):
+    """A number of timesteps that gives no readout, or a step outside the clock."""
+
+
+# ---------------------------------------------------------------------------------- weights
+class CheckpointMismatchError(BltModelsError, RuntimeError):
+    """A state dict that does not fit the architecture. Attributes list the offending keys."""
+
+    def __init__(
+        self,
+        what: str,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+        hint: str = "",
+    ) -> None:
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+
+        def block(title: str, rows: list[str]) -> str:
+            shown = rows[:20] + ([f"... and {len(rows) - 20} more"] if len(rows) > 20 else [])
+            return f"\n  {title} ({len(rows)}):\n    " + "\n    ".join(shown) if rows else ""
+
+        shapes = [f"{k}: checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in mismatched]
+        message = (
+            f"{what} does not fit the architecture; nothing was loaded."
+            + block("missing keys", missing)
+            + block("unexpected keys", unexpected)
+            + block("shape mismatches", shapes)
+        )
+        if hint:
+            message += f"\n  {hint}"
+        super().__init__(message)
+
+
+class HashMismatchError(BltModelsError, RuntimeError):
+    """A weight file whose SHA-256 is not the pinned one."""
+
+
+class WeightsUnavailableError(BltModelsError, RuntimeError):
+    """Weights that cannot be had: not published, or not reachable and not cached."""
+
+
+class HubUploadError(BltModelsError, RuntimeError):
+    """An upload to the Hub that failed (offline, unreachable, not authorised...)."""
+
+
+class PublishedFormatError(BltModelsError, ValueError):
+    """A folder or Hub repo that is not (or not a readable) blt-models published model."""
+
+
+# ------------------------------------------------------------------------------- extraction
+class ExtractionError(BltModelsError, ValueError):
+    """Base class of the errors of :func:`extract_features` and :func:`load_features`."""
+
+
+class UnknownLayerError(ExtractionError, KeyError):
+    """A requested layer the model does not have (the message lists close matches)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class StepOutOfRangeError(TimestepsError, ExtractionError):
+    """A requested step outside ``0 .. timesteps-1`` of the clock."""
+
+
+class UnreadableImageError(ExtractionError):
+    """An image file that is missing or that PIL cannot decode."""
+
+
+class NoImagesError(ExtractionError):
+    """A source (folder, list) with no images in it."""
+
+
+class OutputMismatchError(ExtractionError):
+    """An existing output file written with other settings (model, layers, steps, images...)."""
