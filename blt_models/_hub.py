@@ -232,6 +232,8 @@ def hub_download(
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     offline = constants.is_offline_mode()
     unreachable = None if offline else endpoint_reachable(constants.ENDPOINT)
+    if unreachable is None and not offline:
+        unreachable = _head_fails(repo_id, filename, revision)
     try:
         return Path(
             hf_hub_download(
@@ -275,6 +277,26 @@ def hub_download(
         raise ConfigValueError(
             f"{repo_id!r} is not a valid Hub repo id (expected 'org/name'): {err}"
         ) from err
+
+
+def _head_fails(repo_id: str, filename: str, revision: str | None) -> str | None:
+    """One HEAD request for the file, short timeout, no retries: None if the Hub answers (with
+    anything, errors included), else the reason. huggingface_hub itself retries a failed request
+    with back-off for about half a minute before it falls back to its cache."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    timeout = min(float(constants.HF_HUB_ETAG_TIMEOUT), 5.0)
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=timeout)
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        return f"HTTP {status}" if isinstance(status, int) and status >= 500 else None
+    except _network_errors() as err:
+        return f"{type(err).__name__}: {err}"
+    except Exception:  # anything else: let hf_hub_download report it properly
+        return None
+    return None
 
 
 # ------------------------------------------------------------------------------------ upload
