@@ -6,7 +6,7 @@
 """
 
 from . import errors
-from ._builder import load_checkpoint
+from ._checkpoint import load_checkpoint
 from ._clock import ClockedModel, TimestepOutput
 from ._convert import load_reference_checkpoint
 from ._factory import create_model
@@ -26,18 +26,24 @@ from .data import create_transform, resolve_data_config
 from .errors import (
     BltModelsError,
     CheckpointMismatchError,
+    CheckpointNotFoundError,
+    ConfigValueError,
     ExtractionError,
     HashMismatchError,
     HubUploadError,
     InputError,
+    InvalidWeightsError,
     NoImagesError,
     OutputMismatchError,
     PublishedFormatError,
+    SaveTargetError,
     StepOutOfRangeError,
     TimestepsError,
     UnknownLayerError,
     UnknownModelError,
+    UnreadableCheckpointError,
     UnreadableImageError,
+    UnverifiedWeightsWarning,
     WeightsUnavailableError,
 )
 from .extract import (
@@ -72,6 +78,15 @@ __all__ = [
     "register_model",
     "register_pretrained_cfgs",
     "save_pretrained",
+]
+
+__all__ += [
+    "CheckpointNotFoundError",
+    "ConfigValueError",
+    "InvalidWeightsError",
+    "SaveTargetError",
+    "UnreadableCheckpointError",
+    "UnverifiedWeightsWarning",
 ]
 
 __all__ += [

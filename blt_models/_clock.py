@@ -8,12 +8,13 @@ features on the global clock, validating inputs and timesteps) lives here, once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from ._validate import MAX_TIMESTEPS, as_int
 from .errors import InputError, TimestepsError
 
 __all__ = ["ClockedModel", "TimestepOutput", "Step", "InputError", "TimestepsError"]
@@ -84,10 +85,12 @@ class ClockedModel(nn.Module):
     def _accept_foreign_layouts(
         self, state_dict: dict[str, Tensor], prefix: str, *args: object
     ) -> None:
-        from ._builder import to_model_layout
+        from timm.models import clean_state_dict
 
         keys = [k for k in state_dict if k.startswith(prefix)]
-        local = to_model_layout(self, {k[len(prefix) :]: state_dict[k] for k in keys})
+        local = self.convert_state_dict(
+            clean_state_dict({k[len(prefix) :]: state_dict[k] for k in keys})
+        )
         if list(local) != [k[len(prefix) :] for k in keys]:
             for k in keys:
                 del state_dict[k]
@@ -113,6 +116,20 @@ class ClockedModel(nn.Module):
 
     def _check_spatial_size(self, height: int, width: int) -> None:
         """Raise :class:`InputError` if the architecture cannot take this image size."""
+
+    # Optional weight hooks (defaults: nothing to do). Every loader calls them, so a family that
+    # has a foreign key layout or values to refuse overrides them, and nothing probes for them.
+    def convert_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A foreign key layout (the family's reference code) -> this model's keys.
+
+        Called on every load after wrapper prefixes (``module.``, ``_orig_mod.``) are removed;
+        the default keeps the keys. Must return this model's own layout unchanged.
+        """
+        return dict(state_dict)
+
+    def validate_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Refuse a state dict that fits in keys and shapes but not in meaning (raise
+        :class:`~blt_models.errors.InvalidWeightsError`); the default accepts it."""
 
     # ----------------------------------------------------------------------------- public
     def resolve_layer(self, name: str) -> str:
@@ -243,8 +260,12 @@ class ClockedModel(nn.Module):
 
     def _resolve_timesteps(self, timesteps: int | None) -> int:
         t = self.timesteps if timesteps is None else timesteps
-        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-            raise TimestepsError(f"timesteps must be a positive integer; got {t!r}")
+        steps = as_int(t)  # numpy ints and 0-d integer tensors are integers too
+        if steps is None or not 1 <= steps <= MAX_TIMESTEPS:
+            raise TimestepsError(
+                f"timesteps must be a positive integer of at most {MAX_TIMESTEPS:,}; got {t!r}"
+            )
+        t = steps
         if not self.readout_steps(t):
             need = self.min_timesteps
             raise TimestepsError(
@@ -275,10 +296,29 @@ class ClockedModel(nn.Module):
                 "(blt_models.create_transform(model) does both for PIL images)."
             )
         if x.shape[1] != self.in_chans:
+            got = int(x.shape[1])
+            if got == 1:
+                convert = f"repeat the grayscale channel: x.expand(-1, {self.in_chans}, -1, -1)"
+            elif self.in_chans == 1:
+                convert = "convert the images to grayscale, e.g. x.mean(1, keepdim=True)"
+            else:
+                convert = "convert the images to the model's channels"
             raise InputError(
-                f"{self._display_name()} expects {self.in_chans} input channel(s); got {x.shape[1]} "
-                f"(input shape {tuple(x.shape)}). Create the model with in_chans={x.shape[1]}, or "
-                "convert the images (e.g. grayscale -> RGB with x.expand(-1, 3, -1, -1))."
+                f"{self._display_name()} expects {self.in_chans} input channel(s); got {got} "
+                f"(input shape {tuple(x.shape)}). Create the model with in_chans={got} (pretrained "
+                f"first-layer weights are adapted), or {convert}."
+            )
+        param = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if (
+            param is not None
+            and x.dtype != param.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            dtype = str(param.dtype).replace("torch.", "")
+            raise InputError(
+                f"input dtype {str(x.dtype).replace('torch.', '')} does not match the model's "
+                f"weights ({dtype}). Convert the input (x.to({param.dtype})), the model "
+                f"(model.to({x.dtype})), or run under torch.autocast."
             )
         self._check_spatial_size(int(x.shape[2]), int(x.shape[3]))
 

@@ -1,4 +1,11 @@
-"""Checkpoints of other code bases -> zoo models (reference BLT training script, BLT-VS, ...)."""
+"""Checkpoints of other code bases -> zoo models (reference BLT training script, BLT-VS, ...).
+
+Each family owns its key map (:meth:`~blt_models.ClockedModel.convert_state_dict`: BLT-VS in
+``models/blt_vs.py``, ResNet in ``models/resnet.py``); this module reads what such files record
+about their architecture (the reference script's ``args``, an ``'arch'`` entry, BLT-VS file
+names) and builds the zoo model through :func:`blt_models.create_model`. Every recorded value is
+checked and named with its origin (``args.recurrent_steps of checkpoint.pth``).
+"""
 
 from __future__ import annotations
 
@@ -8,85 +15,151 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ._builder import extract_state_dict, load_state_dict_strict, read_checkpoint
+from ._checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
 from ._clock import ClockedModel
+from ._factory import create_with_origins
 from ._pretrained import PretrainedCfg
+from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
+from ._validate import check_int, check_str, check_timesteps
+from .errors import ConfigValueError, InvalidWeightsError, UnknownModelError
+from .models.blt_vs import convert_blt_vs_state_dict, is_blt_vs_reference_state_dict
 
 __all__ = [
     "load_reference_checkpoint",
     "reference_args_to_kwargs",
     "convert_checkpoint",
-    "blt_vs_key_from_reference",
-    "blt_vs_key_to_reference",
-    "convert_blt_vs_state_dict",
-    "blt_vs_state_dict_to_reference",
-    "is_blt_vs_reference_state_dict",
     "blt_vs_kwargs_from_filename",
     "blt_vs_kwargs_from_state_dict",
 ]
 
+_REFERENCE_POOLS = ("max", "avg", "average", "blur")
+
+
+def _reference_arch(value: Any, origin: str) -> str:
+    """``args.model``: only a registered architecture name (never a Hub repo or a folder)."""
+    field = f"args.model ({origin})"
+    if not isinstance(value, str) or not value:
+        raise ConfigValueError(
+            f"{field} = {value!r}: must be the name of a registered architecture (a string such "
+            "as 'blt_bl')."
+        )
+    if ":" in value or "." in value or "/" in value:
+        raise ConfigValueError(
+            f"{field} = {value!r}: a checkpoint may only name a registered architecture, not a "
+            "tag, Hub repo or folder (its contents must not choose what is downloaded). Build the "
+            "model yourself: create_model(ARCH, checkpoint_path=PATH)."
+        )
+    if not is_model(value):
+        raise UnknownModelError(
+            f"{field} = {value!r} is not a registered architecture; see blt_models.list_models()."
+        )
+    return value
+
 
 def reference_args_to_kwargs(
-    args: argparse.Namespace | dict[str, Any],
+    args: argparse.Namespace | Mapping[str, Any], origin: str = "the checkpoint"
 ) -> tuple[str, dict[str, Any]]:
-    """Architecture name and ``create_model`` kwargs from the reference script's saved ``args``."""
-    a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    arch = a.get("model")
-    if not arch:
-        raise ValueError("the checkpoint's args record no 'model' name")
+    """Architecture name and ``create_model`` kwargs from the reference script's saved ``args``.
+
+    Every value is checked: ``args.model`` must be a registered architecture,
+    ``recurrent_steps`` / ``num_layers`` / ``num_classes`` integers in range, ``pool`` one of the
+    reference's choices. Errors (:class:`~blt_models.errors.ConfigValueError`) name the field and
+    ``origin``.
+    """
+    if isinstance(args, argparse.Namespace):
+        a = vars(args)
+    elif isinstance(args, Mapping):
+        a = dict(args)
+    else:
+        raise ConfigValueError(
+            f"args ({origin}) is a {type(args).__name__}, not the argparse.Namespace the reference "
+            "training script stores; use create_model(ARCH, checkpoint_path=PATH) instead."
+        )
+    if "model" not in a:
+        raise ConfigValueError(f"the args of {origin} record no 'model' name")
+    arch = _reference_arch(a["model"], origin)
+
+    def get(key: str, default: Any) -> tuple[Any, str]:
+        return a.get(key, default), f"{origin}" if key in a else f"default for {origin}"
+
+    def num(key: str, default: int, lo: int, hi: int) -> int:
+        value, where = get(key, default)
+        return check_int(value, f"args.{key}", where, lo, hi)
+
     kwargs: dict[str, Any] = {}
     if arch.startswith("blt"):
+        steps, where = get("recurrent_steps", 10)
+        pool, pool_where = get("pool", None)
         kwargs = {
-            "num_layers": int(a.get("num_layers", 6)),
-            "timesteps": int(a.get("recurrent_steps", 10)),
+            "num_layers": num("num_layers", 6, 1, 64),
+            "timesteps": check_timesteps(steps, "args.recurrent_steps", where),
             # Checkpoints older than the --pool flag were trained with max pooling.
-            "pool": a.get("pool") or "max",
-            "num_classes": int(a.get("num_classes", 1000)),
+            "pool": check_str(pool or "max", "args.pool", pool_where, _REFERENCE_POOLS),
+            "num_classes": num("num_classes", 1000, 1, 1_000_000),
         }
     elif arch in ("cornet_r", "cornet_rt"):
+        steps, where = get("recurrent_steps", 5)
         kwargs = {
-            "timesteps": int(a.get("recurrent_steps", 5)),
-            "num_classes": int(a.get("num_classes", 1000)),
+            "timesteps": check_timesteps(steps, "args.recurrent_steps", where),
+            "num_classes": num("num_classes", 1000, 1, 1_000_000),
         }
     elif arch.startswith("cornet"):
-        kwargs = {"num_classes": int(a.get("num_classes", 1000))}
+        kwargs = {"num_classes": num("num_classes", 1000, 1, 1_000_000)}
     # resnet: the reference builds ResNet() with its defaults (1000 classes) whatever the args say.
     return arch, kwargs
 
 
-def load_reference_checkpoint(path: str | os.PathLike[str], **overrides: Any) -> ClockedModel:
+_ARG_NAMES = {"timesteps": "recurrent_steps"}
+
+
+def _create_from_args(
+    arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], origin: str
+) -> ClockedModel:
+    origins = {k: f"args.{_ARG_NAMES.get(k, k)} of {origin}" for k in kwargs}
+    origins.update(dict.fromkeys(overrides, "argument"))
+    build = {**kwargs, **overrides}
+    named = {k: build.pop(k) for k in ("num_classes", "in_chans", "timesteps") if k in build}
+    return create_with_origins(arch, kwargs=build, arg_origins=origins, **named)
+
+
+def _args_of(checkpoint: Any) -> Any:
+    return checkpoint.get("args") if isinstance(checkpoint, Mapping) else None
+
+
+def load_reference_checkpoint(
+    path: str | os.PathLike[str], check_values: bool = True, **overrides: Any
+) -> ClockedModel:
     """Build the architecture recorded in a reference training checkpoint and load it strictly.
 
     The file is what the reference ``main.py`` writes: ``{'model': state_dict, 'args': Namespace,
-    'optimizer', 'lr_scheduler', 'epoch', 'val_perf'}`` (a DDP ``module.`` prefix is accepted). It
-    is read with ``weights_only=True``; only ``argparse.Namespace`` is allow-listed. ``overrides``
-    replace recorded arguments (e.g. ``timesteps=15``).
+    'optimizer', 'lr_scheduler', 'epoch', 'val_perf'}`` (``module.`` / ``_orig_mod.`` prefixes are
+    accepted). It is read with ``weights_only=True``; only ``argparse.Namespace`` is allow-listed.
+    ``args.model`` must name a registered architecture. ``overrides`` replace recorded arguments
+    (e.g. ``timesteps=15``).
     """
-    from ._factory import create_model
-
     checkpoint = read_checkpoint(path)
-    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    origin = f"checkpoint {os.fspath(path)!r}"
+    args = _args_of(checkpoint)
     if args is None:
-        raise ValueError(
+        raise ConfigValueError(
             f"{os.fspath(path)!r} has no 'args' entry, so its architecture is unknown; use "
             "create_model(ARCH, checkpoint_path=PATH) with the architecture it was trained with."
         )
-    arch, kwargs = reference_args_to_kwargs(args)
-    kwargs.update(overrides)
-    model = create_model(arch, **kwargs)
+    arch, kwargs = reference_args_to_kwargs(args, origin)
+    model = _create_from_args(arch, kwargs, overrides, origin)
     load_state_dict_strict(
-        model, extract_state_dict(checkpoint), what=f"checkpoint {os.fspath(path)!r}"
+        model, extract_state_dict(checkpoint, origin), what=origin, check_values=check_values
     )
     return model
 
 
 def _convert_blt_vs(
-    path: str | os.PathLike[str], state: Mapping[str, Any], overrides: dict[str, Any]
+    path: str | os.PathLike[str],
+    state: Mapping[str, Any],
+    overrides: dict[str, Any],
+    check_values: bool = True,
 ) -> tuple[ClockedModel, str]:
     """A published BLT-VS file: configuration from its name (or its weights), tag from its dataset."""
-    from ._factory import create_model
-    from ._registry import is_model
-
     name = os.path.basename(os.fspath(path))
     kwargs = blt_vs_kwargs_from_state_dict(state)  # size, connections, classes
     try:
@@ -98,7 +171,10 @@ def _convert_blt_vs(
     tag = match["dataset"] if match and is_model(f"blt_vs.{match['dataset']}") else ""
     kwargs.update(overrides)
     arch = f"blt_vs.{tag}" if tag else "blt_vs"
-    model = create_model(arch, checkpoint_path=path, **kwargs)
+    named = {k: kwargs.pop(k) for k in ("num_classes", "in_chans", "timesteps") if k in kwargs}
+    model = create_with_origins(
+        arch, checkpoint_path=path, check_values=check_values, kwargs=kwargs, **named
+    )
     converted = cast(PretrainedCfg, model.pretrained_cfg)
     model.pretrained_cfg = converted.replace(
         source=f"{converted.source or ''}; converted by blt-models from {name}".lstrip("; ")
@@ -108,9 +184,7 @@ def _convert_blt_vs(
 
 def _arch_from_record(recorded: Any) -> str | None:
     """A registered architecture for a name recorded in a file (``'CORnet_Z'`` -> ``cornet_z``)."""
-    from ._registry import is_model, split_model_name_tag
-
-    if not isinstance(recorded, str) or not recorded:
+    if not isinstance(recorded, str) or not recorded or ":" in recorded or "/" in recorded:
         return None
     for candidate in (recorded, recorded.lower(), recorded.lower().replace("-", "_")):
         arch, _ = split_model_name_tag(candidate)
@@ -120,7 +194,10 @@ def _arch_from_record(recorded: Any) -> str | None:
 
 
 def convert_checkpoint(
-    path: str | os.PathLike[str], arch: str | None = None, **overrides: Any
+    path: str | os.PathLike[str],
+    arch: str | None = None,
+    check_values: bool = True,
+    **overrides: Any,
 ) -> tuple[ClockedModel, str]:
     """A zoo model with the weights of a foreign checkpoint, and a line saying how it was read.
 
@@ -134,27 +211,29 @@ def convert_checkpoint(
 
     ``overrides`` are constructor arguments (``timesteps=15``...). Loading is strict.
     """
-    from ._factory import create_model
-    from ._registry import get_pretrained_cfg
-
     name = os.path.basename(os.fspath(path))
+    origin = f"checkpoint {name!r}"
     checkpoint = read_checkpoint(path)
-    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
-    if args is not None and isinstance(args, (argparse.Namespace, dict)):
-        recorded, kwargs = reference_args_to_kwargs(args)
+    args = _args_of(checkpoint)
+    if args is not None:
+        recorded, kwargs = reference_args_to_kwargs(args, origin)
         if arch and arch != recorded:
-            raise ValueError(
+            raise ConfigValueError(
                 f"{name} records the architecture {recorded!r} in its args, not {arch!r}; drop --arch "
                 "(the file's own record is used) or check the file."
             )
+        model = _create_from_args(recorded, kwargs, overrides, origin)
+        load_state_dict_strict(
+            model, extract_state_dict(checkpoint, origin), what=origin, check_values=check_values
+        )
         kwargs.update(overrides)
-        model = create_model(recorded, **kwargs)
-        load_state_dict_strict(model, extract_state_dict(checkpoint), what=f"checkpoint {name!r}")
         a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
         dataset = a.get("dataset")
+        if not isinstance(dataset, str) or "." in dataset or ":" in dataset:
+            dataset = None  # not a name the registry could know
         try:
             cfg = get_pretrained_cfg(recorded, dataset) if dataset else None
-        except Exception:  # no registered setup for that dataset
+        except UnknownModelError:  # no registered setup for that dataset
             cfg = None
         base = cast(PretrainedCfg, model.pretrained_cfg)
         if cfg is not None:
@@ -164,8 +243,10 @@ def convert_checkpoint(
                 class_names=cfg.class_names if cfg.num_classes == model.num_classes else None,
             )  # fmt: skip
         epoch, perf = checkpoint.get("epoch"), checkpoint.get("val_perf")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            epoch = None
         metrics: dict[str, Any] = {}
-        if isinstance(perf, (int, float)):
+        if isinstance(perf, (int, float)) and not isinstance(perf, bool):
             metrics["reference_val_perf"] = float(perf)  # top-1 fraction of the best epoch
         model.pretrained_cfg = base.replace(
             tag=dataset or "", license=None, metrics=metrics, training_data=cfg.training_data if cfg else dataset,
@@ -175,14 +256,14 @@ def convert_checkpoint(
         how = f"reference training checkpoint: {recorded} from its args ({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
         return model, how
 
-    state = extract_state_dict(checkpoint)
+    state = extract_state_dict(checkpoint, origin)
     if is_blt_vs_reference_state_dict(state) and arch in (None, "blt_vs"):
-        return _convert_blt_vs(path, state, overrides)
+        return _convert_blt_vs(path, state, overrides, check_values)
 
-    recorded_arch = checkpoint.get("arch") if isinstance(checkpoint, dict) else None
+    recorded_arch = checkpoint.get("arch") if isinstance(checkpoint, Mapping) else None
     from_file = _arch_from_record(recorded_arch)
     if recorded_arch and arch and from_file and from_file != arch:
-        raise ValueError(f"{name} records the architecture {recorded_arch!r}, not {arch!r}")
+        raise ConfigValueError(f"{name} records the architecture {recorded_arch!r}, not {arch!r}")
     chosen = arch or from_file
     if not chosen:
         detail = (
@@ -190,11 +271,18 @@ def convert_checkpoint(
             if recorded_arch
             else "it records none"
         )
-        raise ValueError(
+        raise ConfigValueError(
             f"cannot tell the architecture of {name} ({detail}); pass it with --arch NAME "
             "(see `blt-models list`)."
         )
-    model = create_model(chosen, checkpoint_path=path, **overrides)
+    if not is_model(chosen) or "." in chosen:
+        raise UnknownModelError(f"--arch {chosen!r} is not a registered architecture")
+    named = {
+        k: overrides.pop(k) for k in ("num_classes", "in_chans", "timesteps") if k in overrides
+    }
+    model = create_with_origins(
+        chosen, checkpoint_path=path, check_values=check_values, kwargs=overrides, **named
+    )
     converted = cast(PretrainedCfg, model.pretrained_cfg)
     model.pretrained_cfg = converted.replace(source=f"converted by blt-models from {name}")
     origin = f"from the file's 'arch' entry {recorded_arch!r}" if not arch else "from --arch"
@@ -202,91 +290,6 @@ def convert_checkpoint(
 
 
 # --------------------------------------------------------------------------------- BLT-VS
-# The published BLT-VS files (Hub repo novelmartis/blt_vs_model) hold the reference model's plain
-# state dict: ``connections.<Area>.<module>.{weight,bias}`` (plus ``readout_weights`` for
-# readout_type='single'). The zoo model names the areas in lower case and groups each two-conv
-# path (spatial conv, then 1x1 conv) in one module:
-#
-#   connections.V1.bu_conv.weight              -> v1.bu_conv.weight
-#   connections.V1.bu_l_conv_depthwise.bias    -> v1.bu_lateral.spatial.bias
-#   connections.V1.td_l_conv_pointwise.weight  -> v1.td_lateral.pointwise.weight
-#   connections.V4.skip_bu_depthwise.weight    -> v4.bu_skip.spatial.weight   (a 64-group conv)
-#   connections.V1.skip_td_pointwise.weight    -> v1.td_skip.pointwise.weight
-#   connections.LOC.layer_norm_bu.weight       -> loc.norm_bu.weight
-#   connections.Readout.readout_conv.weight    -> readout.conv.weight
-#   connections.Readout.layer_norm_td.bias     -> readout.norm_td.bias
-#   readout_weights                            -> readout_weights
-
-BLT_VS_AREA_NAMES: dict[str, str] = {
-    "Retina": "retina", "LGN": "lgn", "V1": "v1", "V2": "v2", "V3": "v3", "V4": "v4",
-    "LOC": "loc", "Readout": "readout",
-}  # fmt: skip
-BLT_VS_MODULE_NAMES: dict[str, str] = {
-    "bu_conv": "bu_conv",
-    "bu_l_conv_depthwise": "bu_lateral.spatial",
-    "bu_l_conv_pointwise": "bu_lateral.pointwise",
-    "td_conv": "td_conv",
-    "td_l_conv_depthwise": "td_lateral.spatial",
-    "td_l_conv_pointwise": "td_lateral.pointwise",
-    "skip_bu_depthwise": "bu_skip.spatial",
-    "skip_bu_pointwise": "bu_skip.pointwise",
-    "skip_td_depthwise": "td_skip.spatial",
-    "skip_td_pointwise": "td_skip.pointwise",
-    "layer_norm_bu": "norm_bu",
-    "layer_norm_td": "norm_td",
-    "readout_conv": "conv",
-}
-_BLT_VS_AREAS_BACK = {v: k for k, v in BLT_VS_AREA_NAMES.items()}
-_BLT_VS_MODULES_BACK = {v: k for k, v in BLT_VS_MODULE_NAMES.items()}
-_BLT_VS_REF_KEY = re.compile(r"^connections\.([A-Za-z0-9]+)\.([a-z_]+)\.(weight|bias)$")
-_BLT_VS_ZOO_KEY = re.compile(r"^([a-z0-9]+)\.([a-z_]+(?:\.[a-z]+)?)\.(weight|bias)$")
-
-
-def blt_vs_key_from_reference(key: str) -> str:
-    """Zoo name of one key of a published BLT-VS state dict (``connections.V1.bu_conv.weight``)."""
-    if key == "readout_weights":
-        return key
-    match = _BLT_VS_REF_KEY.match(key)
-    if not match or match[1] not in BLT_VS_AREA_NAMES or match[2] not in BLT_VS_MODULE_NAMES:
-        raise KeyError(f"not a key of the reference BLT-VS state dict: {key!r}")
-    return f"{BLT_VS_AREA_NAMES[match[1]]}.{BLT_VS_MODULE_NAMES[match[2]]}.{match[3]}"
-
-
-def blt_vs_key_to_reference(key: str) -> str:
-    """Reference (published-file) name of one key of the zoo ``blt_vs`` state dict."""
-    if key == "readout_weights":
-        return key
-    match = _BLT_VS_ZOO_KEY.match(key)
-    if not match or match[1] not in _BLT_VS_AREAS_BACK or match[2] not in _BLT_VS_MODULES_BACK:
-        raise KeyError(f"not a key of the zoo blt_vs state dict: {key!r}")
-    return f"connections.{_BLT_VS_AREAS_BACK[match[1]]}.{_BLT_VS_MODULES_BACK[match[2]]}.{match[3]}"
-
-
-def is_blt_vs_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
-    """True if ``state_dict`` uses the published layout (``connections.<Area>.*`` keys)."""
-    return any(k.startswith("connections.") for k in state_dict)
-
-
-def convert_blt_vs_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Published BLT-VS state dict -> zoo ``blt_vs`` state dict (same tensors, renamed keys).
-
-    The input is what ``torch.load`` returns for a published ``.pth`` file (``module.`` prefixes
-    already removed, e.g. by :func:`blt_models._builder.extract_state_dict`). A state dict that is
-    already in the zoo layout is returned unchanged (as a new dict), so the function can be applied
-    to any file. Order is kept; unknown ``connections.*`` keys raise ``KeyError``.
-    """
-    if not is_blt_vs_reference_state_dict(state_dict):
-        return dict(state_dict)
-    return {blt_vs_key_from_reference(k): v for k, v in state_dict.items()}
-
-
-def blt_vs_state_dict_to_reference(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Zoo ``blt_vs`` state dict -> the published layout, loadable by the reference ``BLT_VS``."""
-    if is_blt_vs_reference_state_dict(state_dict):
-        return dict(state_dict)
-    return {blt_vs_key_to_reference(k): v for k, v in state_dict.items()}
-
-
 _BLT_VS_FILENAME = re.compile(
     r"blt_vs_slt_(?P<s>[01])(?P<l>[01])(?P<t>[01])_biounroll_(?P<bio>[01])_t_(?P<steps>\d+)"
     r"_readout_(?P<readout>[a-z]+)_dataset_(?P<dataset>[a-z0-9]+)"
@@ -304,7 +307,7 @@ def blt_vs_kwargs_from_filename(filename: str | os.PathLike[str]) -> dict[str, A
     name = os.path.basename(os.fspath(filename))
     match = _BLT_VS_FILENAME.search(name)
     if not match:
-        raise ValueError(
+        raise ConfigValueError(
             f"{name!r} is not a BLT-VS weight-file name (blt_vs_slt_<SLT>_biounroll_<0|1>_t_<T>_"
             "readout_<type>_dataset_<name>_num_<run>.pth)"
         )
@@ -333,11 +336,15 @@ def blt_vs_kwargs_from_state_dict(
     """
     sd = convert_blt_vs_state_dict(state_dict)
     if "retina.bu_conv.weight" not in sd or "readout.conv.weight" not in sd:
-        raise ValueError("not a BLT-VS state dict (no retina.bu_conv / readout.conv weights)")
+        raise InvalidWeightsError(
+            "not a BLT-VS state dict (no retina.bu_conv / readout.conv weights)"
+        )
     kernel = int(sd["retina.bu_conv.weight"].shape[-1])
     sizes = {7: 224, 5: 128}
     if kernel not in sizes:
-        raise ValueError(f"Retina kernel {kernel} fits neither image size (7: 224 px, 5: 128 px)")
+        raise InvalidWeightsError(
+            f"Retina kernel {kernel} fits neither image size (7: 224 px, 5: 128 px)"
+        )
     return {
         "image_size": sizes[kernel],
         "in_chans": int(sd["retina.bu_conv.weight"].shape[1]),

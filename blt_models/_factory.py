@@ -1,4 +1,11 @@
-"""``create_model``: from a name (``arch``, ``arch.tag``, ``hf-hub:``, ``local-dir:``) to a model."""
+"""``create_model``: one path from a name to a model.
+
+name -> :func:`~blt_models._published.read_location` (architecture, recorded constructor
+arguments, pretrained config, weight file: plain data, for registry names, tags, ``hf-hub:`` and
+``local-dir:`` alike) -> constructor arguments merged and checked -> the entrypoint builds ->
+weights loaded strictly (:mod:`blt_models._checkpoint`) -> head / stem adapted -> the model
+records ``pretrained_cfg`` and ``model_args``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,26 @@ from typing import Any
 
 from torch import nn
 
-from ._builder import load_checkpoint
+from ._checkpoint import (
+    extract_state_dict,
+    load_checkpoint,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 from ._clock import ClockedModel
-from ._hub import resolve_weights_file
 from ._pretrained import PretrainedCfg
-from ._registry import get_model_entrypoint, get_pretrained_cfg, split_model_name_tag
+from ._published import is_published_name, read_location
+from ._registry import get_model_entrypoint
+from ._validate import check_common_args, with_origin
+from .errors import BltModelsError, ConfigValueError
 
-__all__ = ["create_model", "build_model", "record_model_args"]
+__all__ = [
+    "create_model",
+    "create_with_origins",
+    "build_model",
+    "record_model_args",
+    "adapt_in_chans",
+]
 
 
 def create_model(
@@ -25,6 +45,9 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     timesteps: int | None = None,
+    *,
+    verify: bool = True,
+    check_values: bool = True,
     **kwargs: Any,
 ) -> ClockedModel:
     """Build a zoo model, optionally with weights.
@@ -38,81 +61,157 @@ def create_model(
             architecture they describe.
         checkpoint_path: a local weight file: safetensors, a state dict, a reference training
             checkpoint or an official CORnet file. Loaded strictly.
-        num_classes: readout width; with ``pretrained=True`` a different value replaces the head
-            by a freshly initialised one. None: as the tag / architecture default.
-        in_chans: input channels; with ``pretrained=True`` a different value adapts the first
-            convolution (timm's ``adapt_input_conv``). None: as the tag / default (3).
-        timesteps: default number of clock steps of recurrent models (the reference ``times``).
+        num_classes: readout width (0: no classifier); with weights, a different value replaces
+            the head by a freshly initialised one. None: as the tag / architecture default.
+        in_chans: input channels; with weights, a different value adapts the first convolution
+            (timm's ``adapt_input_conv``: 1 channel sums the filters, more repeat and rescale
+            them). None: as the tag / default.
+        timesteps: default number of clock steps of recurrent models (the reference ``times``),
+            1 .. 10,000; numpy and 0-d tensor integers are accepted.
+        verify: check published weights against their pinned / recorded SHA-256 (default). False
+            loads them unverified, with an :class:`~blt_models.errors.UnverifiedWeightsWarning`.
+        check_values: refuse weights with NaN / Inf, or integers where the model has floats
+            (default). False loads them as they are, with a warning.
         **kwargs: architecture arguments (``num_layers``, ``pool``, ``unroll``...).
 
     A named tag (or ``pretrained=True``) also supplies the defaults that its weights need
     (timesteps, unrolling, classes, architecture arguments); explicit arguments override them.
+    Every value is checked where it enters: errors (:class:`~blt_models.errors.ConfigValueError`
+    and the other :mod:`blt_models.errors`) name the field and where it came from.
     """
-    if model_name.startswith(("hf-hub:", "local-dir:")):
-        from ._published import create_from_published
-
-        if pretrained is None:
-            pretrained = checkpoint_path is None
-
-        return create_from_published(
-            model_name, pretrained=pretrained, checkpoint_path=checkpoint_path,
-            num_classes=num_classes, in_chans=in_chans, timesteps=timesteps, **kwargs,
-        )  # fmt: skip
-    pretrained = bool(pretrained)
-    arch, tag = split_model_name_tag(model_name)
-    cfg = get_pretrained_cfg(arch, tag)  # also checks that arch is registered
-    if pretrained and checkpoint_path is not None:
-        raise ValueError("pass either pretrained=True or checkpoint_path=, not both")
-
-    if not (pretrained or tag):
-        # An architecture without weights: keep the default tag's preprocessing conventions, but
-        # none of its provenance (a saved or extracted model must not claim training it never had).
-        cfg = cfg.replace(
-            tag="", hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None,
-            file=None, sha256=None, license=None, source=None, training_data=None,
-            description=None, metrics={}, class_names=None,
-        )  # fmt: skip
-
-    build: dict[str, Any] = {}
-    if pretrained or tag:
-        build.update(cfg.model_args)
-        build["num_classes"] = cfg.num_classes
-        build["in_chans"] = cfg.input_size[0]
-        if cfg.timesteps is not None:
-            build["timesteps"] = cfg.timesteps
-        if cfg.unroll is not None:
-            build["unroll"] = cfg.unroll
-    build = merge_build_args(build, kwargs, timesteps, num_classes, in_chans, pretrained)
-    weights = resolve_weights_file(cfg) if pretrained else checkpoint_path
-    return build_model(
-        arch, cfg, build,
-        load=(lambda m: load_checkpoint(m, weights)) if weights is not None else None,
-        num_classes=num_classes, in_chans=in_chans,
+    return create_with_origins(
+        model_name, pretrained, checkpoint_path, num_classes, in_chans, timesteps,
+        verify=verify, check_values=check_values, kwargs=kwargs,
     )  # fmt: skip
 
 
-def merge_build_args(
-    defaults: dict[str, Any],
-    kwargs: dict[str, Any],
-    timesteps: int | None,
-    num_classes: int | None,
-    in_chans: int | None,
-    pretrained: bool,
-) -> dict[str, Any]:
-    """Constructor arguments: recorded ``defaults`` < explicit ``kwargs`` < ``timesteps``.
+def create_with_origins(
+    model_name: str,
+    pretrained: bool | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    timesteps: int | None = None,
+    *,
+    verify: bool = True,
+    check_values: bool = True,
+    kwargs: dict[str, Any] | None = None,
+    arg_origins: dict[str, str] | None = None,
+) -> ClockedModel:
+    """:func:`create_model`, with ``arg_origins`` naming where argument values came from (e.g.
+    ``{"timesteps": "args.recurrent_steps of checkpoint.pth"}``; default ``"argument"``)."""
+    kwargs = dict(kwargs or {})
+    given = dict(arg_origins or {})
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ConfigValueError(
+            f"model_name = {model_name!r} (argument): must be a model name such as 'blt_bl', "
+            "'blt_bl_tiny.fashion_mnist', 'hf-hub:org/repo' or 'local-dir:/path'; see "
+            "blt_models.list_models()."
+        )
+    for flag, value in (("pretrained", pretrained), ("verify", verify),
+                        ("check_values", check_values)):  # fmt: skip
+        if value is not None and not isinstance(value, bool):
+            raise ConfigValueError(f"{flag} = {value!r} (argument): must be True or False.")
+    if checkpoint_path is not None and not isinstance(checkpoint_path, (str, os.PathLike)):
+        raise ConfigValueError(
+            f"checkpoint_path = {checkpoint_path!r} (argument): must be a path to a weight file."
+        )
+    if pretrained is None:
+        pretrained = is_published_name(model_name) and checkpoint_path is None
+    if pretrained and checkpoint_path is not None:
+        raise ConfigValueError("pass either pretrained=True or checkpoint_path=, not both")
+    explicit = check_common_args(
+        {
+            k: v
+            for k, v in (
+                ("num_classes", num_classes),
+                ("in_chans", in_chans),
+                ("timesteps", timesteps),
+            )
+            if v is not None
+        },  # fmt: skip
+        given,
+    )
+    loc = read_location(model_name, fetch_weights=pretrained, verify=verify)
+    # Published weights define the head and stem: other num_classes / in_chans adapt them after
+    # loading. A checkpoint_path is loaded into the architecture exactly as asked for.
+    with_weights = pretrained
+    build = dict(loc.model_args)
+    origins = dict(loc.origins)
+    build.update(kwargs)
+    origins.update({k: given.get(k, "argument") for k in kwargs})
+    if "timesteps" in explicit:
+        build["timesteps"] = explicit["timesteps"]
+        origins["timesteps"] = given.get("timesteps", "argument")
+    if not with_weights:  # no weights to fit: build the head and stem as asked
+        for key in ("num_classes", "in_chans"):
+            if key in explicit:
+                build[key], origins[key] = explicit[key], given.get(key, "argument")
 
-    With ``pretrained`` the weights define the head and stem, so ``num_classes`` / ``in_chans``
-    are not built in; :func:`build_model` adapts them after loading.
-    """
-    build = {**defaults, **kwargs}
-    if timesteps is not None:
-        build["timesteps"] = timesteps
-    if not pretrained:
-        if num_classes is not None:
-            build["num_classes"] = num_classes
-        if in_chans is not None:
-            build["in_chans"] = in_chans
-    return build
+    weights = loc.weights if pretrained else checkpoint_path
+    what = loc.weights_origin or (os.fspath(checkpoint_path) if checkpoint_path else "")
+
+    def load(model: ClockedModel) -> None:
+        assert weights is not None
+        if pretrained:
+            by = "its config.json" if loc.published else "the tag"
+            described = f"{what} (for {loc.arch} as {by} describes it)"
+            state = extract_state_dict(read_checkpoint(weights), described)
+            load_state_dict_strict(model, state, what=described, check_values=check_values)
+        else:
+            load_checkpoint(model, weights, check_values=check_values)
+
+    return build_model(
+        loc.arch, loc.cfg, build,
+        load=load if weights is not None else None,
+        num_classes=explicit.get("num_classes") if with_weights else None,
+        in_chans=explicit.get("in_chans") if with_weights else None,
+        origins=origins,
+    )  # fmt: skip
+
+
+def _accepted_keys(entrypoint: Callable[..., Any]) -> set[str] | None:
+    """Keyword names ``entrypoint`` takes, or None if it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(entrypoint).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _construct(
+    arch: str, build: dict[str, Any], origins: dict[str, str]
+) -> tuple[ClockedModel, dict[str, Any]]:
+    """``entrypoint(**build)``, every refusal a named error that says where the values came from."""
+    entrypoint = get_model_entrypoint(arch)
+    build = check_common_args(build, origins)
+    accepted = _accepted_keys(entrypoint)
+    unknown = sorted(set(build) - accepted) if accepted is not None else []
+    if unknown:
+        where = "; ".join(f"{k} from {origins.get(k, 'argument')}" for k in unknown)
+        raise ConfigValueError(
+            f"{arch} takes no argument(s) {', '.join(unknown)} ({where}). Its arguments: "
+            f"{', '.join(sorted(accepted or ()))}."
+        )
+    try:
+        model = entrypoint(**build)
+    except ConfigValueError as err:
+        raise with_origin(err, origins) from None
+    except BltModelsError:
+        raise
+    except (
+        TypeError, ValueError, ArithmeticError, LookupError, AttributeError, AssertionError,
+        RuntimeError,
+    ) as err:  # fmt: skip
+        given = ", ".join(f"{k}={v!r} ({origins.get(k, 'argument')})" for k, v in build.items())
+        raise ConfigValueError(
+            f"{arch} cannot be built from {given or 'its defaults'}: {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(model, ClockedModel):
+        raise ConfigValueError(f"the entrypoint of {arch} returned {type(model).__name__}")
+    return model, build
 
 
 def build_model(
@@ -122,6 +221,7 @@ def build_model(
     load: Callable[[ClockedModel], None] | None = None,
     num_classes: int | None = None,
     in_chans: int | None = None,
+    origins: dict[str, str] | None = None,
 ) -> ClockedModel:
     """Call the entrypoint of ``arch`` with ``build``, load weights, adapt head / stem, record.
 
@@ -130,8 +230,7 @@ def build_model(
     carries ``pretrained_cfg`` (updated to the final model) and ``model_args`` (the constructor
     arguments that rebuild it, see :func:`record_model_args`).
     """
-    entrypoint = get_model_entrypoint(arch)
-    model = entrypoint(**build)
+    model, build = _construct(arch, build, origins or {})
     model.pretrained_cfg = cfg
     built_num_classes, built_in_chans = model.num_classes, model.in_chans
     if load is not None:
@@ -140,21 +239,36 @@ def build_model(
         adapt_in_chans(model, in_chans)
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
+    mean, std = cfg.mean, cfg.std
+    if model.in_chans != built_in_chans:
+        mean, std = _per_channel(mean, model.in_chans), _per_channel(std, model.in_chans)
     model.pretrained_cfg = cfg.replace(
         architecture=arch,
         num_classes=model.num_classes,
         input_size=(model.in_chans, *cfg.input_size[1:]),
+        mean=mean,
+        std=std,
         timesteps=model.timesteps,
         unroll=getattr(model, "unroll", cfg.unroll),
         class_names=cfg.class_names if model.num_classes == cfg.num_classes else None,
     )
-    args = record_model_args(entrypoint, model, build)
+    args = record_model_args(get_model_entrypoint(arch), model, build)
     if model.num_classes != built_num_classes:
         args["num_classes"] = model.num_classes
     if model.in_chans != built_in_chans:
         args["in_chans"] = model.in_chans
-    model.model_args = args
+    model.model_args = args  # type: ignore[assignment]  # a plain attribute, not a submodule
     return model
+
+
+def _per_channel(stats: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """Normalisation statistics for ``channels`` inputs after :func:`adapt_in_chans`: the
+    average for one channel (filters summed), else cycled as the filters are."""
+    if len(stats) in (1, channels):
+        return tuple(stats)
+    if channels == 1:
+        return (sum(stats) / len(stats),)
+    return tuple(stats[i % len(stats)] for i in range(channels))
 
 
 def record_model_args(
@@ -187,12 +301,25 @@ def record_model_args(
 
 
 def adapt_in_chans(model: ClockedModel, in_chans: int) -> None:
-    """Change the input channels of a loaded model, keeping its first-layer filters meaningful."""
+    """Change the input channels of a loaded model, keeping its first-layer filters meaningful.
+
+    timm's ``adapt_input_conv`` with the loaded weights' own channel count as the base: to 1
+    channel the filters are summed (a gray image then gives what the gray image repeated on every
+    channel gave); to more channels they are repeated and scaled by ``old / new``, so an image
+    whose channels are all equal gives the same response as before.
+    """
     from timm.models import adapt_input_conv
     from torch import nn
 
     conv = model.get_submodule(model.first_conv_name)
-    assert isinstance(conv, nn.Conv2d)
-    conv.weight = nn.Parameter(adapt_input_conv(in_chans, conv.weight.detach()))
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+        raise ConfigValueError(
+            f"{type(model).__name__}'s first layer {model.first_conv_name!r} cannot be adapted to "
+            f"in_chans={in_chans}; build it with in_chans={model.in_chans}."
+        )
+    weight = conv.weight.detach()
+    adapted = adapt_input_conv(in_chans, weight, base_chans=int(weight.shape[1]))
+    conv.weight = nn.Parameter(adapted.contiguous(), requires_grad=conv.weight.requires_grad)
     conv.in_channels = in_chans
     model.in_chans = in_chans
+    model.__dict__.pop("_feature_info_cache", None)

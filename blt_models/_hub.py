@@ -1,8 +1,11 @@
-"""Where pretrained weights come from: packaged files, pinned URLs and the Hugging Face Hub.
+"""Transport: packaged files, URL downloads (torch.hub's cache), Hub downloads and uploads
+(huggingface_hub's cache, offline mode, revisions), SHA-256 checks.
 
-Hub access goes through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, revisions); URLs go
-through ``torch.hub``'s cache. A pinned SHA-256 (full digest or prefix) is checked on every load,
-cache hits included.
+A leaf of the package: it knows files, URLs and repos, not the published format (that is
+:mod:`blt_models._published`). Without network every download fails within a few seconds: a
+short TCP probe of the endpoint (``BLT_MODELS_PROBE_TIMEOUT`` seconds, default 3) comes before
+any HTTP request, and an unreachable Hub falls back to huggingface_hub's cache at once instead of
+retrying for half a minute.
 """
 
 from __future__ import annotations
@@ -10,26 +13,43 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
+import socket
+import time
+import urllib.request
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
-from ._pretrained import PretrainedCfg
-from .errors import HashMismatchError, HubUploadError, WeightsUnavailableError
+from .errors import (
+    ConfigValueError,
+    HashMismatchError,
+    HubUploadError,
+    UnverifiedWeightsWarning,
+    WeightsUnavailableError,
+)
 
 __all__ = [
-    "resolve_weights_file",
-    "hub_download",
-    "upload_folder",
+    "PACKAGE_WEIGHTS",
     "sha256_file",
+    "check_sha256_pin",
     "verify_sha256",
-    "HashMismatchError",
-    "HubUploadError",
-    "WeightsUnavailableError",
+    "warn_unverified",
+    "packaged_file",
+    "url_download",
+    "url_cache_path",
+    "hub_download",
+    "endpoint_reachable",
+    "upload_folder",
 ]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+_HEX = re.compile(r"[0-9a-f]+")
+#: Shortest hash prefix accepted for a registered source (torch.hub's file-name convention).
+MIN_PREFIX = 8
+_probe_cache: dict[tuple[str, int], tuple[float, str | None]] = {}
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -40,12 +60,30 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def check_sha256_pin(value: object, origin: str, full: bool = False) -> str:
+    """A pinned SHA-256: lowercase hex, 64 digits (``full``) or a prefix of at least 8.
+
+    Raises :class:`ConfigValueError` for an empty, non-hex or too short value: such a pin would
+    verify nothing.
+    """
+    text = value.lower() if isinstance(value, str) else None
+    need = 64 if full else MIN_PREFIX
+    if text is None or not _HEX.fullmatch(text) or len(text) < need or len(text) > 64:
+        want = "64 hex digits" if full else f"hex digits ({MIN_PREFIX} to 64)"
+        raise ConfigValueError(
+            f"sha256 = {value!r} ({origin}): must be {want}; a shorter or empty pin would verify "
+            "nothing. Record the file's full digest (sha256sum FILE)."
+        )
+    return text
+
+
 def verify_sha256(
-    path: str | os.PathLike[str], expected: str | None, origin: str, size: int | None = None
-) -> None:
-    """Raise :class:`HashMismatchError` unless the file's SHA-256 starts with ``expected``."""
-    if not expected:
-        return
+    path: str | os.PathLike[str], expected: str, origin: str, size: int | None = None
+) -> str:
+    """Raise :class:`HashMismatchError` unless the file's SHA-256 starts with ``expected``.
+
+    Returns the file's full digest.
+    """
     got = sha256_file(path)
     if not got.startswith(expected.lower()):
         actual_size = os.path.getsize(path)
@@ -59,24 +97,102 @@ def verify_sha256(
             f"{expected}, got {got}.{sizes} The file is corrupted or not the published one; "
             "delete it and download (or write) it again."
         )
+    return got
 
 
-def _from_url(cfg: PretrainedCfg) -> Path:
-    assert cfg.url
-    filename = os.path.basename(urlparse(cfg.url).path)
-    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(cfg.url, str(target), progress=True)
-        except Exception as err:  # URLError, HTTPError, socket errors, timeouts
-            raise WeightsUnavailableError(
-                f"could not download the weights of {cfg.name} from {cfg.url} ({err}). "
-                f"If this machine is offline, fetch the file elsewhere and either copy it to "
-                f"{target} or pass it directly: create_model({cfg.architecture!r}, "
-                f"checkpoint_path='/path/to/{filename}')."
-            ) from err
-    verify_sha256(target, cfg.sha256, cfg.url)
+def warn_unverified(path: str | os.PathLike[str], origin: str, reason: str) -> str:
+    """Warn (:class:`UnverifiedWeightsWarning`) that ``path`` is used without a hash check;
+    returns its digest so that the caller can record it."""
+    got = sha256_file(path)
+    warnings.warn(
+        f"weights {path} (from {origin}) are UNVERIFIED: {reason}. Their SHA-256 is {got}; "
+        "compare it with a trusted record.",
+        UnverifiedWeightsWarning,
+        stacklevel=4,
+    )
+    return got
+
+
+# ------------------------------------------------------------------------------------ network
+def _probe_target(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` a connection to ``url`` goes to first (the proxy if one applies)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(parsed.hostname):
+        p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            return p.hostname, p.port or 80
+    return parsed.hostname, port
+
+
+def endpoint_reachable(url: str, timeout: float | None = None) -> str | None:
+    """None if a TCP connection to ``url``'s host (or its proxy) opens within ``timeout``
+    seconds, else the reason. Remembered for 60 s; non-HTTP URLs count as reachable."""
+    target = _probe_target(url)
+    if target is None:
+        return None
+    now = time.monotonic()
+    cached = _probe_cache.get(target)
+    if cached is not None and now - cached[0] < 60:
+        return cached[1]
+    if timeout is None:
+        timeout = float(os.environ.get("BLT_MODELS_PROBE_TIMEOUT", "3"))
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            reason = None
+    except OSError as err:  # DNS failure, refused, unreachable, timed out
+        reason = f"{target[0]}:{target[1]}: {err or type(err).__name__}"
+    _probe_cache[target] = (now, reason)
+    return reason
+
+
+def _routes(name: str | None, arch: str | None) -> str:
+    prefetch = f"`blt-models prefetch {name}`" if name else "`blt-models prefetch NAME`"
+    local = f"create_model({arch!r}, checkpoint_path='/path/to/file')" if arch else (
+        "create_model(ARCH, checkpoint_path='/path/to/file')"
+    )  # fmt: skip
+    return (
+        f"Routes: (1) on a machine with internet run {prefetch} (it fills the same caches: "
+        "HF_HOME / HF_HUB_CACHE, TORCH_HOME) and copy or share those caches here; (2) load a "
+        f"file you have: {local}; (3) with the files cached, set HF_HUB_OFFLINE=1 to skip "
+        "network checks."
+    )
+
+
+def packaged_file(filename: str) -> Path:
+    path = PACKAGE_WEIGHTS / filename
+    if not path.is_file():
+        raise WeightsUnavailableError(f"packaged weights {path} are missing: reinstall blt-models")
+    return path
+
+
+def url_cache_path(url: str) -> Path:
+    """Where torch.hub keeps the download of ``url`` (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def url_download(url: str, name: str | None = None, arch: str | None = None) -> Path:
+    """The file at ``url`` in torch.hub's cache, downloaded if it is not there yet."""
+    target = url_cache_path(url)
+    if target.is_file():
+        return target
+    unreachable = endpoint_reachable(url)
+    if unreachable is not None:
+        raise WeightsUnavailableError(
+            f"could not download {url}: the server is not reachable ({unreachable}), and the file "
+            f"is not in torch.hub's cache ({target}). " + _routes(name, arch)
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(target), progress=True)
+    except Exception as err:  # URLError, HTTPError, socket errors, timeouts
+        raise WeightsUnavailableError(
+            f"could not download {url} ({err}). Copy the file to {target}, or: "
+            + _routes(name, arch)
+        ) from err
     return target
 
 
@@ -90,13 +206,20 @@ def _predownload_hint(repo_id: str, revision: str | None) -> str:
     )
 
 
-def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Path:
+def hub_download(
+    repo_id: str,
+    filename: str,
+    revision: str | None = None,
+    name: str | None = None,
+    arch: str | None = None,
+) -> Path:
     """One file of a Hub model repo through ``huggingface_hub`` (its cache, offline mode, revisions).
 
-    Errors become :class:`WeightsUnavailableError` naming the repo, file and revision, with what to
-    do about it.
+    If the Hub does not answer the probe, only the cache is used (no retries). Errors become
+    :class:`WeightsUnavailableError` naming the repo, file and revision, with every route to the
+    weights (``name`` / ``arch`` make the hints concrete).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -107,19 +230,29 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
     )
 
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    offline = constants.is_offline_mode()
+    unreachable = None if offline else endpoint_reachable(constants.ENDPOINT)
+    if unreachable is None and not offline:
+        unreachable = _head_fails(repo_id, filename, revision)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        return Path(
+            hf_hub_download(
+                repo_id, filename, revision=revision, local_files_only=unreachable is not None
+            )
+        )
     except LocalEntryNotFoundError as err:
-        from huggingface_hub import constants
-
         reason = (
             "offline mode is on (HF_HUB_OFFLINE=1)"
-            if constants.is_offline_mode()
+            if offline
+            else f"the Hub ({constants.ENDPOINT}) is not reachable ({unreachable})"
+            if unreachable
             else "the Hub could not be reached"
         )
         raise WeightsUnavailableError(
             f"{where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {reason}. "
             + _predownload_hint(repo_id, revision)
+            + " "
+            + _routes(name, arch)
         ) from err
     except GatedRepoError as err:
         raise WeightsUnavailableError(
@@ -141,50 +274,32 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
             + (f" at revision {revision!r}" if revision else "")
         ) from err
     except HFValidationError as err:
-        raise ValueError(
+        raise ConfigValueError(
             f"{repo_id!r} is not a valid Hub repo id (expected 'org/name'): {err}"
         ) from err
 
 
-def _from_hub(cfg: PretrainedCfg, filename: str) -> Path:
-    assert cfg.hf_hub_id
-    where = f"{cfg.hf_hub_id}/{filename}" + (
-        f"@{cfg.hf_hub_revision}" if cfg.hf_hub_revision else ""
-    )
-    path = hub_download(cfg.hf_hub_id, filename, cfg.hf_hub_revision)
-    expected, size = cfg.sha256, None
-    if not expected and cfg.hf_hub_filename is None:
-        # Zoo format: config.json records the hash of model.safetensors.
-        from ._published import read_config, weights_record
+def _head_fails(repo_id: str, filename: str, revision: str | None) -> str | None:
+    """One HEAD request for the file, short timeout, no retries: None if the Hub answers (with
+    anything, errors included), else the reason. huggingface_hub itself retries a failed request
+    with back-off for about half a minute before it falls back to its cache."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
 
-        config = read_config(hub_download(cfg.hf_hub_id, "config.json", cfg.hf_hub_revision), where)
-        expected, size = weights_record(config)
-    verify_sha256(path, expected, where, size)
-    return path
-
-
-def resolve_weights_file(cfg: PretrainedCfg) -> Path:
-    """Local path of the weights of ``cfg`` (downloading through the proper cache if needed)."""
-    if cfg.file:
-        path = PACKAGE_WEIGHTS / cfg.file
-        if not path.is_file():
-            raise WeightsUnavailableError(
-                f"packaged weights {path} are missing: reinstall blt-models"
-            )
-        verify_sha256(path, cfg.sha256, "the blt-models package")
-        return path
-    if cfg.hf_hub_id:
-        return _from_hub(cfg, cfg.hf_hub_filename or "model.safetensors")
-    if cfg.url:
-        return _from_url(cfg)
-    raise WeightsUnavailableError(
-        f"{cfg.name} has no published weights ({cfg.license or 'no source recorded'}). Load a file "
-        f"you have with create_model({cfg.architecture!r}, checkpoint_path=PATH), or a reference "
-        "training checkpoint with blt_models.load_reference_checkpoint(PATH). Pretrained names: "
-        "blt_models.list_pretrained()."
-    )
+    timeout = min(float(constants.HF_HUB_ETAG_TIMEOUT), 5.0)
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=timeout)
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        return f"HTTP {status}" if isinstance(status, int) and status >= 500 else None
+    except _network_errors() as err:
+        return f"{type(err).__name__}: {err}"
+    except Exception:  # anything else: let hf_hub_download report it properly
+        return None
+    return None
 
 
+# ------------------------------------------------------------------------------------ upload
 def _network_errors() -> tuple[type[BaseException], ...]:
     """Transport-level exceptions of the HTTP clients huggingface_hub may use (and OSError)."""
     errors: list[type[BaseException]] = [OSError]

@@ -1,6 +1,7 @@
 """The published format: a folder (or Hub repo) with ``model.safetensors``, ``config.json`` and a
-``README.md`` model card; ``save_pretrained``, ``push_to_hub`` and the ``hf-hub:`` / ``local-dir:``
-names of :func:`blt_models.create_model`.
+``README.md`` model card; ``save_pretrained`` / ``push_to_hub``; and :func:`read_location`, which
+turns any model name into plain data (architecture, constructor arguments, pretrained config,
+weight file) for :func:`blt_models.create_model`.
 
 ``config.json`` (format version 1)::
 
@@ -9,45 +10,76 @@ names of :func:`blt_models.create_model`.
       "architecture": "blt_bl",                      # a registered architecture name
       "model_args": {"num_layers": 6, ...},          # entrypoint(**model_args) rebuilds the model
       "pretrained_cfg": {"mean": [...], ...},        # PretrainedCfg.to_dict(), no location fields
-      "weights": {"file": "model.safetensors", "sha256": "...", "size": 40011232,
+      "weights": {"file": "model.safetensors", "sha256": "<64 hex digits>", "size": 40011232,
                   "num_tensors": 38, "dtype": "float32"}
     }
 
-The recorded SHA-256 of the weights is checked on every load, local or from the Hub cache.
-Hub access itself (downloads, uploads) lives in :mod:`blt_models._hub`.
+Every value is checked when the file is read (strict JSON, types, ranges); the recorded SHA-256 of
+the weights is checked on every load, local or from the Hub cache. A config without a full
+SHA-256 is refused unless the caller passes ``verify=False`` (then a warning says the weights are
+unverified). Transport (downloads, uploads) lives in :mod:`blt_models._hub`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
-from ._builder import load_checkpoint, load_state_dict_strict, read_checkpoint
+from ._checkpoint import check_weight_values
 from ._clock import ClockedModel
-from ._factory import build_model, merge_build_args
-from ._hub import hub_download, sha256_file, upload_folder, verify_sha256
+from ._hub import (
+    check_sha256_pin,
+    hub_download,
+    packaged_file,
+    sha256_file,
+    upload_folder,
+    url_download,
+    verify_sha256,
+    warn_unverified,
+)
 from ._pretrained import PretrainedCfg
-from ._registry import get_model_entrypoint, model_family
-from .errors import PublishedFormatError, UnknownModelError
+from ._registry import get_model_entrypoint, get_pretrained_cfg, model_family, split_model_name_tag
+from ._validate import (
+    check_common_args,
+    check_float_sequence,
+    check_int,
+    check_int_sequence,
+    check_timesteps,
+)
+from .errors import (
+    CheckpointNotFoundError,
+    ConfigValueError,
+    PublishedFormatError,
+    SaveTargetError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
 
 __all__ = [
+    "Location",
+    "read_location",
+    "resolve_weights_file",
     "save_pretrained",
     "push_to_hub",
     "push_folder",
-    "create_from_published",
+    "check_folder",
+    "recover_folder",
     "model_config",
     "model_card",
     "read_config",
-    "PublishedFormatError",
 ]
 
 FORMAT = "blt-models"
@@ -65,14 +97,16 @@ _LOCATION_FIELDS = ("hf_hub_id", "hf_hub_filename", "hf_hub_revision", "url", "f
 
 # ------------------------------------------------------------------------------------ config
 def _jsonable(value: Any, where: str) -> Any:
-    """``value`` with tuples as lists; raise a clear error for anything JSON cannot hold."""
+    """``value`` as strict JSON: tuples as lists, NaN / Inf as null; a clear error otherwise."""
     if isinstance(value, (tuple, list)):
         return [_jsonable(v, where) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; a metric that was NaN is "no value"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(
+    raise ConfigValueError(
         f"{where} = {value!r} ({type(value).__name__}) cannot be written to config.json; "
         "published models take JSON values only (numbers, strings, lists, dicts)."
     )
@@ -82,20 +116,35 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
     """The ``config.json`` content of ``model`` (without the ``weights`` record).
 
     ``pretrained_cfg`` keywords (``license=``, ``training_data=``, ``metrics=``...) replace fields
-    of ``model.pretrained_cfg`` in the written config.
+    of ``model.pretrained_cfg`` in the written config. A head replaced after creation
+    (``model.reset_classifier(5)``) is recorded as ``num_classes=5``.
     """
     cfg = getattr(model, "pretrained_cfg", None)
     args = getattr(model, "model_args", None)
     arch = getattr(cfg, "architecture", "")
-    if not isinstance(cfg, PretrainedCfg) or not arch or args is None:
-        raise ValueError(
+    if not isinstance(cfg, PretrainedCfg) or not arch or not isinstance(args, dict):
+        raise ConfigValueError(
             f"{type(model).__name__} carries no architecture name / constructor arguments; build "
             "it with blt_models.create_model(...) (or load_reference_checkpoint) so that it can be "
             "saved in the published format."
         )
     unknown = set(pretrained_cfg) - set(PretrainedCfg.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"unknown pretrained_cfg field(s): {', '.join(sorted(unknown))}")
+        raise ConfigValueError(f"unknown pretrained_cfg field(s): {', '.join(sorted(unknown))}")
+    args = dict(args)
+    # Attributes changed after create_model() (reset_classifier(5), model.timesteps = 12) are
+    # what the saved model must rebuild to; their values are checked like any other.
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and args.get("num_classes", num_classes) != num_classes:
+        args["num_classes"] = num_classes
+        cfg = cfg.replace(num_classes=num_classes, class_names=None)
+    timesteps = getattr(model, "timesteps", None)
+    if "timesteps" in args and timesteps is not None and args["timesteps"] != timesteps:
+        args["timesteps"] = timesteps
+        cfg = cfg.replace(timesteps=timesteps)
+    args = check_common_args(args, dict.fromkeys(args, "the model's own attributes"))
+    if cfg.timesteps is not None:
+        cfg = cfg.replace(timesteps=check_timesteps(cfg.timesteps, "pretrained_cfg.timesteps"))
     cfg = cfg.replace(**pretrained_cfg)
     pretrained = {k: v for k, v in cfg.to_dict().items() if k not in _LOCATION_FIELDS}
     return {
@@ -103,7 +152,7 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "library_version": _version(),
         "architecture": arch,
-        "model_args": _jsonable(dict(args), "model_args"),
+        "model_args": _jsonable(args, "model_args"),
         "pretrained_cfg": _jsonable(pretrained, "pretrained_cfg"),
     }
 
@@ -121,7 +170,7 @@ def _check_rebuild(arch: str, model_args: dict[str, Any], model: nn.Module) -> N
         with torch.device("meta"):
             rebuilt = entrypoint(**model_args)
     except Exception as err:
-        raise ValueError(
+        raise ConfigValueError(
             f"config.json would not rebuild this model: {arch}(**{model_args}) fails with "
             f"{type(err).__name__}: {err}"
         ) from err
@@ -129,28 +178,111 @@ def _check_rebuild(arch: str, model_args: dict[str, Any], model: nn.Module) -> N
     got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     if want != got:
         diff = sorted(set(want.items()) ^ set(got.items()))[:5]
-        raise ValueError(
+        raise ConfigValueError(
             f"config.json would rebuild {arch} with other weights than this model has "
-            f"(first differences: {diff}); the model was changed after create_model()."
+            f"(first differences: {diff}): the model was changed after create_model(). Build the "
+            "changed architecture with create_model(..., <argument>=...) (e.g. num_classes=5, "
+            "in_chans=1) and load the weights into it, then save that."
         )
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON (strict JSON has no NaN / Infinity)")
+
+
+def _check_pretrained_cfg(data: dict[str, Any], origin: str) -> PretrainedCfg:
+    """A :class:`PretrainedCfg` from ``config.json``'s ``pretrained_cfg``; every field checked.
+
+    Unknown fields (a later format's additions) are ignored; location fields are dropped.
+    """
+    o = f"{origin} (pretrained_cfg.%s)"
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in PretrainedCfg.__dataclass_fields__ or key in _LOCATION_FIELDS:
+            continue
+        where = o % key
+        if key in ("architecture", "tag"):
+            continue  # the config's own architecture wins; a folder has no tag
+        if key == "input_size":
+            size = check_int_sequence(value, key, where, 1, 65_536)
+            if len(size) != 3:
+                raise ConfigValueError(f"input_size = {value!r} ({where}): must be [C, H, W].")
+            out[key] = tuple(size)
+        elif key in ("mean", "std"):
+            out[key] = check_float_sequence(value, key, where, positive=key == "std")
+        elif key == "num_classes":
+            out[key] = check_int(value, key, where, 0, 1_000_000)
+        elif key == "timesteps":
+            out[key] = None if value is None else check_timesteps(value, key, where)
+        elif key == "crop_pct":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ConfigValueError(f"crop_pct = {value!r} ({where}): must be in (0, 1].")
+            out[key] = float(value)
+        elif key == "class_names":
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+            ):
+                raise ConfigValueError(f"class_names ({where}): must be a list of strings.")
+            out[key] = None if value is None else tuple(value)
+        elif key in ("model_args", "metrics"):
+            if not isinstance(value, dict):
+                raise ConfigValueError(f"{key} ({where}): must be a JSON object.")
+            out[key] = value
+        elif key == "interpolation":
+            if value not in ("bilinear", "bicubic", "nearest"):
+                raise ConfigValueError(
+                    f"interpolation = {value!r} ({where}): must be 'bilinear', 'bicubic' or "
+                    "'nearest'."
+                )
+            out[key] = value
+        else:  # unroll and the provenance strings
+            if value is not None and not isinstance(value, str):
+                raise ConfigValueError(f"{key} = {value!r} ({where}): must be a string or null.")
+            out[key] = value
+    cfg = PretrainedCfg(**out)
+    channels = cfg.input_size[0]
+    for key in ("mean", "std"):
+        if len(getattr(cfg, key)) not in (1, channels):
+            raise ConfigValueError(
+                f"{key} = {list(getattr(cfg, key))} ({o % key}): needs 1 or {channels} entries "
+                f"(input_size has {channels} channels)."
+            )
+    return cfg
 
 
 def read_config(path: str | os.PathLike[str], origin: str) -> dict[str, Any]:
-    """Read and check a ``config.json``; ``origin`` names it in error messages."""
+    """Read and check a ``config.json``; ``origin`` names it in error messages.
+
+    Strict JSON (no NaN), ``format`` ``"blt-models"``, an integer ``format_version`` this version
+    reads, a string ``architecture``, objects for ``model_args`` (string keys), ``pretrained_cfg``
+    and ``weights``. Values inside are checked by :func:`read_location`.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            config = json.load(handle, parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise PublishedFormatError(f"{origin} is not a readable JSON file ({err})") from err
-    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+    if not isinstance(config, dict):
+        raise PublishedFormatError(f"{origin} is not a JSON object: not a blt-models config.json")
+    if config.get("format") != FORMAT:
         raise PublishedFormatError(
-            f"{origin} names no 'architecture': it is not a blt-models config.json"
+            f"{origin} has format {config.get('format')!r}, not {FORMAT!r}: it is not a "
+            "blt-models config.json (write one with save_pretrained or `blt-models convert`)."
         )
-    version = config.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PublishedFormatError(
-            f"{origin} has format_version {version!r}; this blt-models ({_version()}) reads up to "
+            f"{origin}: format_version = {version!r}: must be a positive integer."
+        )
+    if version > FORMAT_VERSION:
+        raise PublishedFormatError(
+            f"{origin} has format_version {version}; this blt-models ({_version()}) reads up to "
             f"{FORMAT_VERSION}. Upgrade: pip install -U blt-models"
+        )
+    if not isinstance(config.get("architecture"), str) or not config["architecture"]:
+        raise PublishedFormatError(
+            f"{origin}: 'architecture' = {config.get('architecture')!r}: must name a registered "
+            "architecture (see blt_models.list_models())."
         )
     for key in ("model_args", "pretrained_cfg", "weights"):
         if not isinstance(config.setdefault(key, {}), dict):
@@ -159,9 +291,37 @@ def read_config(path: str | os.PathLike[str], origin: str) -> dict[str, Any]:
 
 
 def weights_record(config: dict[str, Any]) -> tuple[str | None, int | None]:
-    """SHA-256 and size of ``model.safetensors`` as recorded in ``config``."""
+    """SHA-256 and size of ``model.safetensors`` as recorded in ``config`` (unchecked)."""
     record = config.get("weights") or {}
-    return record.get("sha256"), record.get("size")
+    sha, size = record.get("sha256"), record.get("size")
+    return (sha if isinstance(sha, str) else None), (
+        size if isinstance(size, int) and not isinstance(size, bool) else None
+    )
+
+
+def _checked_weights_record(config: dict[str, Any], origin: str) -> tuple[str, int | None]:
+    """The recorded full SHA-256 and size; :class:`PublishedFormatError` if there is none."""
+    record = config.get("weights") or {}
+    if not record:
+        raise PublishedFormatError(
+            f"{origin} has no 'weights' record, so {WEIGHTS_NAME} cannot be verified. Write the "
+            "folder again with save_pretrained, or load it knowingly unverified with "
+            "create_model(..., verify=False)."
+        )
+    if record.get("file", WEIGHTS_NAME) != WEIGHTS_NAME:
+        raise PublishedFormatError(
+            f"{origin}: weights.file = {record.get('file')!r}: must be {WEIGHTS_NAME!r}."
+        )
+    try:
+        sha = check_sha256_pin(record.get("sha256"), f"{origin}, weights.sha256", full=True)
+    except ConfigValueError as err:
+        raise PublishedFormatError(
+            f"{err} To load it knowingly unverified: create_model(..., verify=False)."
+        ) from None
+    size = record.get("size")
+    if size is not None:
+        size = check_int(size, "weights.size", origin, 0)
+    return sha, size
 
 
 # ------------------------------------------------------------------------------------ card
@@ -302,6 +462,77 @@ def model_card(
 
 
 # ------------------------------------------------------------------------------------ saving
+# save_pretrained writes next to the target, in three kinds of side folders whose names carry the
+# writer (host, pid): ".NAME.blt-tmp.HOST.PID.X" while files are written, ".NAME.blt-new.HOST.PID"
+# once they are complete, ".NAME.blt-old.HOST.PID" holding the previous folder during the swap.
+# recover_folder() (run by every save and every local-dir: load) removes what dead writers left
+# and finishes an interrupted swap: a complete new folder replaces a missing target, else the
+# old folder is put back.
+_SIDE = re.compile(
+    r"^\.(?P<name>.+)\.blt-(?P<kind>tmp|new|old)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)"
+    r"(?:\.[A-Za-z0-9_]+)?$"
+)
+_STALE_FOREIGN_S = 24 * 3600  # side folders of other hosts: stale after a day
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS tells it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _stale(path: Path, host: str, pid: int) -> bool:
+    if host != _host():
+        try:
+            return time.time() - path.stat().st_mtime > _STALE_FOREIGN_S
+        except OSError:
+            return False
+    if pid == os.getpid():
+        return True  # ours, from an earlier call that was interrupted in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def recover_folder(target: str | os.PathLike[str]) -> None:
+    """Finish or undo an interrupted :func:`save_pretrained` of ``target`` and remove the
+    staging folders that dead writers left next to it. Live writers' folders are left alone."""
+    target = Path(target)
+    parent = target.parent
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    sides = []
+    for path in entries:
+        match = _SIDE.match(path.name)
+        if match and match["name"] == target.name:
+            sides.append(({"new": 0, "old": 1, "tmp": 2}[match["kind"]], match, path))
+    for _, match, path in sorted(sides, key=lambda s: (s[0], s[2].name)):
+        if not _stale(path, match["host"], int(match["pid"])):
+            continue
+        if match["kind"] in ("new", "old") and not target.exists():
+            os.rename(path, target)  # complete the new version, or put the old one back
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _write_files(
     model: nn.Module, config: dict[str, Any], folder: Path, repo_id: str | None
 ) -> None:
@@ -320,7 +551,8 @@ def _write_files(
         "num_tensors": len(state),
         "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
     }
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    (folder / CONFIG_NAME).write_text(text, encoding="utf-8")
     _write_card(folder, config, repo_id, model)
 
 
@@ -328,77 +560,92 @@ def _write_card(folder: Path, config: dict[str, Any], repo_id: str | None, model
     (folder / CARD_NAME).write_text(model_card(config, repo_id, model), encoding="utf-8")
 
 
+def _finish_files(folder: Path) -> None:
+    """Permissions of the process umask (labmates can read shared weights), data on disk."""
+    mask = _umask()
+    for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~mask)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.chmod(folder, 0o777 & ~mask)  # mkdtemp makes it private
+
+
+def _check_target(save_directory: Any) -> Path:
+    if not isinstance(save_directory, (str, os.PathLike)) or not os.fspath(save_directory):
+        raise ConfigValueError(
+            f"save_directory = {save_directory!r}: must name a folder, e.g. 'out/my_model'."
+        )
+    target = Path(save_directory).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents or target.parent == target:
+        raise SaveTargetError(
+            f"save_directory {os.fspath(save_directory)!r} is {target}, the current directory, one "
+            "of its parents or the root; save_pretrained replaces its target as a whole, so "
+            "name a new folder (e.g. 'my_model')."
+        )
+    if target.exists():
+        if not target.is_dir():
+            raise SaveTargetError(f"{target} exists and is not a folder")
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in PUBLISHED_FILES)
+        if foreign:
+            raise SaveTargetError(
+                f"{target} already holds other files ({', '.join(foreign[:5])}); save into a new or "
+                "empty folder (an existing published folder is replaced as a whole)."
+            )
+    return target
+
+
 def save_pretrained(
     model: nn.Module,
     save_directory: str | os.PathLike[str],
     repo_id: str | None = None,
+    *,
+    check_values: bool = True,
     **pretrained_cfg: Any,
 ) -> Path:
     """Write ``model`` as ``model.safetensors`` + ``config.json`` + ``README.md`` into a folder.
 
-    The files are written into a temporary folder next to ``save_directory`` and moved into place
-    at the end, so a failure leaves no half-written folder (and an existing one untouched). An
-    existing ``save_directory`` is replaced only if it holds nothing but these three files.
-    ``repo_id`` ("org/name") only makes the card's usage snippet name the Hub repo.
+    The files are written into a hidden folder next to ``save_directory`` and swapped into place
+    at the end, so a failure or a kill leaves no half-written folder: an existing one stays as it
+    was, or (killed during the swap) the next save or ``local-dir:`` load puts back the old folder
+    or completes the new one; staging folders of dead writers are removed then too. An existing
+    ``save_directory`` is replaced only if it holds nothing but these three files. Files get the
+    process umask's permissions. ``repo_id`` ("org/name") only makes the card's usage snippet name
+    the Hub repo. ``check_values=False`` writes weights with NaN / Inf (refused by default).
     ``pretrained_cfg`` keywords (``license="cc-by-4.0"``, ``training_data=``, ``description=``,
     ``metrics={"top1": 0.71, "per_step": {"step": [...], "top1": [...]}}``...) set fields of the
-    written pretrained config; ``model.pretrained_cfg`` itself is left as it is.
+    written pretrained config (NaN metrics are written as null); ``model.pretrained_cfg`` itself
+    is left as it is.
 
     ``create_model("local-dir:<folder>", pretrained=True)`` loads the result to identical outputs.
     """
-    target = Path(save_directory).expanduser().resolve()
+    target = _check_target(save_directory)
     config = model_config(model, **pretrained_cfg)
     _check_rebuild(config["architecture"], config["model_args"], model)
-    if target.exists():
-        if not target.is_dir():
-            raise FileExistsError(f"{target} exists and is not a folder")
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in PUBLISHED_FILES)
-        if foreign:
-            raise FileExistsError(
-                f"{target} already holds other files ({', '.join(foreign[:5])}); save into a new or "
-                "empty folder (an existing published folder is replaced as a whole)."
-            )
+    if check_values:
+        state = model.state_dict()
+        check_weight_values(state, state, f"model {config['architecture']}")
+    recover_folder(target)
+    target = _check_target(save_directory)  # recovery may have restored a folder
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    writer = f"{_host()}.{os.getpid()}"
+    new = target.with_name(f".{target.name}.blt-new.{writer}")
+    old = target.with_name(f".{target.name}.blt-old.{writer}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.blt-tmp.{writer}.", dir=target.parent))
     try:
         _write_files(model, config, staging, repo_id)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private
+        _finish_files(staging)
+        os.rename(staging, new)
         if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.rename(target, backup)
-            try:
-                os.rename(staging, target)
-            except BaseException:
-                os.rename(backup, target)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.rename(staging, target)
+            os.rename(target, old)
+        os.rename(new, target)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.exists() and old.exists():
+            os.rename(old, target)  # failed between the two renames: put the old folder back
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return target
-
-
-def check_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Check that ``folder`` is a complete published model (config readable, known architecture,
-    weights present with the recorded hash); return its config."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no such folder: {folder}")
-    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
-    if missing:
-        raise PublishedFormatError(
-            f"{folder} is not a published blt-models folder: {', '.join(missing)} missing "
-            "(write one with blt_models.save_pretrained or `blt-models convert`)"
-        )
-    config = read_config(folder / CONFIG_NAME, f"{folder / CONFIG_NAME}")
-    _entrypoint_for(config["architecture"], str(folder / CONFIG_NAME))
-    sha, size = weights_record(config)
-    verify_sha256(folder / WEIGHTS_NAME, sha, str(folder), size)
-    return config
 
 
 def push_folder(
@@ -466,6 +713,33 @@ def push_to_hub(
 
 
 # ------------------------------------------------------------------------------------ loading
+@dataclass
+class Location:
+    """What a model name points at, as plain data (what :func:`blt_models.create_model` builds).
+
+    Attributes:
+        arch: registered architecture name.
+        model_args: constructor arguments recorded with the weights (or by the tag).
+        origins: where each ``model_args`` value came from, for error messages.
+        cfg: the pretrained config (preprocessing, timing, provenance).
+        weights: the weight file, fetched and verified; None when not asked for or there is none.
+        weights_origin: how to name the weight file in messages.
+        published: True for ``hf-hub:`` / ``local-dir:`` names (their weights are the default).
+    """
+
+    arch: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    cfg: PretrainedCfg = field(default_factory=PretrainedCfg)
+    weights: Path | None = None
+    weights_origin: str = ""
+    published: bool = False
+
+
+def is_published_name(name: str) -> bool:
+    return name.startswith(("hf-hub:", "local-dir:"))
+
+
 class _Source:
     """Where a published model lives: a local folder or a Hub repo (at a revision)."""
 
@@ -476,14 +750,15 @@ class _Source:
         self.revision: str | None = None
         if kind == "local-dir":
             if not rest:
-                raise ValueError("local-dir: needs a folder, e.g. 'local-dir:/path/to/model'")
+                raise ConfigValueError("local-dir: needs a folder, e.g. 'local-dir:/path/to/model'")
             self.folder = Path(rest).expanduser()
+            recover_folder(self.folder.resolve())  # an interrupted save_pretrained
             if not self.folder.is_dir():
-                raise FileNotFoundError(f"{name}: no such folder {self.folder}")
+                raise CheckpointNotFoundError(f"{name}: no such folder {self.folder}")
         else:
             repo, _, revision = rest.partition("@")
-            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
-                raise ValueError(
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or (revision == "" and "@" in rest):
+                raise ConfigValueError(
                     f"{name!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'"
                 )
             self.repo_id, self.revision = repo, revision or None
@@ -503,83 +778,170 @@ class _Source:
                     if filename == CONFIG_NAME
                     else ""
                 )
-                raise FileNotFoundError(
+                raise CheckpointNotFoundError(
                     f"{self.name}: {filename} is missing in {self.folder}.{hint}"
                 )
             return path
-        path = hub_download(self.repo_id, filename, self.revision)
+        path = hub_download(self.repo_id, filename, self.revision, name=self.name)
         # Pin the rest of the download to the commit that config.json came from.
         if path.parent.parent.name == "snapshots":
             self.revision = path.parent.name
         return path
 
 
-def _entrypoint_for(arch: str, origin: str) -> None:
+def _registered_arch(arch: Any, origin: str) -> str:
+    """``arch`` if it names a registered architecture (no tag, no ``hf-hub:``); else refuse."""
+    if not isinstance(arch, str) or not arch or ":" in arch or "." in arch:
+        raise ConfigValueError(
+            f"architecture = {arch!r} ({origin}): must be a registered architecture name such as "
+            "'blt_bl' (no tag, no hf-hub: / local-dir: name); see blt_models.list_models()."
+        )
     try:
         get_model_entrypoint(arch)
     except UnknownModelError as err:
         raise UnknownModelError(
             f"{origin} names the architecture {arch!r}, which this blt-models ({_version()}) does "
-            f"not have. Upgrade (pip install -U blt-models) or check the repo. ({err})"
+            f"not have. Upgrade (pip install -U blt-models) or check the source. ({err})"
         ) from None
+    return arch
 
 
-def create_from_published(
-    model_name: str,
-    pretrained: bool = False,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    timesteps: int | None = None,
-    **kwargs: Any,
-) -> ClockedModel:
-    """``create_model("hf-hub:org/repo[@rev]" | "local-dir:/path", ...)``.
+def _verified(
+    path: Path, sha: str | None, where: str, size: int | None, verify: bool, why: str
+) -> str:
+    """Check ``path`` against ``sha`` (or warn that it is unverified); return its digest."""
+    if verify and sha:
+        return verify_sha256(path, sha, where, size)
+    return warn_unverified(path, where, why if verify else "loaded with verify=False")
 
-    The architecture and its constructor arguments come from ``config.json``; ``kwargs`` and
-    ``timesteps`` override them. With ``pretrained=True`` the weights are checked against the
-    SHA-256 that config.json records and loaded strictly (``create_model`` passes True unless
-    told otherwise); with ``pretrained=False`` only the
-    architecture and the pretrained config are used.
+
+def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path, str]:
+    """The weight file of a registered ``arch.tag`` (downloaded through the proper cache) and its
+    SHA-256, checked against the pinned hash (a warning when none is pinned, or ``verify=False``).
+
+    A Hub source in the zoo format (``hf_hub_filename`` None) is checked against the hash its own
+    ``config.json`` records.
     """
-    if pretrained and checkpoint_path is not None:
-        raise ValueError("pass either pretrained=True or checkpoint_path=, not both")
-    source = _Source(model_name)
-    config = read_config(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
-    arch = config["architecture"]
-    _entrypoint_for(arch, source.describe(CONFIG_NAME))
+    origin = f"pretrained config {cfg.name}"
+    pin = check_sha256_pin(cfg.sha256, origin) if cfg.sha256 is not None else None
+    unpinned = f"{origin} pins no SHA-256"
+    if cfg.file:
+        path = packaged_file(cfg.file)
+        return path, _verified(path, pin, "the blt-models package", None, verify, unpinned)
+    if cfg.hf_hub_id:
+        filename = cfg.hf_hub_filename or WEIGHTS_NAME
+        rev = cfg.hf_hub_revision
+        where = f"{cfg.hf_hub_id}/{filename}" + (f"@{rev}" if rev else "")
+        path = hub_download(cfg.hf_hub_id, filename, rev, name=cfg.name, arch=cfg.architecture)
+        size = None
+        if pin is None and cfg.hf_hub_filename is None and verify:
+            config_origin = f"hf-hub:{cfg.hf_hub_id}/{CONFIG_NAME}"
+            config = read_config(
+                hub_download(cfg.hf_hub_id, CONFIG_NAME, rev, name=cfg.name), config_origin
+            )
+            pin, size = _checked_weights_record(config, config_origin)
+        return path, _verified(path, pin, where, size, verify, unpinned)
+    if cfg.url:
+        path = url_download(cfg.url, name=cfg.name, arch=cfg.architecture)
+        return path, _verified(path, pin, cfg.url, None, verify, unpinned)
+    raise WeightsUnavailableError(
+        f"{cfg.name} has no published weights ({cfg.license or 'no source recorded'}). Load a file "
+        f"you have with create_model({cfg.architecture!r}, checkpoint_path=PATH), or a reference "
+        "training checkpoint with blt_models.load_reference_checkpoint(PATH). Pretrained names: "
+        "blt_models.list_pretrained()."
+    )
+
+
+def _untrained(cfg: PretrainedCfg) -> PretrainedCfg:
+    """Keep a tag's preprocessing conventions but none of its provenance (a model without its
+    weights must not claim training it never had)."""
+    return cfg.replace(
+        tag="", hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None,
+        file=None, sha256=None, license=None, source=None, training_data=None,
+        description=None, metrics={}, class_names=None,
+    )  # fmt: skip
+
+
+def _registry_location(name: str, fetch: bool, verify: bool) -> Location:
+    arch, tag = split_model_name_tag(name)
+    cfg = get_pretrained_cfg(arch, tag)  # also checks that arch (and tag) are registered
+    if not (fetch or tag):
+        return Location(arch=arch, cfg=_untrained(cfg))
+    origin = f"pretrained config {cfg.name}"
+    args: dict[str, Any] = dict(cfg.model_args)
+    args["num_classes"] = cfg.num_classes
+    args["in_chans"] = cfg.input_size[0]
+    if cfg.timesteps is not None:
+        args["timesteps"] = cfg.timesteps
+    if cfg.unroll is not None:
+        args["unroll"] = cfg.unroll
+    loc = Location(arch=arch, model_args=args, origins=dict.fromkeys(args, origin), cfg=cfg)
+    if fetch:
+        loc.weights, sha = resolve_weights_file(cfg, verify)
+        loc.weights_origin = cfg.name
+        loc.cfg = cfg.replace(sha256=sha)
+    return loc
+
+
+def _published_location(name: str, fetch: bool, verify: bool) -> Location:
+    source = _Source(name)
+    config_origin = source.describe(CONFIG_NAME)
+    config = read_config(source.fetch(CONFIG_NAME), config_origin)
+    arch = _registered_arch(config["architecture"], f"{config_origin} (architecture)")
+    args = config["model_args"]
+    cfg = _check_pretrained_cfg(config["pretrained_cfg"], config_origin)
     location: dict[str, Any] = {}
     if source.kind == "hf-hub":
         location = {"hf_hub_id": source.repo_id, "hf_hub_revision": source.revision}
-    cfg = PretrainedCfg.from_dict(config["pretrained_cfg"]).replace(
-        architecture=arch, tag="", **location
+    loc = Location(
+        arch=arch,
+        model_args=dict(args),
+        origins={k: f"{config_origin} (model_args.{k})" for k in args},
+        cfg=cfg.replace(architecture=arch, tag="", **location),
+        published=True,
     )
-    build = merge_build_args(
-        config["model_args"], kwargs, timesteps, num_classes, in_chans, pretrained
-    )
+    if fetch:
+        if verify:
+            sha, size = _checked_weights_record(config, config_origin)
+        else:
+            sha, size = None, None
+        loc.weights = source.fetch(WEIGHTS_NAME)
+        loc.weights_origin = source.describe(WEIGHTS_NAME)
+        digest = _verified(loc.weights, sha, loc.weights_origin, size, verify, "")
+        loc.cfg = loc.cfg.replace(sha256=digest)
+        if source.kind == "hf-hub":  # the commit the files came from
+            loc.cfg = loc.cfg.replace(hf_hub_revision=source.revision)
+    return loc
 
-    load = None
-    if pretrained:
-        weights = source.fetch(WEIGHTS_NAME)
-        where = source.describe(WEIGHTS_NAME)
-        sha, size = weights_record(config)
-        verify_sha256(weights, sha, where, size)
-        if sha:
-            cfg = cfg.replace(sha256=sha)
 
-        def load(model: ClockedModel) -> None:
-            state = read_checkpoint(weights)
-            load_state_dict_strict(
-                model, state, what=f"{where} (for {arch} as its config.json describes it)"
-            )
+def read_location(name: str, fetch_weights: bool, verify: bool = True) -> Location:
+    """Resolve a model name (``arch``, ``arch.tag``, ``hf-hub:org/repo[@rev]``,
+    ``local-dir:/path``) to plain data; with ``fetch_weights`` also fetch and verify its weights.
 
-    elif checkpoint_path is not None:
+    Every value read from a ``config.json`` is checked here (see :func:`read_config`); the
+    constructor arguments are checked where the model is built.
+    """
+    if is_published_name(name):
+        return _published_location(name, fetch_weights, verify)
+    return _registry_location(name, fetch_weights, verify)
 
-        def load(model: ClockedModel) -> None:
-            load_checkpoint(model, checkpoint_path)
 
-    model = build_model(arch, cfg, build, load=load, num_classes=num_classes, in_chans=in_chans)
-    if source.kind == "hf-hub":  # the commit the files came from
-        model.pretrained_cfg = cast(PretrainedCfg, model.pretrained_cfg).replace(
-            hf_hub_revision=source.revision
+def check_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check that ``folder`` is a complete published model (config readable, known architecture,
+    weights present with the recorded hash); return its config."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointNotFoundError(f"no such folder: {folder}")
+    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
+    if missing:
+        raise PublishedFormatError(
+            f"{folder} is not a published blt-models folder: {', '.join(missing)} missing "
+            "(write one with blt_models.save_pretrained or `blt-models convert`)"
         )
-    return model
+    origin = str(folder / CONFIG_NAME)
+    config = read_config(folder / CONFIG_NAME, origin)
+    _registered_arch(config["architecture"], f"{origin} (architecture)")
+    _check_pretrained_cfg(config["pretrained_cfg"], origin)
+    sha, size = _checked_weights_record(config, origin)
+    verify_sha256(folder / WEIGHTS_NAME, sha, str(folder), size)
+    return config

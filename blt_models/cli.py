@@ -1,4 +1,4 @@
-"""The ``blt-models`` command line: ``list``, ``info``, ``extract``, ``convert``, ``push``.
+"""The ``blt-models`` command line: ``list``, ``info``, ``extract``, ``convert``, ``push``, ``prefetch``.
 
 Each subcommand lives in one ``_cmd_*`` function registered in :func:`build_parser`; failures
 print one clear line to stderr and exit non-zero.
@@ -103,6 +103,30 @@ def _cmd_push(args: argparse.Namespace) -> int:
     print(f"done: {url}")
     print(f'load it with: blt_models.create_model("hf-hub:{args.repo}", pretrained=True)')
     return 0
+
+
+def _cmd_prefetch(args: argparse.Namespace) -> int:
+    import blt_models as bm
+    from blt_models._published import read_location
+
+    names = bm.list_pretrained() if args.all else list(args.names)
+    if not names:
+        raise ValueError("name at least one model (e.g. blt_vs.imagenet), or pass --all")
+    failed = 0
+    for name in names:
+        try:
+            loc = read_location(name, fetch_weights=True)
+        except bm.BltModelsError as err:
+            failed += 1
+            print(f"{name}: FAILED: {err}", file=sys.stderr)
+            continue
+        assert loc.weights is not None
+        size = loc.weights.stat().st_size / 2**20
+        sha = getattr(loc.cfg, "sha256", None)
+        print(f"{name}: {loc.weights} ({size:.1f} MiB, sha256 {sha}, verified)")
+    if failed:
+        print(f"{failed} of {len(names)} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------ extract
@@ -303,6 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="Hub token (default: huggingface_hub's login)")
     p.add_argument("--endpoint", help="Hub endpoint (default: huggingface_hub's, HF_ENDPOINT)")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser(
+        "prefetch",
+        help="download and verify published weights into the normal caches (for offline nodes)",
+        description="Download the weights of each NAME (arch.tag, arch for its default tag, "
+        "hf-hub:org/repo) into the caches create_model reads (the Hugging Face cache: HF_HOME / "
+        "HF_HUB_CACHE; torch.hub's: TORCH_HOME) and check their SHA-256. Run it where there is "
+        "internet, then share or copy the caches to compute nodes without it (and set "
+        "HF_HUB_OFFLINE=1 there).",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to fetch")
+    p.add_argument(
+        "--all", action="store_true", help="every name of `blt-models list --pretrained`"
+    )
+    p.set_defaults(func=_cmd_prefetch)
 
     _add_extract_parser(sub)
     return parser

@@ -11,18 +11,24 @@ from __future__ import annotations
 __all__ = [
     "BltModelsError",
     "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "ConfigValueError",
     "ExtractionError",
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "InvalidWeightsError",
     "NoImagesError",
     "OutputMismatchError",
     "PublishedFormatError",
+    "SaveTargetError",
     "StepOutOfRangeError",
     "TimestepsError",
     "UnknownLayerError",
     "UnknownModelError",
+    "UnreadableCheckpointError",
     "UnreadableImageError",
+    "UnverifiedWeightsWarning",
     "WeightsUnavailableError",
 ]
 
@@ -42,6 +48,12 @@ class InputError(BltModelsError, ValueError):
 
 class TimestepsError(BltModelsError, ValueError):
     """A number of timesteps that gives no readout, or a step outside the clock."""
+
+
+class ConfigValueError(BltModelsError, ValueError, TypeError):
+    """A constructor or configuration value that is refused: wrong type, out of range, or a key
+    the architecture does not take. The message names the field and where the value came from
+    (an argument, a ``config.json`` path, a reference checkpoint's ``args``)."""
 
 
 # ---------------------------------------------------------------------------------- weights
@@ -74,6 +86,24 @@ class CheckpointMismatchError(BltModelsError, RuntimeError):
         super().__init__(message)
 
 
+class CheckpointNotFoundError(BltModelsError, FileNotFoundError):
+    """A weight file or published folder that does not exist."""
+
+
+class UnreadableCheckpointError(BltModelsError, ValueError):
+    """A weight file that exists but cannot be read safely: no permission, a folder, truncated
+    or corrupted, or a pickle that holds Python objects other than tensors."""
+
+
+class InvalidWeightsError(BltModelsError, ValueError):
+    """Weights whose values are refused: not floating point where the model is, NaN or Inf, or
+    a fixed buffer (e.g. a blur filter) that was changed. The message names the tensor."""
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """Published weights loaded without a hash check (no hash pinned, or ``verify=False``)."""
+
+
 class HashMismatchError(BltModelsError, RuntimeError):
     """A weight file whose SHA-256 is not the pinned one."""
 
@@ -88,6 +118,11 @@ class HubUploadError(BltModelsError, RuntimeError):
 
 class PublishedFormatError(BltModelsError, ValueError):
     """A folder or Hub repo that is not (or not a readable) blt-models published model."""
+
+
+class SaveTargetError(BltModelsError, FileExistsError):
+    """A ``save_pretrained`` target that must not be replaced (other files in it, not a folder,
+    the current directory)."""
 
 
 # ------------------------------------------------------------------------------- extraction

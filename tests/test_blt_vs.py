@@ -19,12 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import blt_models as bm
-from blt_models._convert import (
-    blt_vs_kwargs_from_filename,
-    blt_vs_kwargs_from_state_dict,
-    blt_vs_state_dict_to_reference,
-    convert_blt_vs_state_dict,
-)
+from blt_models._convert import blt_vs_kwargs_from_filename, blt_vs_kwargs_from_state_dict
+from blt_models.models.blt_vs import blt_vs_state_dict_to_reference, convert_blt_vs_state_dict
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -119,7 +119,7 @@ def test_convert_official_cornet_file(tmp_path, capsys):
 
 def test_convert_published_blt_vs_file(tmp_path, capsys):
     """A file in the published BLT-VS layout, named as on the Hub: configuration and tag from it."""
-    from blt_models._convert import blt_vs_state_dict_to_reference
+    from blt_models.models.blt_vs import blt_vs_state_dict_to_reference
 
     torch.manual_seed(4)
     source = bm.create_model(

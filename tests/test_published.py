@@ -18,8 +18,8 @@ import torch
 
 import blt_models as bm
 from blt_models import _published
-from blt_models._hub import resolve_weights_file
 from blt_models._pretrained import PretrainedCfg
+from blt_models._published import resolve_weights_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -214,10 +214,14 @@ def test_truncated_safetensors_gives_a_clear_error(saved, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(bm.HashMismatchError, match="truncated"):
         bm.create_model(f"local-dir:{folder}", pretrained=True)
-    # Without a recorded hash, safetensors itself refuses, and we say why.
+    # Without a recorded hash the folder is refused; loaded knowingly unverified, safetensors
+    # itself refuses the file, and we say why.
     _edit_config(folder, lambda c: c.pop("weights"))
-    with pytest.raises(ValueError, match="truncated or corrupted"):
+    with pytest.raises(bm.PublishedFormatError, match="no 'weights' record.*verify=False"):
         bm.create_model(f"local-dir:{folder}", pretrained=True)
+    with pytest.warns(bm.UnverifiedWeightsWarning, match="UNVERIFIED"):
+        with pytest.raises(bm.UnreadableCheckpointError, match="truncated or corrupted"):
+            bm.create_model(f"local-dir:{folder}", pretrained=True, verify=False)
 
 
 def test_unknown_architecture_in_config(saved, tmp_path):
@@ -289,13 +293,15 @@ def test_hf_hub_bad_names():
 def test_registered_tag_with_a_hub_source(saved, offline_hub):
     offline_hub("org/blt-small", saved)
     # Zoo-format repo: the hash recorded in its config.json is verified.
-    path = resolve_weights_file(
+    path, _ = resolve_weights_file(
         PretrainedCfg(architecture="blt_bl", tag="t", hf_hub_id="org/blt-small")
     )
     assert path.name == "model.safetensors"
     # A pinned hash in the registry wins, and is checked too.
-    pinned = PretrainedCfg(architecture="blt_bl", tag="t", hf_hub_id="org/blt-small", sha256="00ff")
-    with pytest.raises(bm.HashMismatchError, match="expected 00ff"):
+    pinned = PretrainedCfg(
+        architecture="blt_bl", tag="t", hf_hub_id="org/blt-small", sha256="00ff00ff"
+    )
+    with pytest.raises(bm.HashMismatchError, match="expected 00ff00ff"):
         resolve_weights_file(pinned)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,8 @@ from .._pretrained import (
     PretrainedCfg,
 )
 from .._registry import register_model, register_pretrained_cfgs
-from ..errors import InputError
+from .._validate import check_int, check_int_sequence
+from ..errors import InputError, InvalidWeightsError
 
 __all__ = ["BLT", "parse_connectivity", "BLT_NAMES", "LAYER_TABLES"]
 
@@ -203,6 +204,14 @@ class BLT(ClockedModel):
         nominal_size: int = 224,
     ) -> None:
         super().__init__()
+        # Values that would build a wrong or broken network are refused here, by name (the
+        # factory adds where they came from); 4.7 layers are not 4, a 0 px map divides by zero.
+        num_layers = check_int(num_layers, "num_layers", None, 1, 64)
+        nominal_size = check_int(nominal_size, "nominal_size", None, 1, 65_536)
+        if channels is not None:
+            channels = check_int_sequence(channels, "channels", None, 1, 65_536)
+        if sizes is not None:
+            sizes = check_int_sequence(sizes, "sizes", None, 1, 65_536)
         if isinstance(connectivity, str):
             shifts, variant = parse_connectivity(connectivity)
         else:
@@ -396,12 +405,12 @@ class BLT(ClockedModel):
                         f"{2 * nominal - 1} or {2 * nominal} px; got {sizes[edge.src]})."
                     )
 
-    def validate_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+    def validate_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Blur checkpoints carry the fixed BlurPool filters (``*.filt``); they must be unchanged."""
         own = self.state_dict()
         for key, value in state_dict.items():
             if key.endswith("filt") and not torch.allclose(value.float(), own[key].float()):
-                raise ValueError(
+                raise InvalidWeightsError(
                     f"{key} is not the fixed [1,3,3,1]x[1,3,3,1]/64 blur filter of antialiased-cnns; "
                     "the checkpoint was not written by a BLT model with pool='blur'."
                 )

@@ -24,13 +24,14 @@ does not exist and fails; here an area wakes only through inputs it has modules 
 
 Module names are the zoo's (``v1.bu_lateral.spatial``...); the published files' names
 (``connections.V1.bu_l_conv_depthwise``...) are mapped by
-:func:`blt_models._convert.convert_blt_vs_state_dict` when a file is loaded.
+:func:`convert_blt_vs_state_dict` (below) when a file is loaded.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import torch
@@ -38,12 +39,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._clock import ClockedModel, Step
-from .._convert import convert_blt_vs_state_dict
 from .._pretrained import PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ..errors import InputError, TimestepsError
+from ..errors import CheckpointMismatchError, InputError, TimestepsError
 
-__all__ = ["BLTVS", "AREAS", "REFERENCE_AREAS", "STREAM_LAYERS"]
+__all__ = [
+    "BLTVS",
+    "AREAS",
+    "REFERENCE_AREAS",
+    "STREAM_LAYERS",
+    "blt_vs_key_from_reference",
+    "blt_vs_key_to_reference",
+    "convert_blt_vs_state_dict",
+    "blt_vs_state_dict_to_reference",
+    "is_blt_vs_reference_state_dict",
+]
 
 UNROLLS = ("biological", "standard")
 READOUT_TYPES = ("multi", "single")
@@ -596,9 +606,24 @@ class BLTVS(ClockedModel):
             prev = cur
 
     # ----------------------------------------------------------------------------- weights
-    def convert_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    def convert_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Published (``connections.<Area>.*``) keys -> this model's; zoo keys pass through."""
-        return convert_blt_vs_state_dict(state_dict)
+        try:
+            return convert_blt_vs_state_dict(state_dict)
+        except KeyError:
+            unknown = []
+            for key in state_dict:
+                try:
+                    blt_vs_key_from_reference(key)
+                except KeyError:
+                    unknown.append(key)
+            raise CheckpointMismatchError(
+                "state dict in the published BLT-VS layout",
+                [],
+                unknown,
+                [],
+                "These keys are not in the reference BLT_VS model.",
+            ) from None
 
     def get_classifier(self) -> nn.Conv2d:  # type: ignore[override]
         return cast(BLTVSReadout, self.readout).conv
@@ -643,6 +668,92 @@ class BLTVS(ClockedModel):
             f"readout_type={self.readout_type!r}, lateral={self.lateral_connections}, "
             f"topdown={self.topdown_connections}, skip={self.skip_connections}"
         )
+
+
+# --------------------------------------------------------------------------------- key map
+# The published BLT-VS files (Hub repo novelmartis/blt_vs_model) hold the reference model's plain
+# state dict: ``connections.<Area>.<module>.{weight,bias}`` (plus ``readout_weights`` for
+# readout_type='single'). The zoo model names the areas in lower case and groups each two-conv
+# path (spatial conv, then 1x1 conv) in one module:
+#
+#   connections.V1.bu_conv.weight              -> v1.bu_conv.weight
+#   connections.V1.bu_l_conv_depthwise.bias    -> v1.bu_lateral.spatial.bias
+#   connections.V1.td_l_conv_pointwise.weight  -> v1.td_lateral.pointwise.weight
+#   connections.V4.skip_bu_depthwise.weight    -> v4.bu_skip.spatial.weight   (a 64-group conv)
+#   connections.V1.skip_td_pointwise.weight    -> v1.td_skip.pointwise.weight
+#   connections.LOC.layer_norm_bu.weight       -> loc.norm_bu.weight
+#   connections.Readout.readout_conv.weight    -> readout.conv.weight
+#   connections.Readout.layer_norm_td.bias     -> readout.norm_td.bias
+#   readout_weights                            -> readout_weights
+
+BLT_VS_AREA_NAMES: dict[str, str] = {
+    "Retina": "retina", "LGN": "lgn", "V1": "v1", "V2": "v2", "V3": "v3", "V4": "v4",
+    "LOC": "loc", "Readout": "readout",
+}  # fmt: skip
+BLT_VS_MODULE_NAMES: dict[str, str] = {
+    "bu_conv": "bu_conv",
+    "bu_l_conv_depthwise": "bu_lateral.spatial",
+    "bu_l_conv_pointwise": "bu_lateral.pointwise",
+    "td_conv": "td_conv",
+    "td_l_conv_depthwise": "td_lateral.spatial",
+    "td_l_conv_pointwise": "td_lateral.pointwise",
+    "skip_bu_depthwise": "bu_skip.spatial",
+    "skip_bu_pointwise": "bu_skip.pointwise",
+    "skip_td_depthwise": "td_skip.spatial",
+    "skip_td_pointwise": "td_skip.pointwise",
+    "layer_norm_bu": "norm_bu",
+    "layer_norm_td": "norm_td",
+    "readout_conv": "conv",
+}
+_BLT_VS_AREAS_BACK = {v: k for k, v in BLT_VS_AREA_NAMES.items()}
+_BLT_VS_MODULES_BACK = {v: k for k, v in BLT_VS_MODULE_NAMES.items()}
+_BLT_VS_REF_KEY = re.compile(r"^connections\.([A-Za-z0-9]+)\.([a-z_]+)\.(weight|bias)$")
+_BLT_VS_ZOO_KEY = re.compile(r"^([a-z0-9]+)\.([a-z_]+(?:\.[a-z]+)?)\.(weight|bias)$")
+
+
+def blt_vs_key_from_reference(key: str) -> str:
+    """Zoo name of one key of a published BLT-VS state dict (``connections.V1.bu_conv.weight``)."""
+    if key == "readout_weights":
+        return key
+    match = _BLT_VS_REF_KEY.match(key)
+    if not match or match[1] not in BLT_VS_AREA_NAMES or match[2] not in BLT_VS_MODULE_NAMES:
+        raise KeyError(f"not a key of the reference BLT-VS state dict: {key!r}")
+    return f"{BLT_VS_AREA_NAMES[match[1]]}.{BLT_VS_MODULE_NAMES[match[2]]}.{match[3]}"
+
+
+def blt_vs_key_to_reference(key: str) -> str:
+    """Reference (published-file) name of one key of the zoo ``blt_vs`` state dict."""
+    if key == "readout_weights":
+        return key
+    match = _BLT_VS_ZOO_KEY.match(key)
+    if not match or match[1] not in _BLT_VS_AREAS_BACK or match[2] not in _BLT_VS_MODULES_BACK:
+        raise KeyError(f"not a key of the zoo blt_vs state dict: {key!r}")
+    return f"connections.{_BLT_VS_AREAS_BACK[match[1]]}.{_BLT_VS_MODULES_BACK[match[2]]}.{match[3]}"
+
+
+def is_blt_vs_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True if ``state_dict`` uses the published layout (``connections.<Area>.*`` keys)."""
+    return any(k.startswith("connections.") for k in state_dict)
+
+
+def convert_blt_vs_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Published BLT-VS state dict -> zoo ``blt_vs`` state dict (same tensors, renamed keys).
+
+    The input is what ``torch.load`` returns for a published ``.pth`` file (``module.`` prefixes
+    already removed, e.g. by :func:`blt_models._checkpoint.extract_state_dict`). A state dict that is
+    already in the zoo layout is returned unchanged (as a new dict), so the function can be applied
+    to any file. Order is kept; unknown ``connections.*`` keys raise ``KeyError``.
+    """
+    if not is_blt_vs_reference_state_dict(state_dict):
+        return dict(state_dict)
+    return {blt_vs_key_from_reference(k): v for k, v in state_dict.items()}
+
+
+def blt_vs_state_dict_to_reference(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Zoo ``blt_vs`` state dict -> the published layout, loadable by the reference ``BLT_VS``."""
+    if is_blt_vs_reference_state_dict(state_dict):
+        return dict(state_dict)
+    return {blt_vs_key_to_reference(k): v for k, v in state_dict.items()}
 
 
 # --------------------------------------------------------------------------------- configs
