@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ._clock import ClockedModel
+from ._optional import require
 
 SAMPLES = Path(__file__).parent / "samples" / "fashion_mnist"
 DEFAULT_MODEL = "blt_bl_tiny.fashion_mnist"
@@ -61,6 +62,8 @@ def run_demo(
     """Run the demo; ``pretrained`` defaults to True when the name is an ``arch.tag`` with weights."""
     import blt_models as bm
 
+    # Fail before the model runs, not after its results are printed.
+    require("matplotlib", "blt-models demo (its figure, activity.png)")
     if pretrained is None:
         pretrained = model_name in bm.list_pretrained()
     torch.manual_seed(0)
@@ -111,7 +114,7 @@ def run_demo(
 
 
 def _plot(activity, first_step, steps, accuracy, p_true, title, path) -> None:
-    import matplotlib
+    matplotlib = require("matplotlib", "blt-models demo (its figure, activity.png)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -15,6 +15,7 @@ __all__ = [
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "MissingExtraError",
     "NoImagesError",
     "OutputMismatchError",
     "PublishedFormatError",
@@ -29,6 +30,10 @@ __all__ = [
 
 class BltModelsError(Exception):
     """Base class of every error the library raises on purpose."""
+
+
+class MissingExtraError(BltModelsError, ImportError):
+    """An optional dependency that is not installed; the message gives the install line."""
 
 
 # ----------------------------------------------------------------------------------- models
