@@ -90,10 +90,13 @@ def run_demo(
     if labelled:
         changed = (pred != pred[-1]).any(0).nonzero().flatten().tolist()
         print(f"images whose answer changes over time: {len(changed)}")
-        for i in changed[:8]:
+        shown = 8
+        for i in changed[:shown]:
             answers = " -> ".join(samples.class_names[c] for c in pred[:, i].tolist())
             truth = samples.class_names[int(samples.labels[i])]
             print(f"  {samples.paths[i].name} ({truth}): {answers}")
+        if len(changed) > shown:
+            print(f"  ... and {len(changed) - shown} more")
     activity = {name: feats.flatten(2).mean(-1).mean(-1) for name, feats in out.features.items()}
     p_true = (
         out.logits.softmax(-1)[:, torch.arange(len(samples.labels)), samples.labels]
