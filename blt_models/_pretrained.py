@@ -8,7 +8,7 @@ from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Face statistics of the VGGFace2 loader of the BLT reference code (reference section 7.2).
+# Face statistics of the VGGFace2 loader of the BLT reference code.
 VGGFACE2_MEAN = (0.6068, 0.4517, 0.3800)
 VGGFACE2_STD = (0.2492, 0.2173, 0.2082)
 

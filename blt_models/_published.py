@@ -844,11 +844,14 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
     if cfg.url:
         path = url_download(cfg.url, name=cfg.name, arch=cfg.architecture)
         return path, _verified(path, pin, cfg.url, None, verify, unpinned)
+    trained = f" trained on {cfg.training_data}" if cfg.training_data else ""
     raise WeightsUnavailableError(
-        f"{cfg.name} has no published weights ({cfg.license or 'no source recorded'}). Load a file "
-        f"you have with create_model({cfg.architecture!r}, checkpoint_path=PATH), or a reference "
-        "training checkpoint with blt_models.load_reference_checkpoint(PATH). Pretrained names: "
-        "blt_models.list_pretrained()."
+        f"{cfg.name} has no published weights: the weights{trained} of this training setup are "
+        "not public (the tag records its classes, preprocessing and timesteps). Train your own with "
+        "the training recipe in examples/train/ of the blt-models repository, or load a file you "
+        f"have: create_model({cfg.architecture!r}, checkpoint_path=PATH), or, for a checkpoint "
+        "written by the BLT reference's training script, blt_models.load_reference_checkpoint(PATH). "
+        "Trained weights in the zoo: blt_models.list_pretrained()."
     )
 
 

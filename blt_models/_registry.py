@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,6 +31,25 @@ __all__ = [
 _model_entrypoints: dict[str, Callable[..., Any]] = {}
 _model_family: dict[str, str] = {}
 _pretrained_cfgs: dict[str, dict[str, PretrainedCfg]] = {}  # arch -> tag -> cfg
+
+
+def _families() -> None:
+    """Import the model families (which register themselves) before the first lookup.
+
+    The package root loads lazily, so a lookup through a submodule (``blt_models._registry``,
+    ``blt_models.extract`` given a model name) must not find an empty registry.
+    """
+    global _families_imported
+    if not _families_imported:
+        _families_imported = True
+        try:
+            importlib.import_module(".models", __package__)
+        except BaseException:
+            _families_imported = False
+            raise
+
+
+_families_imported = False
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,6 +90,7 @@ def list_models(pattern: str | Iterable[str] | None = None, pretrained: bool = F
 
     With ``pretrained=True`` only architectures that have at least one set of weights.
     """
+    _families()
     names: Iterable[str] = _model_entrypoints
     if pretrained:
         names = [
@@ -80,18 +101,21 @@ def list_models(pattern: str | Iterable[str] | None = None, pretrained: bool = F
 
 def list_pretrained(pattern: str | Iterable[str] | None = None) -> list[str]:
     """``arch.tag`` names that have weights (Hub repo, pinned URL or a file in the package)."""
+    _families()
     names = [c.name for tags in _pretrained_cfgs.values() for c in tags.values() if c.has_weights]
     return _filter(names, pattern)
 
 
 def list_pretrained_cfgs(pattern: str | Iterable[str] | None = None) -> list[str]:
     """Every registered ``arch.tag``, including configs whose weights are not published."""
+    _families()
     names = [c.name for tags in _pretrained_cfgs.values() for c in tags.values()]
     return _filter(names, pattern)
 
 
 def is_model(name: str) -> bool:
     """True if ``name`` (with or without a tag) is a registered architecture (and tag)."""
+    _families()
     arch, tag = split_model_name_tag(name)
     if arch not in _model_entrypoints:
         return False
@@ -105,6 +129,7 @@ def _unknown(kind: str, name: str, candidates: Iterable[str], hint: str) -> Unkn
 
 
 def get_model_entrypoint(arch: str) -> Callable[..., Any]:
+    _families()
     try:
         return _model_entrypoints[arch]
     except KeyError:

@@ -1,7 +1,9 @@
-"""The ``blt-models`` command line: ``list``, ``info``, ``extract``, ``convert``, ``push``, ``prefetch``.
+"""The ``blt-models`` command line: ``list``, ``info``, ``demo``, ``extract``, ``convert``, ``push``,
+``prefetch``.
 
-Each subcommand lives in one ``_cmd_*`` function registered in :func:`build_parser`; failures
-print one clear line to stderr and exit non-zero.
+Each subcommand lives in one ``_cmd_*`` function registered in :func:`build_parser`, which
+imports what it needs (torch, the model families) inside the function: ``--help`` and argument
+errors answer without importing torch. Failures print one clear line to stderr and exit non-zero.
 """
 
 from __future__ import annotations
@@ -258,8 +260,8 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blt-models", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="blt-models")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list architectures (or pretrained tags)")
     p.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'blt_b*'")
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="checkpoint file (.pth / .pt / .safetensors)")
     p.add_argument("out", help="output folder (created; an existing published folder is replaced)")
     p.add_argument(
-        "--arch", help="architecture, when the file does not record it (see `blt-models list`)"
+        "--arch", help="architecture, when the file does not record it (see 'blt-models list')"
     )
     p.add_argument("--timesteps", type=int, help="default number of clock steps of the saved model")
     p.add_argument(
@@ -314,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         "push",
         help="upload a published folder to the Hugging Face Hub",
         description="Check DIR (config, architecture, weights hash) and upload it to the Hub repo "
-        "REPO with huggingface_hub (log in first: `hf auth login`, or HF_TOKEN / --token).",
+        "REPO with huggingface_hub (log in first with 'hf auth login', or set HF_TOKEN, or pass --token).",
     )
-    p.add_argument("dir", help="folder written by save_pretrained or `blt-models convert`")
+    p.add_argument("dir", help="folder written by save_pretrained or 'blt-models convert'")
     p.add_argument("repo", help="Hub repo id, org/name (created if needed)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--revision", help="branch to push to")
@@ -344,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_prefetch)
 
     _add_extract_parser(sub)
+    # The intro names every subcommand, however many are registered above.
+    parser.description = (
+        "Recurrent vision models for computational neuroscience, on one clock. Commands: "
+        + ", ".join(sub.choices)
+        + ". Run 'blt-models COMMAND --help' for the options of one."
+    )
     return parser
 
 

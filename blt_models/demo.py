@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ._clock import ClockedModel
+from ._optional import require
 
 SAMPLES = Path(__file__).parent / "samples" / "fashion_mnist"
 DEFAULT_MODEL = "blt_bl_tiny.fashion_mnist"
@@ -61,6 +62,8 @@ def run_demo(
     """Run the demo; ``pretrained`` defaults to True when the name is an ``arch.tag`` with weights."""
     import blt_models as bm
 
+    # Fail before the model runs, not after its results are printed.
+    require("matplotlib", "blt-models demo (its figure, activity.png)")
     if pretrained is None:
         pretrained = model_name in bm.list_pretrained()
     torch.manual_seed(0)
@@ -87,10 +90,13 @@ def run_demo(
     if labelled:
         changed = (pred != pred[-1]).any(0).nonzero().flatten().tolist()
         print(f"images whose answer changes over time: {len(changed)}")
-        for i in changed[:8]:
+        shown = 8
+        for i in changed[:shown]:
             answers = " -> ".join(samples.class_names[c] for c in pred[:, i].tolist())
             truth = samples.class_names[int(samples.labels[i])]
             print(f"  {samples.paths[i].name} ({truth}): {answers}")
+        if len(changed) > shown:
+            print(f"  ... and {len(changed) - shown} more")
     activity = {name: feats.flatten(2).mean(-1).mean(-1) for name, feats in out.features.items()}
     p_true = (
         out.logits.softmax(-1)[:, torch.arange(len(samples.labels)), samples.labels]
@@ -111,7 +117,7 @@ def run_demo(
 
 
 def _plot(activity, first_step, steps, accuracy, p_true, title, path) -> None:
-    import matplotlib
+    matplotlib = require("matplotlib", "blt-models demo (its figure, activity.png)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

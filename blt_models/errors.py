@@ -18,6 +18,7 @@ __all__ = [
     "HubUploadError",
     "InputError",
     "InvalidWeightsError",
+    "MissingExtraError",
     "NoImagesError",
     "OutputMismatchError",
     "PublishedFormatError",
@@ -35,6 +36,10 @@ __all__ = [
 
 class BltModelsError(Exception):
     """Base class of every error the library raises on purpose."""
+
+
+class MissingExtraError(BltModelsError, ImportError):
+    """An optional dependency that is not installed; the message gives the install line."""
 
 
 # ----------------------------------------------------------------------------------- models

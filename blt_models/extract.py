@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ._clock import ClockedModel
+from ._optional import require
 from ._version import __version__
 from .errors import (
     ExtractionError,
@@ -493,13 +494,13 @@ class _FileWriter:
         if overwrite and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         if backend == "h5":
-            import h5py
+            h5py = require("h5py", f"writing features to HDF5 ({path.name})")
 
             path.parent.mkdir(parents=True, exist_ok=True)
             # A small chunk cache: batches write whole chunks, and a big cache would grow RSS.
             self.root = h5py.File(path, "a", rdcc_nbytes=8 << 20, rdcc_w0=1.0)
         else:
-            import zarr
+            zarr = require("zarr", f"writing features to a zarr store ({path.name})")
 
             self.root = zarr.open_group(str(path), mode="a")
         self.arrays: dict[str, Any] = {}
@@ -529,7 +530,7 @@ class _FileWriter:
         self, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
     ) -> None:
         if self.backend == "h5":
-            import h5py
+            h5py = require("h5py", "writing features to HDF5")
 
             if dtype is str:
                 dtype, fill = h5py.string_dtype(), None
@@ -1008,10 +1009,10 @@ def _run(
 # --------------------------------------------------------------------------------- reading
 def _open_root(path: Path, backend: str) -> Any:
     if backend == "h5":
-        import h5py
+        h5py = require("h5py", f"reading HDF5 features ({path.name})")
 
         return h5py.File(path, "r")
-    import zarr
+    zarr = require("zarr", f"reading a zarr feature store ({path.name})")
 
     return zarr.open_group(str(path), mode="r")
 

@@ -1,20 +1,24 @@
-"""Model zoo tables generated from the registry (an mkdocs hook; also runnable on its own).
+"""Model zoo tables generated from the registry, committed in ``docs/models.md``.
 
-``mkdocs.yml`` lists this file under ``hooks:``; on the page ``models.md`` the markers
-``<!-- zoo:architectures -->``, ``<!-- zoo:pretrained -->`` and ``<!-- zoo:configs -->`` are
-replaced by tables built from ``blt_models.list_models()`` and the registered pretrained configs.
+``docs/models.md`` holds each table between ``<!-- zoo:NAME -->`` and ``<!-- /zoo:NAME -->``
+(NAME: architectures, pretrained, configs), built from ``blt_models.list_models()`` and the
+registered pretrained configs, so the page reads the same on the repository site and in the built
+docs. ``mkdocs.yml`` lists this file under ``hooks:``: the build fails when the committed tables
+are not what the registry gives (``tests/test_docs.py`` checks the same in the test suite).
 
 Parameters and FLOPs are counted on the ``meta`` device (no memory, no arithmetic), with
 ``torch.utils.flop_counter.FlopCounterMode``, at the default input size of each architecture and
 its default number of timesteps. FlopCounterMode counts a multiply-add as two FLOPs (ResNet-50:
 8.2 GFLOPs = 4.1 GMACs).
 
-    python docs/gen_zoo.py          # print the page fragments as Markdown
+    python docs/gen_zoo.py            # rewrite the tables in docs/models.md
+    python docs/gen_zoo.py --check    # exit 1 if docs/models.md is not current
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +28,7 @@ if str(ROOT) not in sys.path:  # document the checkout being built, not some oth
 
 MARKERS = ("architectures", "pretrained", "configs")
 PAGE = "models.md"
+PAGE_PATH = ROOT / "docs" / PAGE
 
 
 def _shift_text(shifts) -> str:
@@ -150,10 +155,29 @@ def _cfgs():
     return [bm.get_pretrained_cfg(*split_model_name_tag(n)) for n in bm.list_pretrained_cfgs()]
 
 
+def _accuracy(cfg) -> str:
+    """Top-1 where the tag records one: measured here, by torchvision, or by the authors."""
+    m = cfg.metrics or {}
+    if "top1" in m:
+        text = f"{m['top1']:.1f}%"
+        if m.get("dataset"):
+            text += f" on {m['dataset']}"
+        if m.get("top1_per_step") and m.get("readout_steps"):
+            per = ", ".join(f"{a:.1f}" for a in m["top1_per_step"])
+            text += f" at the last step (steps {_steps_text(list(m['readout_steps']))}: {per})"
+        return text
+    if "imagenet_top1" in m:
+        return f"{m['imagenet_top1']:.1f}% ImageNet-1k val (torchvision's figure)"
+    if "top1_readme" in m:
+        return f"{m['top1_readme']:.1f}% (the authors' figure)"
+    return "not measured"
+
+
 def pretrained_table() -> str:
     lines = [
-        "| name | weights | training data | classes | timesteps / unroll | license | source |",
-        "|---|---|---|--:|---|---|---|",
+        "| name | weights | training data | classes | timesteps / unroll | top-1 | license "
+        "| source |",
+        "|---|---|---|--:|---|---|---|---|",
     ]
     for cfg in _cfgs():
         if not cfg.has_weights:
@@ -163,7 +187,7 @@ def pretrained_table() -> str:
             timing += f" / {cfg.unroll}"
         lines.append(
             f"| `{cfg.name}` | {_where(cfg)} | {cfg.training_data or '—'} | {cfg.num_classes} "
-            f"| {timing} | {cfg.license or '—'} | {cfg.source or '—'} |"
+            f"| {timing} | {_accuracy(cfg)} | {cfg.license or '—'} | {cfg.source or '—'} |"
         )
     return "\n".join(lines)
 
@@ -212,18 +236,50 @@ def render(marker: str) -> str:
             "configs": configs_table}[marker]()  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- the page
+def _block(marker: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- zoo:{marker} -->).*?(<!-- /zoo:{marker} -->)", re.DOTALL)
+
+
+def current_page(text: str) -> str:
+    """``text`` (the page) with every generated table replaced by what the registry gives now."""
+    for marker in MARKERS:
+        pattern = _block(marker)
+        if not pattern.search(text):
+            raise ValueError(
+                f"{PAGE} lacks the block <!-- zoo:{marker} --> ... <!-- /zoo:{marker} -->"
+            )
+        table = render(marker)
+        text = pattern.sub(lambda m, t=table: f"{m.group(1)}\n{t}\n{m.group(2)}", text)
+    return text
+
+
+def stale_message() -> str | None:
+    """None if docs/models.md is current, else what is wrong and the command that fixes it."""
+    text = PAGE_PATH.read_text(encoding="utf-8")
+    if current_page(text) == text:
+        return None
+    return "docs/models.md is out of date with the registry: run python docs/gen_zoo.py"
+
+
 # ------------------------------------------------------------------------------- mkdocs hook
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if page.file.src_uri != PAGE:
         return markdown
-    for marker in MARKERS:
-        tag = f"<!-- zoo:{marker} -->"
-        if tag not in markdown:
-            raise ValueError(f"{PAGE} lacks the marker {tag}")
-        markdown = markdown.replace(tag, render(marker))
+    problem = stale_message()
+    if problem:
+        raise ValueError(problem)
     return markdown
 
 
 if __name__ == "__main__":
-    for marker in MARKERS:
-        print(f"## {marker}\n\n{render(marker)}\n")
+    text = PAGE_PATH.read_text(encoding="utf-8")
+    new = current_page(text)
+    if "--check" in sys.argv[1:]:
+        if new != text:
+            print(stale_message(), file=sys.stderr)
+            sys.exit(1)
+        print("docs/models.md is current")
+    else:
+        PAGE_PATH.write_text(new, encoding="utf-8")
+        print(f"wrote {PAGE_PATH}" + ("" if new != text else " (unchanged)"))

@@ -1,5 +1,8 @@
 """The README's main job, on a small model."""
 
+import re
+from pathlib import Path
+
 import blt_models as bm
 from blt_models.demo import load_samples, run_demo
 
@@ -19,6 +22,18 @@ def test_main_job_uses_the_packaged_model_offline(tmp_path, capsys):
     assert result["accuracy"][-1] >= 0.85 and result["accuracy"][-1] > result["accuracy"][0]
     assert "images whose answer changes over time" in out
     assert result["figure"].stat().st_size > 10_000
+    # Every changed image is listed, or the rest is counted: listed + "... and N more" = total.
+    total = int(re.search(r"images whose answer changes over time: (\d+)", out).group(1))
+    listed = len(re.findall(r"^  test\d+\.png \(", out, re.MULTILINE))
+    more = re.search(r"\.\.\. and (\d+) more", out)
+    assert listed + (int(more.group(1)) if more else 0) == total
+    # The README quotes these numbers.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = " ".join(readme.split())
+    acc = [round(100 * a) for a in result["accuracy"]]
+    quoted = f"82% at step 3, {acc[1]}, {acc[2]}, {acc[3]} and {acc[4]}% at the last step, 7"
+    assert acc[0] == 82 and quoted in readme
+    assert f"the {total} images whose answer changes over time" in readme
 
 
 def test_demo_on_an_untrained_architecture(tmp_path, capsys):

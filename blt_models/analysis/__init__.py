@@ -15,17 +15,10 @@ object with a ``.features`` attribute in that layout (optionally ``.steps``, ``.
 
 from __future__ import annotations
 
-_MISSING = []
-for _module in ("rsatoolbox", "scipy", "sklearn", "matplotlib"):
-    try:
-        __import__(_module)
-    except ImportError:  # pragma: no cover - exercised only without the extra
-        _MISSING.append(_module)
-if _MISSING:  # pragma: no cover
-    raise ImportError(
-        "blt_models.analysis needs the optional analysis dependencies "
-        f"(missing: {', '.join(_MISSING)}). Install them with: pip install 'blt-models[analysis]'"
-    )
+from .._optional import require
+
+for _module in ("scipy", "sklearn", "matplotlib", "rsatoolbox"):  # rsatoolbox needs the others
+    require(_module, "blt_models.analysis", extra="analysis")
 del _module
 
 from ._data import FeatureSet, as_feature_set  # noqa: E402

@@ -1,8 +1,9 @@
 """Input normalisation: every analysis reads features through :func:`as_feature_set`.
 
 Model time is the clock of :mod:`blt_models._clock`: step ``t`` is the same step for every layer.
-The reference analysis labelled hook-call indices as "steps", so one label meant different model
-times in different layers (reference section 9, item 9); here a state is ``(layer, clock step)``.
+The BLT reference's analysis labelled hook-call indices as "steps" (layer k's hook is first
+called at model time k), so one label meant different model times in different layers; here a
+state is ``(layer, clock step)``.
 """
 
 from __future__ import annotations

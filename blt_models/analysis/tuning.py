@@ -115,8 +115,8 @@ def face_selectivity(
     """Face selectivity over model time: d' of every unit at every step, fraction above threshold.
 
     Works for any binary category (``is_face`` is just the target mask). d' is computed per
-    clock step (the reference averaged responses over steps and discarded its z-scoring,
-    reference section 9 item 28; per-unit z-scoring would not change d' anyway).
+    clock step (the reference's ``calc_dprime_from_dataset`` averaged responses over steps and
+    discarded its z-scoring; per-unit z-scoring would not change d' anyway).
 
     Args:
         features: ``{layer: [N, T, ...]}``, an extraction result or a ``TimestepOutput``.

@@ -6,7 +6,7 @@ layer table gives channels and map sizes. Module and state-dict names follow the
 (``conv_input``, ``pool_input``, ``norm_{k}``, ``conv_{src}_{dst}``, ``read_out.linear``), so its
 checkpoints load as they are.
 
-Time (reference section 2): step 0 runs the stem and layer 0; at every later step each layer sums
+Time, as in the reference code: step 0 runs the stem and layer 0; at every later step each layer sums
 the edges from the *previous* step's outputs (synchronous update), layer 0 adds the stem drive
 last, and ``ReLU(GroupNorm(.))`` gives the layer's output. A layer that nothing has reached yet is
 absent. Names whose connectivity is bottom-up only (``blt_b``, ``blt_b_pm``,
@@ -46,7 +46,7 @@ __all__ = ["BLT", "parse_connectivity", "BLT_NAMES", "LAYER_TABLES"]
 POOLS = ("max", "avg", "blur")
 UNROLLS = ("biological", "standard")
 
-# Layer tables of the reference (section 1.2): channels and map sizes at a 224 px input.
+# Layer tables of the reference code: channels and map sizes at a 224 px input.
 LAYER_TABLES: dict[tuple[int, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
     (4, "standard"): ((64, 128, 256, 512), (56, 28, 14, 7)),
     (5, "standard"): ((64, 128, 128, 256, 512), (56, 28, 14, 7, 7)),
@@ -56,7 +56,7 @@ LAYER_TABLES: dict[tuple[int, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
     (8, "standard"): ((64, 128, 128, 256, 256, 256, 256, 512), (112, 56, 28, 28, 7, 7, 7, 7)),
 }
 
-# The 27 BLT choices of the reference training script (section 1.3), without the "blt_" prefix.
+# The 27 BLT choices of the reference training script, without the "blt_" prefix.
 BLT_NAMES = (
     "b", "b_pm", "b_top2linear", "b2", "b3", "bl", "bl_top2linear", "b2l", "b3l",
     "bt", "b2t", "b3t", "blt", "b2lt", "b3lt", "bt2", "b2t2", "b3t2", "blt2", "b2lt2", "b3lt2",
@@ -125,7 +125,7 @@ def _make_pool(pool: str, channels: int) -> tuple[str, nn.Module]:
 def _bottom_up_module(
     edge: Edge, c_in: int, c_out: int, s_in: int, s_out: int, pool: str
 ) -> nn.Module:
-    """Bottom-up or lateral edge (reference section 1.4)."""
+    """Bottom-up or lateral edge, built as the reference code builds it."""
     if edge.factor == 1:
         k = 1 if (s_in == 1 or s_out == 1) else 3
         return nn.Conv2d(c_in, c_out, k, 1, k // 2)
@@ -305,7 +305,7 @@ class BLT(ClockedModel):
         return {f"output_{k}": f"layer{k}" for k in range(self.num_layers)}
 
     def _first_active_steps(self) -> list[int]:
-        """f(0) = 0, f(k) = 1 + min over bottom-up sources f(src) (reference section 2)."""
+        """f(0) = 0, f(k) = 1 + min over bottom-up sources f(src), as in the reference code."""
         first = [0] * self.num_layers
         for k in range(1, self.num_layers):
             first[k] = 1 + min(first[e.src] for e in self.sources[k] if e.src < k)
@@ -565,7 +565,7 @@ def _register_all() -> None:
         entrypoint.__signature__ = signature  # type: ignore[attr-defined]
         register_model(entrypoint)
         cfgs += _ccn_cfgs(arch)
-    # The recorded runs used 15 steps for bl_top2linear (reference section 6.6).
+    # The reference's recorded training runs used 15 steps for bl_top2linear.
     for cfg in cfgs:
         if cfg.architecture == "blt_bl_top2linear":
             cfg.timesteps = 15

@@ -13,7 +13,7 @@ reached yet stay absent. A stream whose drive is missing while the other stream 
 GroupNorm of zeros, i.e. the norm's bias ``beta``: an image-independent tensor that later steps use
 like any other value.
 
-Time (reference section 4): ``unroll="standard"`` (the ImageNet weights) runs a full BU sweep,
+Time: ``unroll="standard"`` (the ImageNet weights) runs a full BU sweep,
 the readout and a full TD sweep at every step, so every step has a readout; ``unroll="biological"``
 (the ecoset weights) updates every area synchronously from the previous step's values, one area
 per step, and the first readout comes at step 4. The reference's quirks are kept because the
@@ -59,7 +59,7 @@ UNROLLS = ("biological", "standard")
 READOUT_TYPES = ("multi", "single")
 IMAGE_SIZES = (224, 128)
 
-# Areas (reference section 2.1): zoo names and the reference's names, in order.
+# Areas: zoo names and the reference's names, in order.
 AREAS = ("retina", "lgn", "v1", "v2", "v3", "v4", "loc", "readout")
 REFERENCE_AREAS = ("Retina", "LGN", "V1", "V2", "V3", "V4", "LOC", "Readout")
 CHANNELS = (32, 32, 576, 480, 352, 256, 352)  # Retina ... LOC; the Readout has classes + add_feats

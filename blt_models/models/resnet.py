@@ -29,7 +29,7 @@ __all__ = ["ResNet", "reference_resnet_to_torchvision"]
 
 RESNET_LAYERS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
-# BLT reference key -> torchvision key (reference section 4), applied in order.
+# BLT reference key -> torchvision key, applied in order.
 _REFERENCE_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^basic_conv\.0\."), "conv1."),
     (re.compile(r"^basic_conv\.1\."), "bn1."),

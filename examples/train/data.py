@@ -2,10 +2,12 @@
 
 * ``fashion_mnist``: the idx files of Debian's ``dataset-fashion-mnist`` package
   (``/usr/share/datasets/fashion-mnist``), resized to the model's input size (bilinear).
-* ``imagenet``: ImageFolder ``train/`` and ``val/`` with the reference transforms (section 7.1).
-* ``vggface2``: the reference identity split and face normalisation (section 7.2), with the
+* ``imagenet``: ImageFolder ``train/`` and ``val/`` with the BLT reference's transforms
+  (RandomResizedCrop 224 and an always-on Gaussian blur for training; Resize 256, CenterCrop 224).
+* ``vggface2``: the reference's identity split and face normalisation (mean 0.6068, 0.4517,
+  0.3800; std 0.2492, 0.2173, 0.2082), with the
   ``._`` resource-fork duplicates removed.
-* ``imagenet_vggface2`` / ``imagenet_face``: the reference's hybrid datasets (section 7.3), each
+* ``imagenet_vggface2`` / ``imagenet_face``: the reference's hybrid datasets (ImageNet plus faces), each
   part with its own normalisation and the VGGFace2 labels offset after the ImageNet ones.
 * ``synthetic``: small deterministic images for tests and smoke runs.
 
@@ -178,7 +180,7 @@ class FashionMNIST(Dataset):
 
 # ------------------------------------------------------------------------------- ImageNet
 def imagenet_transform(train: bool, horizontal_flip: bool = False, size: int = 224):
-    """Reference ImageNet transforms (section 7.1), including the always-on Gaussian blur."""
+    """The BLT reference's ImageNet transforms, including its always-on Gaussian blur."""
     from torchvision import transforms as T
 
     if train:
@@ -215,7 +217,7 @@ class _PadToMultiple:
 
 
 def vggface2_transform(train: bool, image_size: int = 224, crop: int = 224, horizontal_flip: bool = False):
-    """Reference VGGFace2 transforms (section 7.2) with the face normalisation: resize the shorter
+    """The BLT reference's VGGFace2 transforms with the face normalisation: resize the shorter
     side to ``image_size``; train: random ``crop`` (reference 224), grayscale p=0.2, Gaussian blur
     always, optional flip; val: centre crop ``image_size``; pad to a multiple of 14."""
     from torchvision import transforms as T

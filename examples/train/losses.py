@@ -2,7 +2,7 @@
 
 Every loss takes per-step tensors with the readout steps first (``[R, B, ...]``, time order, as
 ``model.forward_timesteps(x).logits``) and combines the steps with :func:`step_weights`, the
-weighting of the reference ``SetCriterion`` (reference section 6.2).
+weighting of the BLT reference's ``SetCriterion``.
 """
 
 from __future__ import annotations
