@@ -239,9 +239,8 @@ def build_model(
         adapt_in_chans(model, in_chans)
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
-    mean, std = cfg.mean, cfg.std
-    if model.in_chans != built_in_chans:
-        mean, std = _per_channel(mean, model.in_chans), _per_channel(std, model.in_chans)
+    # One statistic per input channel (or one for all), whatever the record said.
+    mean, std = _per_channel(cfg.mean, model.in_chans), _per_channel(cfg.std, model.in_chans)
     model.pretrained_cfg = cfg.replace(
         architecture=arch,
         num_classes=model.num_classes,

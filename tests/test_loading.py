@@ -225,7 +225,10 @@ def test_save_records_changed_timesteps_and_refuses_bad_ones(tmp_path):
         (lambda c: c.pop("weights"), "no 'weights' record"),
         (lambda c: c["weights"].update(sha256=""), "sha256 = ''"),
         (lambda c: c["weights"].update(sha256="z" * 64), "must be 64 hex digits"),
-        (lambda c: c["weights"].update(sha256=c["weights"]["sha256"][:12]), "must be 64 hex digits"),
+        (
+            lambda c: c["weights"].update(sha256=c["weights"]["sha256"][:12]),
+            "must be 64 hex digits",
+        ),
         (lambda c: c["weights"].update(sha256=None), "sha256 = None"),
     ],
 )
@@ -277,7 +280,9 @@ def test_nan_and_inf_weights_are_refused_by_name(tmp_path):
     with pytest.raises(bm.InvalidWeightsError) as info:
         _small(checkpoint_path=tmp_path / "nan.pth")
     message = str(info.value)
-    assert "conv_1_1.weight: 1 NaN and 0 Inf" in message and "norm_2.bias: 0 NaN and 1 Inf" in message
+    assert (
+        "conv_1_1.weight: 1 NaN and 0 Inf" in message and "norm_2.bias: 0 NaN and 1 Inf" in message
+    )
     assert "check_values=False" in message
     with pytest.warns(UserWarning, match="check_values=False"):
         model = _small(checkpoint_path=tmp_path / "nan.pth", check_values=False)
@@ -288,7 +293,9 @@ def test_integer_weights_are_refused(tmp_path):
     sd = _small().state_dict()
     sd["conv_input.weight"] = sd["conv_input.weight"].round().to(torch.int64)
     save_file(sd, tmp_path / "int.safetensors")
-    with pytest.raises(bm.InvalidWeightsError, match="conv_input.weight: dtype int64, not floating"):
+    with pytest.raises(
+        bm.InvalidWeightsError, match="conv_input.weight: dtype int64, not floating"
+    ):
         _small(checkpoint_path=tmp_path / "int.safetensors")
 
 
@@ -326,7 +333,10 @@ def _reference_file(path: Path, **args) -> Path:
         ({"model": "local-dir:/tmp"}, "may only name a registered architecture"),
         ({"model": "blt_bl.imagenet"}, "may only name a registered architecture"),
         ({"model": 5}, r"args.model \(.*\) = 5: must be the name"),
-        ({"model": "blt_bl", "recurrent_steps": [10]}, r"args.recurrent_steps = \[10\] \(checkpoint"),
+        (
+            {"model": "blt_bl", "recurrent_steps": [10]},
+            r"args.recurrent_steps = \[10\] \(checkpoint",
+        ),
         ({"model": "blt_bl", "num_layers": "4"}, r"args.num_layers = '4'"),
         ({"model": "blt_bl", "pool": 3}, r"args.pool = 3"),
     ],
