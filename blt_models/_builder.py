@@ -29,7 +29,8 @@ __all__ = [
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:
-    """Read a ``.safetensors`` file or a PyTorch file (``weights_only=True``, Namespace allowed)."""
+    """Read a ``.safetensors`` file, a PyTorch file (``weights_only=True``, Namespace allowed) or a
+    Keras HDF5 weight file (``{"<layer>/<weight>": tensor}`` in Keras layouts)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -44,6 +45,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
                 f"{path} is not a readable safetensors file ({err}); it may be truncated or "
                 "corrupted: download or write it again."
             ) from err
+    from ._keras_h5 import is_hdf5_file, keras_h5_state_dict
+
+    if is_hdf5_file(path):  # a Keras HDF5 weight file (rcnn-sat): the family maps its names
+        return keras_h5_state_dict(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)

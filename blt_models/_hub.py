@@ -178,7 +178,8 @@ def resolve_weights_file(cfg: PretrainedCfg) -> Path:
     if cfg.url:
         return _from_url(cfg)
     raise WeightsUnavailableError(
-        f"{cfg.name} has no published weights ({cfg.license or 'no source recorded'}). Load a file "
+        f"{cfg.name} has no weights that blt-models can download ({cfg.license or 'no source recorded'}"
+        f"{'; source: ' + cfg.source if cfg.source else ''}). Load a file "
         f"you have with create_model({cfg.architecture!r}, checkpoint_path=PATH), or a reference "
         "training checkpoint with blt_models.load_reference_checkpoint(PATH). Pretrained names: "
         "blt_models.list_pretrained()."

@@ -15,6 +15,7 @@ __all__ = [
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "KerasWeightsError",
     "NoImagesError",
     "OutputMismatchError",
     "PublishedFormatError",
@@ -88,6 +89,11 @@ class HubUploadError(BltModelsError, RuntimeError):
 
 class PublishedFormatError(BltModelsError, ValueError):
     """A folder or Hub repo that is not (or not a readable) blt-models published model."""
+
+
+class KerasWeightsError(BltModelsError, ValueError):
+    """A Keras HDF5 weight file that cannot be read, or that matches no architecture it is read
+    for (e.g. no rcnn-sat variant); the message lists what the file holds."""
 
 
 # ------------------------------------------------------------------------------- extraction
