@@ -9,6 +9,7 @@ from . import errors
 from ._builder import load_checkpoint
 from ._clock import ClockedModel, TimestepOutput
 from ._convert import load_reference_checkpoint
+from ._convert_rcnn_sat import convert_rcnn_sat_h5
 from ._factory import create_model
 from ._pretrained import PretrainedCfg
 from ._published import push_to_hub, save_pretrained
@@ -30,6 +31,7 @@ from .errors import (
     HashMismatchError,
     HubUploadError,
     InputError,
+    KerasWeightsError,
     NoImagesError,
     OutputMismatchError,
     PublishedFormatError,
@@ -54,6 +56,7 @@ __all__ = [
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "KerasWeightsError",
     "PretrainedCfg",
     "PublishedFormatError",
     "TimestepOutput",
@@ -68,6 +71,7 @@ __all__ = [
     "list_pretrained_cfgs",
     "load_checkpoint",
     "load_reference_checkpoint",
+    "convert_rcnn_sat_h5",
     "push_to_hub",
     "register_model",
     "register_pretrained_cfgs",

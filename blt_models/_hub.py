@@ -63,7 +63,10 @@ def verify_sha256(
 
 def _from_url(cfg: PretrainedCfg) -> Path:
     assert cfg.url
-    filename = os.path.basename(urlparse(cfg.url).path)
+    url_path = urlparse(cfg.url).path
+    filename = os.path.basename(url_path)
+    if "." not in filename:  # e.g. OSF's .../<id>/download: one name per URL, not "download"
+        filename = f"{cfg.name}-" + "-".join(p for p in url_path.split("/") if p)
     target = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,16 @@ class KerasWeightsFile:
     def num_values(self) -> int:
         return sum(int(a.size) for weights in self.layers.values() for a in weights.values())
 
+    def state_dict(self) -> dict[str, Any]:
+        """``{"<layer>/<weight>": tensor}``, arrays unchanged (Keras layouts)."""
+        import torch
+
+        return {
+            f"{layer}/{name}": torch.from_numpy(np.array(value, copy=True))
+            for layer, weights in self.layers.items()
+            for name, value in weights.items()
+        }
+
 
 def is_hdf5_file(path: str | os.PathLike[str]) -> bool:
     """True if the file starts with the HDF5 signature (what Keras writes)."""
@@ -163,11 +173,4 @@ def read_keras_h5(path: str | os.PathLike[str]) -> KerasWeightsFile:
 def keras_h5_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A flat ``{"<layer>/<weight>": tensor}`` dict of a Keras HDF5 file, arrays unchanged
     (Keras layouts): a family's ``convert_state_dict`` maps it onto its modules."""
-    import torch
-
-    found = read_keras_h5(path)
-    return {
-        f"{layer}/{name}": torch.from_numpy(np.array(value, copy=True))
-        for layer, weights in found.layers.items()
-        for name, value in weights.items()
-    }
+    return read_keras_h5(path).state_dict()
