@@ -70,6 +70,8 @@ class _Refusal(Exception):
 
 
 def _weights(found: KerasWeightsFile, layer: str, names: tuple[str, ...]) -> list[np.ndarray]:
+    if layer not in found.layers:
+        raise _Refusal(f"no {layer} layer")
     got = found.layers[layer]
     if tuple(sorted(got)) != tuple(sorted(names)):
         raise _Refusal(f"layer {layer} holds weights {sorted(got)}, expected {sorted(names)}")

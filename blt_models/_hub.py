@@ -66,7 +66,7 @@ def _from_url(cfg: PretrainedCfg) -> Path:
     url_path = urlparse(cfg.url).path
     filename = os.path.basename(url_path)
     if "." not in filename:  # e.g. OSF's .../<id>/download: one name per URL, not "download"
-        filename = f"{cfg.name}-" + "-".join(p for p in url_path.split("/") if p)
+        filename = f"{cfg.name}-" + "-".join([p for p in url_path.split("/") if p][-2:])
     target = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
