@@ -137,9 +137,8 @@ def convert_checkpoint(
     ``overrides`` are constructor arguments (``timesteps=15``...). Loading is strict.
     """
     from ._factory import create_model
-    from ._registry import get_pretrained_cfg
-
     from ._keras_h5 import is_hdf5_file
+    from ._registry import get_pretrained_cfg
 
     if is_hdf5_file(path):  # a Keras HDF5 weight file: the rcnn-sat networks (Spoerer et al. 2020)
         from ._convert_rcnn_sat import load_rcnn_sat_h5

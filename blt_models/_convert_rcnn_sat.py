@@ -53,7 +53,9 @@ def _summary(found: KerasWeightsFile) -> str:
     [2048, 565]'``: the names with digits folded, and the shapes that decide the variant."""
     patterns = Counter(re.sub(r"\d+", "#", name) for name in found.layers)
     parts = [f"{p} x{c}" if c > 1 else p for p, c in patterns.items()]
-    head = ", ".join(parts[:12]) + (f", ... ({len(parts) - 12} more kinds)" if len(parts) > 12 else "")
+    head = ", ".join(parts[:12]) + (
+        f", ... ({len(parts) - 12} more kinds)" if len(parts) > 12 else ""
+    )
     shapes = []
     for name in ("RCL_0_BConv", "Conv_Layer_0", "ReadoutDense"):
         if name in found.layers:

@@ -117,10 +117,14 @@ def read_keras_h5(path: str | os.PathLike[str]) -> KerasWeightsFile:
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
-        raise KerasWeightsError(f"{path} cannot be read as HDF5 ({err}); download it again") from err
+        raise KerasWeightsError(
+            f"{path} cannot be read as HDF5 ({err}); download it again"
+        ) from err
     with handle:
-        layout, root = ("save", handle["model_weights"]) if "model_weights" in handle else (
-            "save_weights", handle
+        layout, root = (
+            ("save", handle["model_weights"])
+            if "model_weights" in handle
+            else ("save_weights", handle)
         )
         names = _attr_list(root.attrs, "layer_names")
         if names is None:

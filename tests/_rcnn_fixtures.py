@@ -118,7 +118,9 @@ def load(variant: str) -> dict[str, Any]:
     return out
 
 
-def write_keras_file(fixture: dict[str, Any], layout_name: str, path: str | os.PathLike[str]) -> Path:
+def write_keras_file(
+    fixture: dict[str, Any], layout_name: str, path: str | os.PathLike[str]
+) -> Path:
     """Rebuild the Keras HDF5 file (``"save_weights"`` or ``"save"`` layout) of a fixture."""
     layout = json.loads(str(fixture[f"h5:{layout_name}"]))
     prefix = f"w:{layout_name}:"

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 import torch
 import torchvision
+from _rcnn_fixtures import LAYOUTS, VARIANTS, load, write_keras_file
 
 import blt_models as bm
-from _rcnn_fixtures import LAYOUTS, VARIANTS, load, write_keras_file
 
 TOL = 1e-4
 
@@ -31,12 +29,16 @@ def fixtures():
 
 
 def keras_file(fixture, layout, tmp_path, name=None):
-    return write_keras_file(fixture, layout, tmp_path / (name or f"{fixture['meta']['variant']}_{layout}.h5"))
+    return write_keras_file(
+        fixture, layout, tmp_path / (name or f"{fixture['meta']['variant']}_{layout}.h5")
+    )
 
 
 def images_of(fixture) -> torch.Tensor:
     """The fixture's uint8 NHWC images, preprocessed as rcnn_sat.preprocess_image (x/127.5 - 1)."""
-    return torch.from_numpy(fixture["images"]).permute(0, 3, 1, 2).double().div(127.5).sub(1).float()
+    return (
+        torch.from_numpy(fixture["images"]).permute(0, 3, 1, 2).double().div(127.5).sub(1).float()
+    )
 
 
 def fixture_kwargs(fixture) -> dict:
@@ -160,7 +162,9 @@ def test_b_layer_tables(arch, channels, kernels):
     assert [m.conv.kernel_size[0] for m in model.layers] == list(kernels)
     assert [m.conv.out_channels for m in model.layers] == list(channels)
     pools = [m.pool for m in model.layers]
-    assert pools == ([n > 0 and n % 2 == 0 for n in range(14)] if arch == "rcnn_b_d" else [False] + [True] * 6)
+    assert pools == (
+        [n > 0 and n % 2 == 0 for n in range(14)] if arch == "rcnn_b_d" else [False] + [True] * 6
+    )
     assert model.timesteps == 1 and model.readout_steps() == [0]
 
 
@@ -208,7 +212,11 @@ def test_transform_gives_the_reference_scaling(fixtures):
 
     model = bm.create_model("rcnn_bl.ecoset", pretrained=False)
     cfg = bm.resolve_data_config(model)
-    assert cfg["input_size"] == (3, 128, 128) and cfg["mean"] == (0.5,) * 3 and cfg["std"] == (0.5,) * 3
+    assert (
+        cfg["input_size"] == (3, 128, 128)
+        and cfg["mean"] == (0.5,) * 3
+        and cfg["std"] == (0.5,) * 3
+    )
     rgb = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     x = bm.create_transform(model)(Image.fromarray(rgb))
     reference = torch.from_numpy(rgb).permute(2, 0, 1).double() / 127.5 - 1  # preprocess_image
@@ -218,7 +226,13 @@ def test_transform_gives_the_reference_scaling(fixtures):
 # ------------------------------------------------------------------------ registry and tags
 def test_registry_names_and_tags():
     assert "rcnn_bl" in bm.list_models("*bl*") and "blt_bl" in bm.list_models("*bl*")
-    assert set(bm.list_models("rcnn_*")) == {"rcnn_b", "rcnn_b_k", "rcnn_b_f", "rcnn_b_d", "rcnn_bl"}
+    assert set(bm.list_models("rcnn_*")) == {
+        "rcnn_b",
+        "rcnn_b_k",
+        "rcnn_b_f",
+        "rcnn_b_d",
+        "rcnn_bl",
+    }
     assert bm.list_pretrained("rcnn*") == ["rcnn_bl.ecoset"]
     ecoset = bm.get_pretrained_cfg("rcnn_bl")  # the default tag
     assert ecoset.tag == "ecoset" and ecoset.url == "https://osf.io/9td5p/download"
@@ -257,11 +271,16 @@ def _serve(fixture, layout, tmp_path, folder):
     return write_keras_file(fixture, layout, served)
 
 
-def test_pretrained_tags_download_keras_files_into_their_own_cache_names(fixtures, tmp_path, monkeypatch):
+def test_pretrained_tags_download_keras_files_into_their_own_cache_names(
+    fixtures, tmp_path, monkeypatch
+):
     """Two OSF-style URLs (.../<id>/download) must not share a cached file (no hash is pinned)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     bl, b = fixtures["bl"], fixtures["b"]
-    for arch, tag, fixture, folder in (("rcnn_bl", "ecoset", bl, "aaaaa"), ("rcnn_b", "imagenet", b, "bbbbb")):
+    for arch, tag, fixture, folder in (
+        ("rcnn_bl", "ecoset", bl, "aaaaa"),
+        ("rcnn_b", "imagenet", b, "bbbbb"),
+    ):
         cfg = bm.get_pretrained_cfg(arch, tag)
         kwargs = fixture_kwargs(fixture)
         monkeypatch.setattr(cfg, "url", _serve(fixture, "save", tmp_path, folder).as_uri())
@@ -300,7 +319,9 @@ def test_convert_infers_the_network_and_loads_from_local_dir(fixtures, tmp_path,
     spec = bm._convert_rcnn_sat.inspect_rcnn_sat_h5(path, arch=arch)
     assert spec.arch == f"rcnn_{variant}" and not spec.published
     assert spec.kwargs["channels"] == fixture["channels"].tolist()
-    assert spec.kwargs["num_classes"] == 7 and spec.kwargs.get("timesteps", 1) == int(fixture["timesteps"])
+    assert spec.kwargs["num_classes"] == 7 and spec.kwargs.get("timesteps", 1) == int(
+        fixture["timesteps"]
+    )
     out = bm.convert_rcnn_sat_h5(path, tmp_path / "out", arch=arch)
     model = bm.create_model(f"local-dir:{out}")
     assert model.pretrained_cfg.architecture == f"rcnn_{variant}"
@@ -350,15 +371,13 @@ def test_convert_writes_the_dataset_class_names(fixtures, tmp_path, classes, fir
     assert model.cumulative_readout and model.pretrained_cfg.class_names[0] == first
 
 
-def test_cli_convert(fixtures, tmp_path):
+def test_cli_convert(fixtures, tmp_path, capsys):
+    from blt_models.cli import main
+
     path = keras_file(fixtures["bl"], "save_weights", tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "blt_models.cli", "convert", str(path), str(tmp_path / "cli"),
-         "--cumulative-readout"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "rcnn_bl: rcnn-sat Keras file" in result.stdout and "verified" in result.stdout
+    assert main(["convert", str(path), str(tmp_path / "cli"), "--cumulative-readout"]) == 0
+    stdout = capsys.readouterr().out
+    assert "rcnn_bl: rcnn-sat Keras file" in stdout and "verified" in stdout
     model = bm.create_model(f"local-dir:{tmp_path / 'cli'}")
     check_parity(model, fixtures["bl"], "softmax_cumulative")
     bad = tmp_path / "bad.h5"
@@ -366,11 +385,8 @@ def test_cli_convert(fixtures, tmp_path):
         handle.attrs["layer_names"] = np.array([b"dense"])
         handle.create_group("dense").attrs["weight_names"] = np.array([b"dense/kernel:0"])
         handle["dense"]["dense/kernel:0"] = np.zeros((3, 2), "float32")
-    result = subprocess.run(
-        [sys.executable, "-m", "blt_models.cli", "convert", str(bad), str(tmp_path / "no")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 1 and "matches no rcnn-sat network" in result.stderr
+    assert main(["convert", str(bad), str(tmp_path / "no")]) == 1
+    assert "matches no rcnn-sat network" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
 
 
@@ -396,8 +412,14 @@ def _edit(fixture, tmp_path, edit, layout="save_weights"):
 
 def _drop_layer(name):
     def edit(root):
-        names = [n for n in root.attrs["layer_names"] if (n.decode() if isinstance(n, bytes) else n) != name]
-        root.attrs["layer_names"] = np.array([n.encode() if isinstance(n, str) else n for n in names])
+        names = [
+            n
+            for n in root.attrs["layer_names"]
+            if (n.decode() if isinstance(n, bytes) else n) != name
+        ]
+        root.attrs["layer_names"] = np.array(
+            [n.encode() if isinstance(n, str) else n for n in names]
+        )
         del root[name]
 
     return edit
@@ -440,7 +462,9 @@ def _add_layer(name):
         ("b_d", _drop_layer("Conv_Layer_13"), "conv layers"),
     ],
 )  # fmt: skip
-def test_files_that_fit_no_variant_are_refused_with_a_report(fixtures, tmp_path, variant, edit, message):
+def test_files_that_fit_no_variant_are_refused_with_a_report(
+    fixtures, tmp_path, variant, edit, message
+):
     path = _edit(fixtures[variant], tmp_path, edit)
     with pytest.raises(bm.KerasWeightsError) as err:
         bm.convert_rcnn_sat_h5(path, tmp_path / "out")
@@ -467,7 +491,9 @@ def test_unreadable_files_are_refused(fixtures, tmp_path):
         handle.create_group("vars")
     with pytest.raises(bm.KerasWeightsError, match="Keras 3 weights format"):
         bm.convert_rcnn_sat_h5(keras3, tmp_path / "out")
-    listed = _edit(fixtures["b"], tmp_path, lambda root: root["Conv_Layer_2"].__delitem__("Conv_Layer_2"))
+    listed = _edit(
+        fixtures["b"], tmp_path, lambda root: root["Conv_Layer_2"].__delitem__("Conv_Layer_2")
+    )
     with pytest.raises(bm.KerasWeightsError, match="is listed but missing"):
         bm.convert_rcnn_sat_h5(listed, tmp_path / "out")
     with pytest.raises(FileNotFoundError):
@@ -501,7 +527,9 @@ def test_full_size_published_bl_file_converts(fixtures, tmp_path):
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as handle:
         names = []
-        for n, (c, k) in enumerate(zip((96, 128, 192, 256, 512, 1024, 2048), (7, 5, 3, 3, 3, 3, 1))):
+        for n, (c, k) in enumerate(
+            zip((96, 128, 192, 256, 512, 1024, 2048), (7, 5, 3, 3, 3, 3, 1), strict=True)
+        ):
             c_in = 3 if n == 0 else (96, 128, 192, 256, 512, 1024)[n - 1]
             for conv, shape in (("BConv", (k, k, c_in, c)), ("LConv", (k, k, c, c))):
                 name = f"RCL_{n}_{conv}"
@@ -513,13 +541,19 @@ def test_full_size_published_bl_file_converts(fixtures, tmp_path):
                 name = f"BatchNorm_Layer_{n}_Time_{t}"
                 names.append(name)
                 g = handle.create_group(name)
-                g.attrs["weight_names"] = np.array([f"{name}/{w}:0".encode() for w in
-                                                    ("gamma", "beta", "moving_mean", "moving_variance")])
+                g.attrs["weight_names"] = np.array(
+                    [
+                        f"{name}/{w}:0".encode()
+                        for w in ("gamma", "beta", "moving_mean", "moving_variance")
+                    ]
+                )
                 for w in ("gamma", "beta", "moving_mean", "moving_variance"):
                     g.require_group(name)[f"{w}:0"] = np.ones(c, "float32")
         g = handle.create_group("ReadoutDense")
         g.attrs["weight_names"] = np.array([b"ReadoutDense/kernel:0", b"ReadoutDense/bias:0"])
-        g.create_group("ReadoutDense")["kernel:0"] = rng.normal(0, 0.01, (2048, 565)).astype("float32")
+        g.create_group("ReadoutDense")["kernel:0"] = rng.normal(0, 0.01, (2048, 565)).astype(
+            "float32"
+        )
         g["ReadoutDense"]["bias:0"] = np.zeros(565, "float32")
         handle.attrs["layer_names"] = np.array([n.encode() for n in names + ["ReadoutDense"]])
         handle.attrs["backend"] = layout["groups"][""].get("backend", {"v": "tensorflow"})["v"]

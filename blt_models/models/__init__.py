@@ -6,4 +6,14 @@ from .cornet import CORnetR, CORnetRT, CORnetS, CORnetZ
 from .rcnn_sat import RcnnSatB, RcnnSatBL
 from .resnet import ResNet
 
-__all__ = ["BLT", "BLTVS", "CORnetR", "CORnetRT", "CORnetS", "CORnetZ", "RcnnSatB", "RcnnSatBL", "ResNet"]
+__all__ = [
+    "BLT",
+    "BLTVS",
+    "CORnetR",
+    "CORnetRT",
+    "CORnetS",
+    "CORnetZ",
+    "RcnnSatB",
+    "RcnnSatBL",
+    "ResNet",
+]

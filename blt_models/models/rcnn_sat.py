@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +172,10 @@ class _RcnnSat(ClockedModel):
 
     classifier_name = "readout"
     arch_name = "rcnn_sat"
+    #: Every layer is active from step 0, a readout at every step (the library's standard unrolling).
+    unroll = "standard"
     layers: nn.ModuleList
+    readout: nn.Linear
     pools: tuple[bool, ...]
 
     @property
@@ -240,7 +243,9 @@ class RcnnSatB(_RcnnSat):
     ) -> None:
         super().__init__()
         if variant not in RCNN_SAT_B_VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(RCNN_SAT_B_VARIANTS)}; got {variant!r}")
+            raise ValueError(
+                f"variant must be one of {sorted(RCNN_SAT_B_VARIANTS)}; got {variant!r}"
+            )
         default, kernels, pools = RCNN_SAT_B_VARIANTS[variant]
         self.variant = variant
         self.arch_name = f"rcnn_{variant}"
@@ -348,7 +353,9 @@ class RcnnSatBL(_RcnnSat):
                 f"BatchNorms cover; published: 8); got {timesteps!r}"
             )
         if not isinstance(cumulative_readout, bool):
-            raise ValueError(f"cumulative_readout must be True or False; got {cumulative_readout!r}")
+            raise ValueError(
+                f"cumulative_readout must be True or False; got {cumulative_readout!r}"
+            )
         self.channels = _check_channels(channels, RCNN_SAT_BL_CHANNELS, "rcnn_bl")
         self.kernels, self.pools = RCNN_SAT_BL_KERNELS, _BL_POOLS
         self.num_classes, self.in_chans = num_classes, in_chans
@@ -397,7 +404,12 @@ class RcnnSatBL(_RcnnSat):
         The reference computes it once and reuses it at every step, because its image does not
         change; an input that changes over time (one frame per step) recomputes it per frame.
         """
-        return self.layers[0].bconv(image)
+        return self.rcls[0].bconv(image)
+
+    @property
+    def rcls(self) -> list[RecurrentConvLayer]:
+        """The 7 recurrent convolutional layers (Keras ``RCL_0`` .. ``RCL_6``)."""
+        return [cast(RecurrentConvLayer, layer) for layer in self.layers]
 
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
@@ -407,7 +419,7 @@ class RcnnSatBL(_RcnnSat):
         running: Tensor | None = None
         for t in range(timesteps):
             current: list[Tensor] = []
-            for n, layer in enumerate(self.layers):
+            for n, layer in enumerate(self.rcls):
                 drive = drive0 if n == 0 else layer.bottom_up(current[n - 1])
                 current.append(layer.step(drive, None if previous is None else previous[n], t))
             logits = None
@@ -418,7 +430,9 @@ class RcnnSatBL(_RcnnSat):
             elif t in readouts:
                 logits = self._logits(current[-1])
             names = self.layer_names
-            yield Step(t, {names[n]: a for n, a in enumerate(current) if names[n] in capture}, logits)
+            yield Step(
+                t, {names[n]: a for n, a in enumerate(current) if names[n] in capture}, logits
+            )
             previous = current
 
     def extra_repr(self) -> str:
@@ -450,7 +464,9 @@ def rcnn_sat_ecoset_class_names() -> tuple[str, ...]:
     """
     names = tuple(_ECOSET_FILE.read_text(encoding="utf-8").splitlines())
     if len(names) != 565:  # a damaged install must not label outputs wrongly
-        raise RuntimeError(f"{_ECOSET_FILE} holds {len(names)} names, not 565: reinstall blt-models")
+        raise RuntimeError(
+            f"{_ECOSET_FILE} holds {len(names)} names, not 565: reinstall blt-models"
+        )
     return names
 
 
