@@ -569,3 +569,25 @@ def test_full_size_published_bl_file_converts(fixtures, tmp_path):
     assert cfg.training_data.startswith("ecoset") and "assumed" not in cfg.training_data
     assert cfg.class_names[0] == "0001_man" and model.timesteps == 8
     shutil.rmtree(out)
+
+
+def test_extraction_of_a_batchnorm_model(fixtures, tmp_path):
+    """Per-step features of rcnn_bl to HDF5 and back (its BatchNorms hold 0-d counters, which the
+    extraction's weight hash must take)."""
+    fixture = fixtures["bl"]
+    model = bm.create_model(
+        "rcnn_bl", checkpoint_path=keras_file(fixture, "save", tmp_path), **fixture_kwargs(fixture)
+    ).eval()
+    x = images_of(fixture)
+    result = bm.extract_features(
+        model, x, layers=["RCL_1", "layer6"], out=tmp_path / "features.h5", batch_size=1,
+        progress=False,
+    )  # fmt: skip
+    loaded = bm.load_features(tmp_path / "features.h5")
+    assert result.steps.tolist() == [0, 1, 2, 3]
+    for name, n in (("layer1", 1), ("layer6", 6)):
+        keras = fixture[f"act_{n}"].transpose(1, 0, 4, 2, 3)  # -> [N, T, C, H, W]
+        assert rel_err(torch.as_tensor(np.asarray(loaded.features[name])), keras) < TOL
+    # An HDF5 file that is not a Keras weight file (here: the features) is refused by name.
+    with pytest.raises(bm.KerasWeightsError, match="not a Keras 2 weight file"):
+        bm.create_model("rcnn_bl", checkpoint_path=tmp_path / "features.h5")
