@@ -591,3 +591,37 @@ def test_extraction_of_a_batchnorm_model(fixtures, tmp_path):
     # An HDF5 file that is not a Keras weight file (here: the features) is refused by name.
     with pytest.raises(bm.KerasWeightsError, match="not a Keras 2 weight file"):
         bm.create_model("rcnn_bl", checkpoint_path=tmp_path / "features.h5")
+
+
+def test_input_stage_is_one_method(monkeypatch):
+    """Layer 0's bottom-up conv of the image is computed once per run, by input_drive (the one
+    place a time-varying input would recompute it per frame)."""
+    model = bm.create_model("rcnn_bl", channels=[3, 4, 4, 5, 5, 6, 6], timesteps=3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    calls = []
+    original = model.input_drive
+
+    def counted(image):
+        calls.append(image)
+        return original(image)
+
+    monkeypatch.setattr(model, "input_drive", counted)
+    with torch.no_grad():
+        out = model.forward_timesteps(x, layers=["layer0"])
+    assert len(calls) == 1 and calls[0] is x
+    with torch.no_grad():
+        z = model.layers[0].bconv(x)
+        assert torch.equal(out.features["layer0"][0], torch.relu(model.layers[0].norms[0](z)))
+    monkeypatch.setattr(model, "input_drive", lambda image: torch.zeros_like(original(image)))
+    with torch.no_grad():
+        assert not torch.allclose(model.forward_timesteps(x).logits, out.logits)
+
+
+def test_timm_style_head_and_intermediates():
+    model = bm.create_model("rcnn_b_d", channels=list(range(3, 17)), num_classes=6).eval()
+    x = torch.randn(1, 3, 64, 64)
+    final, inter = model.forward_intermediates(x, indices=[0, -1])
+    assert final.shape == (1, 16, 1, 1) and [t.shape[1] for t in inter] == [3, 16]
+    assert model.get_classifier() is model.readout
+    model.reset_classifier(11)
+    assert model(x).shape == (1, 11) and model.num_classes == 11
