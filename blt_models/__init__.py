@@ -26,6 +26,7 @@ from .errors import (
     HubUploadError,
     InputError,
     InvalidWeightsError,
+    KerasWeightsError,
     MissingExtraError,
     NoImagesError,
     OutputMismatchError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # the names _LAZY loads, for type checkers and IDEs
     from ._checkpoint import load_checkpoint
     from ._clock import ClockedModel, TimestepOutput
     from ._convert import load_reference_checkpoint
+    from ._convert_rcnn_sat import convert_rcnn_sat_h5
     from ._factory import create_model
     from ._pretrained import PretrainedCfg
     from ._published import push_to_hub, save_pretrained
@@ -66,6 +68,7 @@ _LAZY: dict[str, str] = {
     "ClockedModel": "_clock",
     "TimestepOutput": "_clock",
     "load_reference_checkpoint": "_convert",
+    "convert_rcnn_sat_h5": "_convert_rcnn_sat",
     "create_model": "_factory",
     "PretrainedCfg": "_pretrained",
     "push_to_hub": "_published",
@@ -109,6 +112,7 @@ __all__ = [
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "KerasWeightsError",
     "MissingExtraError",
     "PretrainedCfg",
     "PublishedFormatError",
@@ -124,6 +128,7 @@ __all__ = [
     "list_pretrained_cfgs",
     "load_checkpoint",
     "load_reference_checkpoint",
+    "convert_rcnn_sat_h5",
     "push_to_hub",
     "register_model",
     "register_pretrained_cfgs",

@@ -43,7 +43,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _sniff(path: Path) -> str:
-    """``"safetensors"``, ``"zip"`` (torch.save), ``"pickle"`` (legacy torch.save) or ``"?"``."""
+    """``"safetensors"``, ``"zip"`` (torch.save), ``"pickle"`` (legacy torch.save), ``"hdf5"``
+    (Keras weights) or ``"?"``."""
     with open(path, "rb") as handle:
         head = handle.read(9)
         size = os.fstat(handle.fileno()).st_size
@@ -54,11 +55,14 @@ def _sniff(path: Path) -> str:
         return "safetensors"
     if head[:1] == b"\x80":
         return "pickle"
+    if head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "hdf5"
     return "?"
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:
-    """Read a safetensors file or a PyTorch file (``weights_only=True``, Namespace allowed).
+    """Read a safetensors file, a PyTorch file (``weights_only=True``, Namespace allowed) or a
+    Keras HDF5 weight file (``{"<layer>/<weight>": tensor}``, for the rcnn-sat family).
 
     Raises :class:`CheckpointNotFoundError` for a missing file and
     :class:`UnreadableCheckpointError` (a ``ValueError``) for a folder, a file without read
@@ -85,6 +89,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise UnreadableCheckpointError(f"could not read {path}: {err}") from err
     if kind == "safetensors":
         return _read_safetensors(path)
+    if kind == "hdf5":  # a Keras HDF5 weight file (rcnn-sat): the family maps its layer names
+        from ._keras_h5 import keras_h5_state_dict
+
+        return keras_h5_state_dict(path)
     if path.suffix == ".safetensors":
         what = "a PyTorch (torch.save) file" if kind in ("zip", "pickle") else "no safetensors data"
         if kind not in ("zip", "pickle"):

@@ -205,12 +205,20 @@ def convert_checkpoint(
       arguments come from ``args`` (``arch`` may only confirm it); the pretrained config is the
       registered one of ``args.dataset`` (mean / std of that training set), with provenance from
       the file (epoch, ``val_perf``).
+    * Keras HDF5 files (the published rcnn-sat B / BL networks): variant, widths, classes and
+      steps from the file's layers, see :func:`blt_models.convert_rcnn_sat_h5`.
     * Other files (official CORnet ``{'state_dict': {'module.' + k}, 'arch', ...}``, plain state
       dicts, safetensors): the architecture is ``arch`` or the file's ``'arch'`` entry, and the
       weights go through the family's own key conversion.
 
     ``overrides`` are constructor arguments (``timesteps=15``...). Loading is strict.
     """
+    from ._keras_h5 import is_hdf5_file
+
+    if is_hdf5_file(path):  # a Keras HDF5 weight file: the rcnn-sat networks (Spoerer et al. 2020)
+        from ._convert_rcnn_sat import load_rcnn_sat_h5
+
+        return load_rcnn_sat_h5(path, arch=arch, **overrides)
     name = os.path.basename(os.fspath(path))
     origin = f"checkpoint {name!r}"
     checkpoint = read_checkpoint(path)

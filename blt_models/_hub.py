@@ -171,7 +171,11 @@ def packaged_file(filename: str) -> Path:
 
 def url_cache_path(url: str) -> Path:
     """Where torch.hub keeps the download of ``url`` (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    url_path = urlparse(url).path
+    filename = os.path.basename(url_path)
+    if "." not in filename:  # e.g. OSF's .../<id>/download: one cache name per URL, not "download"
+        filename = "-".join([part for part in url_path.split("/") if part][-2:])
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def url_download(url: str, name: str | None = None, arch: str | None = None) -> Path:

@@ -845,13 +845,20 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
         path = url_download(cfg.url, name=cfg.name, arch=cfg.architecture)
         return path, _verified(path, pin, cfg.url, None, verify, unpinned)
     trained = f" trained on {cfg.training_data}" if cfg.training_data else ""
+    local = f"create_model({cfg.architecture!r}, checkpoint_path=PATH)"
+    if cfg.source and "weights:" in cfg.source:  # published elsewhere, no direct download
+        raise WeightsUnavailableError(
+            f"{cfg.name} has no weights that blt-models can download; they are published outside "
+            f"the zoo ({cfg.source}). Download the file from there and load it with {local}, or "
+            "convert it once with `blt-models convert FILE OUT_DIR`."
+        )
     raise WeightsUnavailableError(
         f"{cfg.name} has no published weights: the weights{trained} of this training setup are "
         "not public (the tag records its classes, preprocessing and timesteps). Train your own with "
         "the training recipe in examples/train/ of the blt-models repository, or load a file you "
-        f"have: create_model({cfg.architecture!r}, checkpoint_path=PATH), or, for a checkpoint "
-        "written by the BLT reference's training script, blt_models.load_reference_checkpoint(PATH). "
-        "Trained weights in the zoo: blt_models.list_pretrained()."
+        f"have: {local}, or, for a checkpoint written by the BLT reference's training script, "
+        "blt_models.load_reference_checkpoint(PATH). Trained weights in the zoo: "
+        "blt_models.list_pretrained()."
     )
 
 

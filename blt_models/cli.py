@@ -72,6 +72,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in (("timesteps", args.timesteps), ("unroll", args.unroll)) if v is not None
     }
+    if args.cumulative_readout:
+        overrides["cumulative_readout"] = True
     print(f"reading {args.src} (weights_only=True)")
     model, how = convert_checkpoint(args.src, arch=args.arch, **overrides)
     n_tensors = len(model.state_dict())
@@ -291,13 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="convert a reference BLT training checkpoint or an official-layout file (e.g. CORnet) "
-        "into the published format",
+        help="convert a reference BLT training checkpoint, an official-layout file (e.g. CORnet) "
+        "or a published rcnn-sat Keras .h5 file into the published format",
         description="Write SRC as a published folder OUT (model.safetensors, config.json, README.md). "
-        "The architecture is read from the file (reference 'args', or an 'arch' entry) or given "
+        "The architecture is read from the file (reference 'args', an 'arch' entry, or the layers "
+        "of an rcnn-sat Keras .h5 file) or given "
         "with --arch; the weights are loaded strictly and the result is verified by reloading it.",
     )
-    p.add_argument("src", help="checkpoint file (.pth / .pt / .safetensors)")
+    p.add_argument("src", help="checkpoint file (.pth / .pt / .safetensors / Keras .h5)")
     p.add_argument("out", help="output folder (created; an existing published folder is replaced)")
     p.add_argument(
         "--arch", help="architecture, when the file does not record it (see 'blt-models list')"
@@ -305,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, help="default number of clock steps of the saved model")
     p.add_argument(
         "--unroll", choices=("biological", "standard"), help="unrolling of recurrent models"
+    )
+    p.add_argument(
+        "--cumulative-readout",
+        action="store_true",
+        help="rcnn_bl: record cumulative_readout=True (logits at step t sum the readouts of 0..t)",
     )
     p.add_argument("--license", help="license of the weights (a Hub license id, e.g. cc-by-4.0)")
     p.add_argument("--training-data", help="what the weights were trained on")

@@ -18,6 +18,7 @@ __all__ = [
     "HubUploadError",
     "InputError",
     "InvalidWeightsError",
+    "KerasWeightsError",
     "MissingExtraError",
     "NoImagesError",
     "OutputMismatchError",
@@ -128,6 +129,11 @@ class PublishedFormatError(BltModelsError, ValueError):
 class SaveTargetError(BltModelsError, FileExistsError):
     """A ``save_pretrained`` target that must not be replaced (other files in it, not a folder,
     the current directory)."""
+
+
+class KerasWeightsError(BltModelsError, ValueError):
+    """A Keras HDF5 weight file that cannot be read, or that matches no architecture it is read
+    for (e.g. no rcnn-sat variant); the message lists what the file holds."""
 
 
 # ------------------------------------------------------------------------------- extraction

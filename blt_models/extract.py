@@ -670,7 +670,7 @@ def _weights_sha256(model: ClockedModel) -> str:
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         t = tensor.detach().to("cpu").contiguous()
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     return h.hexdigest()
 
 
