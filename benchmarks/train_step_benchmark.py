@@ -22,9 +22,9 @@ the first training step of a fresh subprocess per setting (the resident high-wat
 the step, reset just before it, minus the resident memory before it; model and data already
 built; includes AdamW's state, the same for every setting, and allocator caching).
 
-Before timing, the loss and every gradient of the reference loop and of this library are
-compared on the same weights and batch (fp32; and bf16 at a loose tolerance); the script stops
-if they disagree.
+Before timing, the loss and the gradients of every setting are compared with the reference loop
+run in float64 on the same weights and batch (fp32 settings: within 10x the reference loop's own
+fp32 error; bf16: loss within 1%, gradients within 10%); the script stops if one disagrees.
 """
 
 from __future__ import annotations
@@ -84,13 +84,15 @@ class Trainer:
     """One setting: its model copy, its optimiser and its input layout."""
 
     def __init__(self, setting: str, base: bm.ClockedModel, args: argparse.Namespace,
-                 x: torch.Tensor, y: torch.Tensor) -> None:  # fmt: skip
+                 x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
         self.setting = setting
         self.reference = setting.startswith("ref")
         self.bf16 = "bf16" in setting
         channels_last = "-cl" in setting
         self.model = build_model(args, x.device)
         self.model.load_state_dict(base.state_dict())
+        self.model.to(dtype)
+        x = x.to(dtype)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.set_grad_checkpointing("ckpt" in setting)
@@ -123,35 +125,40 @@ class Trainer:
         return float(loss.detach())
 
 
-def check_parity(trainers: dict[str, Trainer]) -> list[str]:
-    """Loss and gradients of every setting against ``ref-fp32`` (same weights, same batch)."""
-    ref_loss, ref_grads = trainers["ref-fp32"].loss_and_grads()
+def _errors(loss, grads, ref_loss, ref_grads) -> tuple[float, float, float, str]:
+    """Relative errors: loss, all gradients at once, and the worst single gradient tensor."""
+    if grads.keys() != ref_grads.keys():
+        raise SystemExit(
+            f"gradients for {sorted(grads.keys() ^ ref_grads.keys())} differ in presence"
+        )
+    worst, worst_name, diff2, ref2 = 0.0, "", 0.0, 0.0
+    for n, g in grads.items():
+        d, r = float((g - ref_grads[n]).norm()), float(ref_grads[n].norm())
+        diff2, ref2 = diff2 + d * d, ref2 + r * r
+        if d / max(r, 1e-30) > worst:
+            worst, worst_name = d / max(r, 1e-30), n
+    loss_err = abs(float(loss) - float(ref_loss)) / abs(float(ref_loss))
+    return loss_err, (diff2 / max(ref2, 1e-60)) ** 0.5, worst, worst_name
+
+
+def check_parity(trainers: dict[str, Trainer], exact: Trainer) -> list[str]:
+    """Loss and gradients of every setting against the reference loop in float64 (same weights,
+    same batch). The reference loop's own fp32 error sets the scale of fp32 rounding: an fp32
+    setting may be at most 10x further from float64 than it (different kernels sum in different
+    orders; through ~10 recurrent steps and GroupNorm, small gradients differ by ~1e-3)."""
+    loss64, grads64 = exact.loss_and_grads()
+    ref = _errors(*trainers["ref-fp32"].loss_and_grads(), loss64, grads64)
     lines = []
     for name, trainer in trainers.items():
-        if name == "ref-fp32":
-            continue
-        loss, grads = trainer.loss_and_grads()
-        if grads.keys() != ref_grads.keys():
-            raise SystemExit(
-                f"{name}: gradients for {sorted(grads.keys() ^ ref_grads.keys())} differ in presence"
-            )
-        # Per parameter: |g - g_ref| / |g_ref|; overall: the same over all gradients at once.
-        worst, worst_name = 0.0, ""
-        diff2 = ref2 = 0.0
-        for n, g in grads.items():
-            d, r = float((g - ref_grads[n]).norm()), float(ref_grads[n].norm())
-            diff2, ref2 = diff2 + d * d, ref2 + r * r
-            if d / max(r, 1e-12) > worst:
-                worst, worst_name = d / max(r, 1e-12), n
-        overall = (diff2 / max(ref2, 1e-24)) ** 0.5
-        loss_err = abs(float(loss) - float(ref_loss)) / abs(float(ref_loss))
-        # fp32: every gradient agrees to rounding. bf16 (8-bit mantissa, a ~10-step recurrence):
-        # the loss to 1% and the gradient as a whole to 10%; the worst tensor is shown, not judged.
-        if "bf16" in name:
-            ok, tol = loss_err < 1e-2 and overall < 0.1, "loss 1e-2, overall grad 0.1"
+        loss_err, overall, worst, worst_name = (
+            ref if name == "ref-fp32" else _errors(*trainer.loss_and_grads(), loss64, grads64)
+        )
+        if "bf16" in name:  # 8-bit mantissa: the loss to 1%, the gradient as a whole to 10%
+            ok, tol = loss_err < 1e-2 and overall < 0.1, "loss 1e-2, all grads 0.1"
         else:
-            ok, tol = loss_err < 1e-5 and worst < 1e-3, "loss 1e-5, every grad 1e-3"
-        lines.append(f"  {name:<18} loss {loss_err:.1e}  grads overall {overall:.1e}, worst "
+            bound = 10 * ref[1] + 1e-6
+            ok, tol = loss_err < 1e-5 and overall <= bound, f"loss 1e-5, all grads {bound:.0e}"
+        lines.append(f"  {name:<18} loss {loss_err:.1e}  all grads {overall:.1e}  worst tensor "
                      f"{worst:.1e} ({worst_name})  {'ok' if ok else 'MISMATCH'} (tol {tol})")  # fmt: skip
         if not ok:
             print("\n".join(lines))
@@ -253,8 +260,11 @@ def main() -> None:
           f"{args.rounds} interleaved rounds x {args.steps} steps per setting\n")  # fmt: skip
     trainers = {s: Trainer(s, base, args, x, y) for s in settings}
 
-    print("Parity at the start (same weights and batch; relative errors against ref-fp32):")
-    parity = check_parity(trainers)
+    print("Parity at the start (same weights and batch; relative errors against the reference "
+          "loop in float64):")  # fmt: skip
+    exact = Trainer("ref-fp32", base, args, x, y, dtype=torch.float64)
+    parity = check_parity(trainers, exact)
+    del exact
     print("\n".join(parity) + "\n")
 
     for trainer in trainers.values():  # warm-up: oneDNN / cuDNN algorithm choice, AdamW state
