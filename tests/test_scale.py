@@ -65,7 +65,9 @@ def test_forward_creates_no_tensor_off_the_input_device(name, kwargs, size):
         with recorder:
             out = model.forward_timesteps(x, layers="all")
             logits = model(x)
-        assert recorder.ops == [], f"{name} (training={training}) created CPU tensors: {recorder.ops}"
+        assert recorder.ops == [], (
+            f"{name} (training={training}) created CPU tensors: {recorder.ops}"
+        )
         assert out.logits.device.type == "meta" and logits.device.type == "meta"
         assert out.steps.device.type == "meta"
         assert all(f.device.type == "meta" for f in out.features.values())
@@ -186,7 +188,11 @@ def test_train_step_benchmark_runs_and_checks_parity(tmp_path):
                    "--steps", "1", "--threads", "1", "--skip-memory", "--json", str(out),
                    "--settings", "ours-fp32-cl-ckpt", "ours-bf16-cl"])  # fmt: skip
     result = json.loads(out.read_text())
-    assert [r["setting"] for r in result["rows"]] == ["ref-fp32", "ours-fp32-cl-ckpt", "ours-bf16-cl"]
+    assert [r["setting"] for r in result["rows"]] == [
+        "ref-fp32",
+        "ours-fp32-cl-ckpt",
+        "ours-bf16-cl",
+    ]
     assert all("ok" in line for line in result["parity"]) and "MISMATCH" not in stdout
     assert result["rows"][0]["speed_vs_ref"] == 1.0
 
