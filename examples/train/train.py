@@ -134,7 +134,9 @@ class Dist:
             self.device = torch.device("cpu")
         if self.enabled:
             backend = "nccl" if use_cuda else "gloo"
-            dist.init_process_group(backend, init_method="env://")
+            # nccl: bind the process group to this rank's GPU (barriers and collectives then
+            # never guess the device).
+            dist.init_process_group(backend, init_method="env://", device_id=self.device if use_cuda else None)
             self.world, self.rank = dist.get_world_size(), dist.get_rank()
 
     @property
