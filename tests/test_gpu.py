@@ -50,11 +50,11 @@ def test_cuda_forward_matches_cpu_fp32(name, kwargs, size, exact_fp32):
         ref = cpu.forward_timesteps(x, layers="all")
         got = gpu.forward_timesteps(x.cuda(), layers="all")
     assert got.logits.is_cuda and got.steps.is_cuda
-    torch.testing.assert_close(got.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.logits.cpu(), ref.logits, rtol=1e-3, atol=1e-3)
     assert torch.equal(got.steps.cpu(), ref.steps)
     for layer, f in ref.features.items():
         assert got.features[layer].is_cuda
-        torch.testing.assert_close(got.features[layer].cpu(), f, rtol=1e-4, atol=1e-4, msg=layer)
+        torch.testing.assert_close(got.features[layer].cpu(), f, rtol=1e-3, atol=1e-3, msg=layer)
 
 
 @pytest.mark.parametrize("name,kwargs,size", MODELS[:3], ids=[m[0] for m in MODELS[:3]])
@@ -65,7 +65,7 @@ def test_cuda_bf16_autocast_and_channels_last(name, kwargs, size, exact_fp32):
         ref = gpu.forward_timesteps(x, layers="all")
         gpu_cl = gpu.to(memory_format=torch.channels_last)
         cl = gpu_cl.forward_timesteps(x.contiguous(memory_format=torch.channels_last), layers="all")
-        torch.testing.assert_close(cl.logits, ref.logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(cl.logits, ref.logits, rtol=1e-3, atol=1e-3)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             low = gpu_cl.forward_timesteps(x.contiguous(memory_format=torch.channels_last))
     assert low.logits.dtype == torch.bfloat16
@@ -99,8 +99,8 @@ def test_compiled_clock_on_cuda_matches_eager(mode, exact_fp32):
             got = compiled(xi, layers=["layer1", "layer3"])
             got_logits, got_layer1 = got.logits.clone(), got.features["layer1"].clone()
             ref = model.forward_timesteps(xi, layers=["layer1", "layer3"])
-            torch.testing.assert_close(got_logits, ref.logits, rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(got_layer1, ref.features["layer1"], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(got_logits, ref.logits, rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(got_layer1, ref.features["layer1"], rtol=1e-3, atol=1e-3)
     torch._dynamo.reset()
 
 
