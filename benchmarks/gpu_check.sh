@@ -4,7 +4,7 @@
 # T=10: the reference loop fp32, blt-models fp32 / bf16 / compiled / CUDA graphs, and a cuDNN
 # conv peak measured in the same run), the extraction benchmark, the training-step benchmark and
 # a one-process nccl smoke test of the training recipe. Sized to finish in ~8 minutes on an H200
-# (the stage limits add up to 10 minutes at most); every stage has its own time limit, and a stage
+# (the stage limits add up to 9 minutes at most); every stage has its own time limit, and a stage
 # that fails or times out does not stop the rest (its log keeps the rows it printed).
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]            # CUDA machine; OUTDIR: $OUT or ./gpu_results
@@ -100,38 +100,38 @@ fi
 
 # ----------------------------------------------------------------------------- install
 if [[ $DRY == 0 ]]; then
-    stage install 60 "$PY" -m pip install --no-deps --no-build-isolation -e "$ROOT"
+    stage install 45 "$PY" -m pip install --no-deps --no-build-isolation -e "$ROOT"
 fi
-stage import 30 "$PY" -c "import blt_models as bm, torch; m = bm.create_model('blt_bl'); print(bm.__file__, bm.__version__, len(bm.list_models()), 'models')"
+stage import 20 "$PY" -c "import blt_models as bm, torch; m = bm.create_model('blt_bl'); print(bm.__file__, bm.__version__, len(bm.list_models()), 'models')"
 
 # ----------------------------------------------------------------------------- tests
-stage gpu_tests 100 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py -rs
+stage gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py -rs
 
 # ----------------------------------------------------------------------------- inference
-stage inference_b${BATCHES[0]} 200 "$PY" benchmarks/blt_throughput.py --device "$DEVICE" \
+stage inference_b${BATCHES[0]} 150 "$PY" benchmarks/blt_throughput.py --device "$DEVICE" \
     --models blt_bl blt_blt --batch "${BATCHES[@]}" --size "$SIZE" --timesteps "$T" --iters "$ITERS" \
     --settings "${TP_SETTINGS[@]}" --json "$RESULTS/inference_b${BATCHES[0]}.json"
-stage inference_b${BIG[0]} 60 "$PY" benchmarks/blt_throughput.py --device "$DEVICE" \
+stage inference_b${BIG[0]} 45 "$PY" benchmarks/blt_throughput.py --device "$DEVICE" \
     --models blt_bl blt_blt --batch "${BIG[@]}" --size "$SIZE" --timesteps "$T" --iters "$ITERS" \
     --settings "${BIG_SETTINGS[@]}" --json "$RESULTS/inference_b${BIG[0]}.json"
 
 # ----------------------------------------------------------------------------- training step
-stage train_step 90 "$PY" benchmarks/train_step_benchmark.py --device "$DEVICE" "${TRAIN_ARGS[@]}" \
+stage train_step 60 "$PY" benchmarks/train_step_benchmark.py --device "$DEVICE" "${TRAIN_ARGS[@]}" \
     --json "$RESULTS/train_step.json"
 
 # ----------------------------------------------------------------------------- extraction
 # extract_benchmark.py writes HDF5; the zarr output path arrives with the extraction package.
-stage extraction 40 "$PY" benchmarks/extract_benchmark.py --device "$DEVICE" --skip-memory "${EXTRACT_ARGS[@]}"
+stage extraction 30 "$PY" benchmarks/extract_benchmark.py --device "$DEVICE" --skip-memory "${EXTRACT_ARGS[@]}"
 
 # ----------------------------------------------------------------------------- recipe smoke
 # One process through torchrun: init_process_group (nccl on CUDA, gloo on CPU), a few steps with
 # bf16 autocast, evaluation, checkpoint; then the same with --compile.
 SMOKE=(--model blt_bl_tiny --dataset synthetic --limit-train 64 --limit-val 32 --input-size 32
     --batch-size 16 --epochs 1 --workers 0 --no-progress --device "$SMOKE_DEVICE" --bf16 --log-every 1)
-stage recipe_smoke 40 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
+stage recipe_smoke 30 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
     examples/train/train.py "${SMOKE[@]}" --output-dir "$RESULTS/recipe_smoke"
 if [[ $DRY == 0 ]]; then
-    stage recipe_smoke_compile 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
+    stage recipe_smoke_compile 40 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
         examples/train/train.py "${SMOKE[@]}" --compile --output-dir "$RESULTS/recipe_smoke_compile"
 fi
 
