@@ -274,6 +274,12 @@ def main() -> None:
         for s, trainer in trainers.items():
             for _ in range(args.steps):
                 times[s].append(timed(trainer.step, device))
+    ref_time = statistics.median(times["ref-fp32"])
+    print("Median step times (memory follows):")  # kept if the memory pass is cut short
+    for s in settings:
+        print(f"  {s:<18} {statistics.median(times[s]):7.3f} s  x ref {ref_time / statistics.median(times[s]):5.2f}",
+              flush=True)  # fmt: skip
+    print()
 
     memory: dict[str, float | None] = dict.fromkeys(settings)
     if not args.skip_memory:
@@ -296,7 +302,6 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     rows = []
-    ref_time = statistics.median(times["ref-fp32"])
     ref_mem = memory["ref-fp32"]
     for s in settings:
         med = statistics.median(times[s])
