@@ -26,7 +26,8 @@ class TimestepOutput:
 
     Attributes:
         logits: ``[R, B, num_classes]``, one row per step that has a readout, in time order.
-        steps: ``LongTensor [R]``, the clock step of each row of ``logits``.
+        steps: ``LongTensor [R]``, the clock step of each row of ``logits`` (on the input's
+            device, like every tensor of the output).
         features: ``{layer: Tensor [T, B, C, H, W]}`` for the requested layers, indexed by clock
             step ``0 .. T-1`` (a view of batch-major storage; ``.contiguous()`` makes it
             time-major). Steps at which a layer is absent (nothing has reached it yet, as
@@ -216,7 +217,7 @@ class ClockedModel(nn.Module):
             first_step[name] = first[layer]
         return TimestepOutput(
             logits=torch.stack(logits),
-            steps=torch.tensor(steps, dtype=torch.long),
+            steps=torch.tensor(steps, dtype=torch.long, device=x.device),
             features=features,
             first_step=first_step,
             timesteps=timesteps,

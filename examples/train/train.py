@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-drop-gamma", type=float, default=0.1, help="step schedule: factor per drop")
     g.add_argument("--clip-max-norm", type=float, default=0.0, help="gradient-norm clipping (0: off)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward and backward (evaluation stays eager)")
+    g.add_argument("--compile-mode", default=None,
+                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                   help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
+    g.add_argument("--compile-backend", default=None, help="torch.compile backend with --compile (default inductor)")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("run")
     g.add_argument("--output-dir", default=None, help="run directory (default runs/<model>_<dataset>_<objective>)")
@@ -128,7 +134,9 @@ class Dist:
             self.device = torch.device("cpu")
         if self.enabled:
             backend = "nccl" if use_cuda else "gloo"
-            dist.init_process_group(backend, init_method="env://")
+            # nccl: bind the process group to this rank's GPU (barriers and collectives then
+            # never guess the device).
+            dist.init_process_group(backend, init_method="env://", device_id=self.device if use_cuda else None)
             self.world, self.rank = dist.get_world_size(), dist.get_rank()
 
     @property
@@ -390,7 +398,10 @@ def find_unused(wrapper: StepsWrapper, shape: tuple[int, ...], num_classes: int,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.compile and (args.compile_mode or args.compile_backend):
+        parser.error("--compile-mode and --compile-backend need --compile")
     env = Dist(args.device)
     try:
         return run(args, env)
@@ -459,6 +470,8 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
             wrapper, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
             find_unused_parameters=bool(unused),
         )  # fmt: skip
+    if args.compile:  # in place (nn.Module.compile): state-dict keys stay the model's own
+        ddp.compile(backend=args.compile_backend or "inductor", mode=args.compile_mode)
 
     # ------------------------------------------------------------------ optimisation
     params = [p for p in wrapper.parameters() if p.requires_grad]
