@@ -143,7 +143,7 @@ def build_model(
     model.pretrained_cfg = cfg.replace(
         architecture=arch,
         num_classes=model.num_classes,
-        input_size=(model.in_chans, *cfg.input_size[1:]),
+        input_size=model.fixed_input_size or (model.in_chans, *cfg.input_size[1:]),
         timesteps=model.timesteps,
         unroll=getattr(model, "unroll", cfg.unroll),
         class_names=cfg.class_names if model.num_classes == cfg.num_classes else None,
