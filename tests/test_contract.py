@@ -47,8 +47,9 @@ REFERENCE_UNUSED = {
     "blt_vs-single": ("v1.td_skip.*",),
 }
 
-# One model per family for the costly checks of the default run.
-REPRESENTATIVES = {"blt_bl", "blt_b", "blt_bl_tiny", "cornet_rt", "cornet_s", "resnet50", "blt_vs"}
+# torch.export / torch.compile in the default run (the others, and inductor, in the slow target).
+REPRESENTATIVES = {"blt_bl_tiny", "cornet_rt"}
+COMPILE_SLOW = {"blt_bl", "blt_b", "cornet_s", "resnet50", "blt_vs"}
 
 
 def _case(name: str) -> tuple[str, dict, int]:
@@ -76,15 +77,15 @@ def _case(name: str) -> tuple[str, dict, int]:
 
 
 CASES = [*bm.list_models(), "blt_vs-bio", "blt_vs-single"]
-# Forward + backward of these (224 px and 7 steps; BLT-VS's 350-576-channel maps) in the slow
-# target only; their other checks run by default.
-HEAVY = {"blt_bl_top2linear", "blt_vs", "blt_vs-bio", "blt_vs-single"}
+# Costly configurations (224 px and 7 steps; BLT-VS's 350-576-channel maps): their forward
+# checks run in the slow target, their pretrained_cfg / feature_info checks by default; the
+# default BLT-VS runs every check but backward.
+HEAVY = {"blt_bl_top2linear", "blt_vs-bio", "blt_vs-single"}
+NO_DEFAULT_BACKWARD = HEAVY | {"blt_vs"}
 
 
-def _params(names, heavy_slow=True):
-    return [
-        pytest.param(n, marks=pytest.mark.slow) if heavy_slow and n in HEAVY else n for n in names
-    ]
+def _params(names, slow=HEAVY):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
 @lru_cache(maxsize=None)
@@ -103,7 +104,7 @@ def _model(name: str) -> nn.Module:
 
 
 def _input(model: nn.Module, name: str, batch: int = 2) -> torch.Tensor:
-    batch = 1 if name in HEAVY else batch
+    batch = 1 if name in NO_DEFAULT_BACKWARD else batch
     side = _case(name)[2]
     gen = torch.Generator().manual_seed(1)
     return torch.randn(batch, model.in_chans, side, side, generator=gen)
@@ -119,7 +120,7 @@ def test_every_registered_model_is_covered():
 
 
 # --------------------------------------------------------------------------- forward / backward
-@pytest.mark.parametrize("name", _params(CASES))
+@pytest.mark.parametrize("name", _params(CASES, slow=NO_DEFAULT_BACKWARD))
 def test_forward_backward_every_parameter_gets_a_gradient(name):
     model = _model(name).train()
     x = _input(model, name)
@@ -234,7 +235,7 @@ def test_fixed_clock_models_have_feature_info():
 
 
 # --------------------------------------------------------------------------- intermediates / head
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", _params(CASES))
 def test_forward_intermediates_features_and_head(name):
     model = _model(name)
     x = _input(model, name)
@@ -284,7 +285,7 @@ def test_cornet_s_intermediates_are_each_area_at_its_last_inner_step():
         torch.testing.assert_close(got, out.features[name][t])
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", _params(CASES))
 def test_timm_feature_getter_net(name):
     from timm.models._features import FeatureGetterNet
 
@@ -303,7 +304,7 @@ def test_timm_feature_getter_net(name):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", _params(CASES))
 def test_feature_hook_net_works_or_fails_loudly(name):
     """Never silent: hooks either see each layer (equal to forward_intermediates) or raise."""
     from timm.models._features import FeatureHookNet
@@ -399,7 +400,7 @@ def test_torch_compile_eager_backend(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(REPRESENTATIVES))
+@pytest.mark.parametrize("name", sorted(REPRESENTATIVES | COMPILE_SLOW))
 def test_torch_compile_inductor(name):
     torch._dynamo.reset()
     model = _model(name)
