@@ -55,3 +55,46 @@ def test_integration_modules_are_optional():
         "assert 'brainscore_vision' not in sys.modules and 'thingsvision' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+# ------------------------------------------------------------------ Brain-Score plugin generator
+def test_brainscore_plugin_layout_for_cornet(tmp_path):
+    import json
+    import py_compile
+
+    from blt_models.cli import main
+
+    out = tmp_path / "cornet_s_imagenet"
+    assert main(["brainscore-plugin", "cornet_s.imagenet", str(out), "--step-ms", "20"]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "__init__.py", "model.py", "region_layer_map", "requirements.txt", "test.py",
+    }
+    mapping = json.loads((out / "region_layer_map" / "cornet_s-imagenet.json").read_text())
+    assert mapping == {"V1": "V1", "V2": "V2", "V4": "V4", "IT": "IT"}
+    for f in ("__init__.py", "model.py", "test.py"):
+        py_compile.compile(str(out / f), doraise=True)
+    text = (out / "model.py").read_text()
+    assert "MODEL_ID = 'cornet_s-imagenet'" in text and "'step_ms': 20.0" in text
+    assert "def get_model(" in text and "def get_layers(" in text and "def get_bibtex(" in text
+    assert "Kubilius" in text  # the citation of the weights
+
+
+def test_brainscore_plugin_refuses_what_would_be_wrong(tmp_path, capsys):
+    from blt_models.cli import main
+
+    # BLT layers are not brain areas: the map must be given.
+    assert main(["brainscore-plugin", "blt_bl_tiny.fashion_mnist", str(tmp_path / "a")]) == 1
+    assert "--region V1=layer1" in capsys.readouterr().err
+    # No published weights, unknown layer, bad folder name, non-empty folder.
+    assert main(["brainscore-plugin", "blt_bl.vggface2", str(tmp_path / "b")]) == 1
+    assert "published weights" in capsys.readouterr().err
+    assert main(["brainscore-plugin", "blt_bl_tiny.fashion_mnist", str(tmp_path / "c"),
+                 "--region", "IT=layr3"]) == 1  # fmt: skip
+    assert "Did you mean" in capsys.readouterr().err
+    assert main(["brainscore-plugin", "cornet_z.imagenet", str(tmp_path / "my-model")]) == 1
+    assert "my_model" in capsys.readouterr().err
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("")
+    assert main(["brainscore-plugin", "cornet_z.imagenet", str(tmp_path / "d")]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

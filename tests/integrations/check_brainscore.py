@@ -134,3 +134,27 @@ def test_behaviour_from_the_last_readout(tiny):
     brain.start_task(BrainModel.Task.passive)
     brain.start_recording("IT", time_bins=[(30, 40)])
     assert brain.look_at(stimuli).shape[0] == len(stimuli)
+
+
+def test_generated_plugin_registers_and_runs(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from brainscore_vision import model_registry
+
+    from blt_models.cli import main
+
+    out = tmp_path / "blt_bl_tiny_fashion_mnist"
+    assert main(["brainscore-plugin", "blt_bl_tiny.fashion_mnist", str(out), "--region",
+                 "IT=layer3", "--onset-ms", "50", "--visual-degrees", "4"]) == 0  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = importlib.import_module("blt_bl_tiny_fashion_mnist")
+    ident = "blt_bl_tiny-fashion_mnist"
+    assert plugin.get_layers(ident) == ["layer0", "layer1", "layer2", "layer3"]
+    assert plugin.get_bibtex(ident).startswith("@misc{")
+    brain = model_registry[ident]()
+    assert brain.identifier == ident and brain.visual_degrees() == 4
+    brain.start_recording("IT", time_bins=[(80, 90)])
+    resp = brain.look_at(_stimulus_set(3))
+    assert resp.sizes["presentation"] == 3 and set(resp["region"].values) == {"IT"}
+    sys.modules.pop("blt_bl_tiny_fashion_mnist", None)
