@@ -148,7 +148,8 @@ def test_generated_plugin_registers_and_runs(tmp_path, monkeypatch):
     assert main(["brainscore-plugin", "blt_bl_tiny.fashion_mnist", str(out), "--region",
                  "IT=layer3", "--onset-ms", "50", "--visual-degrees", "4"]) == 0  # fmt: skip
     monkeypatch.syspath_prepend(str(tmp_path))
-    plugin = importlib.import_module("blt_bl_tiny_fashion_mnist")
+    importlib.import_module("blt_bl_tiny_fashion_mnist")  # registers the model
+    plugin = importlib.import_module("blt_bl_tiny_fashion_mnist.model")
     ident = "blt_bl_tiny-fashion_mnist"
     assert plugin.get_layers(ident) == ["layer0", "layer1", "layer2", "layer3"]
     assert plugin.get_bibtex(ident).startswith("@misc{")
@@ -157,4 +158,5 @@ def test_generated_plugin_registers_and_runs(tmp_path, monkeypatch):
     brain.start_recording("IT", time_bins=[(80, 90)])
     resp = brain.look_at(_stimulus_set(3))
     assert resp.sizes["presentation"] == 3 and set(resp["region"].values) == {"IT"}
+    sys.modules.pop("blt_bl_tiny_fashion_mnist.model", None)
     sys.modules.pop("blt_bl_tiny_fashion_mnist", None)
