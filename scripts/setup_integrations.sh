@@ -48,6 +48,7 @@ if [ "$want" = all ] || [ "$want" = thingsvision ]; then
   # clashes: its other requirements (from its METADATA) resolve with the torch pins in one run, and
   # thingsvision itself is then added with --no-deps. Its test below runs against torchvision
   # 0.29.1, which is what makes this sound (tests/integrations/thingsvision_check.py).
+  # The list is the `thingsvision` extra of pyproject.toml.
   build thingsvision "thingsvision>=2.7,<2.8" \
     ftfy h5py matplotlib numba "numpy<2" "open-clip-torch==3.*" pandas regex "safetensors<0.6" \
     scikit-image scikit-learn scipy "tensorflow<2.16" timm torchtyping tqdm "accelerate<1.10.0" \

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
 from torch import nn
 
 import blt_models as bm
-from blt_models.models.blt import TINY_ARGS
 
 SMALL_BLT = dict(num_layers=4, channels=(32, 32, 32, 32), sizes=(8, 8, 4, 2), nominal_size=32)
 
@@ -88,7 +87,7 @@ def _params(names, slow=HEAVY):
     return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _built(name: str) -> nn.Module:
     arch, kwargs, side = _case(name)
     torch.manual_seed(0)
@@ -254,7 +253,9 @@ def test_forward_intermediates_features_and_head(name):
         sel = model.forward_intermediates(x, indices=(0, -1), intermediates_only=True)
         torch.testing.assert_close(sel[0], expect[0])
         torch.testing.assert_close(sel[1], expect[-1])
-        nhwc = model.forward_intermediates(x, indices=[0], output_fmt="NHWC", intermediates_only=True)
+        nhwc = model.forward_intermediates(
+            x, indices=[0], output_fmt="NHWC", intermediates_only=True
+        )
         torch.testing.assert_close(nhwc[0], expect[0].permute(0, 2, 3, 1))
         with pytest.raises(IndexError):
             model.forward_intermediates(x, indices=[n])

@@ -35,7 +35,9 @@ def _run_check(venv: str, check: str, *extra: str) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     if proc.returncode != 0:
-        pytest.fail(f"{check} failed in .venvs/{venv}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"{check} failed in .venvs/{venv}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        )
 
 
 @pytest.mark.slow
@@ -54,7 +56,9 @@ def test_integration_modules_are_optional():
         "import blt_models, blt_models.integrations, sys; "
         "assert 'brainscore_vision' not in sys.modules and 'thingsvision' not in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
 
 
 # ------------------------------------------------------------------ Brain-Score plugin generator
@@ -67,7 +71,11 @@ def test_brainscore_plugin_layout_for_cornet(tmp_path):
     out = tmp_path / "cornet_s_imagenet"
     assert main(["brainscore-plugin", "cornet_s.imagenet", str(out), "--step-ms", "20"]) == 0
     assert {p.name for p in out.iterdir()} == {
-        "__init__.py", "model.py", "region_layer_map", "requirements.txt", "test.py",
+        "__init__.py",
+        "model.py",
+        "region_layer_map",
+        "requirements.txt",
+        "test.py",
     }
     mapping = json.loads((out / "region_layer_map" / "cornet_s-imagenet.json").read_text())
     assert mapping == {"V1": "V1", "V2": "V2", "V4": "V4", "IT": "IT"}

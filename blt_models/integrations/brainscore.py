@@ -190,7 +190,9 @@ class ClockActivations:
                 "neuroid_num": ("neuroid", idx),
                 "layer": ("neuroid", [layer] * width),
             }
-        info = next(d for d in self.model.feature_info if d["module"] == self.model.resolve_layer(layer))
+        info = next(
+            d for d in self.model.feature_info if d["module"] == self.model.resolve_layer(layer)
+        )
         c = int(info["num_chs"])
         hw = width // c
         idx = np.arange(width)
@@ -323,7 +325,9 @@ class BltBrainModel(BrainModel):
         self._recording = (recording_target, bins)
         self.layer_model.start_recording(recording_target, bins)
 
-    def look_at(self, stimuli: Any, number_of_trials: int = 1, require_variance: bool = False) -> Any:
+    def look_at(
+        self, stimuli: Any, number_of_trials: int = 1, require_variance: bool = False
+    ) -> Any:
         if self.do_behavior:
             return self.behavior_model.look_at(
                 stimuli, number_of_trials=number_of_trials, require_variance=require_variance

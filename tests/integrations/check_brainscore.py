@@ -59,8 +59,14 @@ def test_brainscore_is_the_real_package():
 
 def test_time_bins_and_responses_equal_forward_timesteps(tiny):
     stimuli = _stimulus_set()
-    brain = to_brain_model(tiny, "blt_bl_tiny", {"V4": "layer2", "IT": "layer3"}, step_ms=10,
-                           onset_ms=50, visual_degrees=4)
+    brain = to_brain_model(
+        tiny,
+        "blt_bl_tiny",
+        {"V4": "layer2", "IT": "layer3"},
+        step_ms=10,
+        onset_ms=50,
+        visual_degrees=4,
+    )
     assert brain.visual_degrees() == 4 and brain.identifier == "blt_bl_tiny"
     # layer3 first active at step 3 -> bins from 80 ms; clock of 8 steps -> until 130 ms.
     bins = [(80, 90), (90, 100), (120, 130)]
@@ -94,8 +100,9 @@ def test_bins_before_a_layer_is_active_or_beyond_the_clock_are_refused(tiny):
     longer.start_recording("IT", time_bins=[(190, 200)])
     resp = longer.look_at(_stimulus_set(2))
     want = _expected(tiny, _stimulus_set(2), "layer3", timesteps=15)[14].reshape(2, -1).numpy()
-    np.testing.assert_allclose(resp.transpose("presentation", "neuroid").values, want, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        resp.transpose("presentation", "neuroid").values, want, rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(KeyError, match="regions: IT"):
         brain.start_recording("V1", time_bins=[(80, 90)])
     with pytest.raises(ValueError, match="region_layer_map is required"):
@@ -111,8 +118,9 @@ def test_fixed_clock_area_finishes_early():
     brain.start_recording("V2", time_bins=[(10, 20), (20, 30)])  # V2's inner steps 1, 2
     resp = brain.look_at(_stimulus_set(2)).transpose("presentation", "neuroid", "time_bin")
     feats = _expected(model, _stimulus_set(2), "V2")
-    np.testing.assert_allclose(resp.values[..., 1], feats[2].reshape(2, -1).numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        resp.values[..., 1], feats[2].reshape(2, -1).numpy(), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(bm.TimestepsError, match="finishes at step 2"):
         brain.start_recording("V2", time_bins=[(30, 40)])
 

@@ -48,8 +48,9 @@ def _expected(model, root, names, layers, timesteps=None):
 
 
 def _batches(extractor, root, out, batch_size=3):
-    dataset = ImageDataset(root=str(root), out_path=str(out), backend="pt",
-                           transforms=extractor.get_transformations())
+    dataset = ImageDataset(
+        root=str(root), out_path=str(out), backend="pt", transforms=extractor.get_transformations()
+    )
     return DataLoader(dataset=dataset, batch_size=batch_size, backend="pt")
 
 
@@ -68,16 +69,19 @@ def test_layer_at_a_step_and_across_steps_equal_forward_timesteps(tiny, stimuli,
         flatten_acts=False,
     )
     out = _expected(tiny, root, names, ["layer1", "layer2", "layer3"])
-    np.testing.assert_allclose(feats["layer3@t7"], out.features["layer3"][7].numpy(), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        feats["layer3@t7"], out.features["layer3"][7].numpy(), rtol=1e-4, atol=1e-5
+    )
     across = out.features["layer3"].transpose(0, 1).numpy()  # [N, T, C, H, W]
     assert feats["layer3"].shape == across.shape == (7, 8, 64, 4, 4)
     np.testing.assert_allclose(feats["layer3"], across, rtol=1e-4, atol=1e-5)
     assert np.abs(feats["layer3"][:, :3]).max() == 0  # absent before its first step (3)
-    np.testing.assert_allclose(feats["layer1@t2"], out.features["layer1"][2].numpy(), rtol=1e-4,
-                               atol=1e-5)
-    np.testing.assert_allclose(feats["output_2@t-1"], out.features["layer2"][7].numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        feats["layer1@t2"], out.features["layer1"][2].numpy(), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        feats["output_2@t-1"], out.features["layer2"][7].numpy(), rtol=1e-4, atol=1e-5
+    )
     # Different steps of one layer differ: thingsvision did not keep "the last call" of a module.
     assert not np.allclose(feats["layer3@t7"], feats["layer3"][:, 3])
 
@@ -85,19 +89,23 @@ def test_layer_at_a_step_and_across_steps_equal_forward_timesteps(tiny, stimuli,
 def test_flattened_and_single_module(tiny, stimuli, tmp_path):
     root, names = stimuli
     extractor = get_extractor(tiny, timesteps=10)
-    flat = extractor.extract_features(batches=_batches(extractor, root, tmp_path),
-                                      module_name="layer2@t9", flatten_acts=True)
+    flat = extractor.extract_features(
+        batches=_batches(extractor, root, tmp_path), module_name="layer2@t9", flatten_acts=True
+    )
     out = _expected(tiny, root, names, ["layer2"], timesteps=10)
-    np.testing.assert_allclose(flat, out.features["layer2"][9].reshape(len(names), -1).numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        flat, out.features["layer2"][9].reshape(len(names), -1).numpy(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_bad_addresses_fail_clearly(tiny, stimuli, tmp_path):
     root, _ = stimuli
     extractor = get_extractor(tiny)
     with pytest.raises(bm.StepOutOfRangeError, match="outside the clock 0..7.*timesteps=9"):
-        extractor.extract_features(batches=_batches(extractor, root, tmp_path),
-                                   module_name="layer3@t8")
+        extractor.extract_features(
+            batches=_batches(extractor, root, tmp_path), module_name="layer3@t8"
+        )
     with pytest.raises(KeyError, match="Did you mean"):
-        extractor.extract_features(batches=_batches(extractor, root, tmp_path),
-                                   module_names=["layr3@t2"])
+        extractor.extract_features(
+            batches=_batches(extractor, root, tmp_path), module_names=["layr3@t2"]
+        )
