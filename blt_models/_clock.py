@@ -246,6 +246,9 @@ class ClockedModel(nn.Module):
         head = self.get_classifier()
         if isinstance(head, nn.Linear):
             return head.in_features
+        if "_num_features" not in self.__dict__:  # built without a classifier (num_classes=0)
+            info = {d["module"]: d for d in self.feature_info}
+            self.__dict__["_num_features"] = int(info[self.head_layer]["num_chs"])
         return int(self.__dict__["_num_features"])
 
     def reset_classifier(self, num_classes: int) -> None:
