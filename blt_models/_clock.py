@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import MAX_TIMESTEPS, as_int
@@ -150,9 +151,14 @@ class ClockedModel(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``[B, num_classes]`` of the readout at the last step of the default clock."""
+        """Logits ``[B, num_classes]`` of the readout at the last step of the default clock.
+
+        With ``num_classes=0`` (or after ``reset_classifier(0)``) the readout has no classifier
+        and this returns the pooled features ``[B, num_features]`` instead, as in timm.
+        """
         timesteps = self._resolve_timesteps(None)
         self._check_input(x)
+        self._refuse_unseen_hooks()
         last = self.readout_steps(timesteps)[-1]
         logits = None
         for step in self._unroll(x, timesteps, frozenset(), frozenset({last})):
@@ -236,17 +242,75 @@ class ClockedModel(nn.Module):
             )
         self.grad_checkpointing = enable
 
-    def get_classifier(self) -> nn.Linear:
-        return self.get_submodule(self.classifier_name)  # type: ignore[return-value]
+    def get_classifier(self) -> nn.Module:
+        """The readout's classifier (``nn.Identity`` when ``num_classes == 0``)."""
+        return self.get_submodule(self.classifier_name)
+
+    @staticmethod
+    def _make_classifier(in_features: int, num_classes: int) -> nn.Module:
+        """timm's convention: ``num_classes=0`` means no classifier, the pooled features pass."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(
+                f"num_classes must be an integer >= 0 (0: no classifier, pooled features); "
+                f"got {num_classes!r}"
+            )
+        return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features the classifier reads (timm's ``num_features``): the
+        channels of :attr:`head_layer` at the last step, what ``forward_head(pre_logits=True)``
+        returns."""
+        head = self.get_classifier()
+        if isinstance(head, nn.Linear):
+            return head.in_features
+        if "_num_features" not in self.__dict__:  # built without a classifier (num_classes=0)
+            info = {d["module"]: d for d in self.feature_info}
+            self.__dict__["_num_features"] = int(info[self.head_layer]["num_chs"])
+        return int(self.__dict__["_num_features"])
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the readout's Linear by a freshly initialised one with ``num_classes`` outputs."""
+        """Replace the readout's classifier by a freshly initialised one with ``num_classes``
+        outputs; ``0`` removes it, so that ``forward`` returns pooled features
+        ``[B, num_features]`` (timm's convention)."""
+        in_features = self.num_features
         old = self.get_classifier()
-        new = nn.Linear(
-            old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype
-        )
+        ref = next(iter(old.parameters()), None)
+        if ref is None:
+            ref = next(iter(self.parameters()))
+        new = self._make_classifier(in_features, num_classes).to(ref.device, ref.dtype)
+        self.__dict__["_num_features"] = in_features
         self.set_submodule(self.classifier_name, new)
         self.num_classes = num_classes
+
+    @property
+    def head_layer(self) -> str:
+        """The layer the readout reads (at each readout step): what ``forward_features`` returns."""
+        return self.layer_names[-1]
+
+    def last_steps(self, timesteps: int | None = None) -> dict[str, int]:
+        """``{layer: last clock step at which it is computed}`` in a run of ``timesteps`` steps
+        (the final step for every layer, except in families whose areas finish early, such as
+        CORnet-S). ``forward_intermediates`` reads each layer at this step."""
+        t = self._resolve_timesteps(timesteps)
+        return dict.fromkeys(self.layer_names, t - 1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """timm's ``forward_features``: the unpooled map ``[B, C, H, W]`` of :attr:`head_layer`
+        at the last readout step of the default clock, what the readout of ``forward`` pools."""
+        timesteps = self._resolve_timesteps(None)
+        last = self.readout_steps(timesteps)[-1]
+        out = self.forward_timesteps(x, layers=[self.head_layer])
+        return out.features[self.head_layer][last]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """timm's ``forward_head``: readout of a :meth:`forward_features` map.
+
+        ``forward_head(forward_features(x))`` equals ``forward(x)``; ``pre_logits=True`` returns
+        the pooled features ``[B, num_features]``.
+        """
+        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1) if x.ndim == 4 else x
+        return pooled if pre_logits else self.get_classifier()(pooled)
 
     # ----------------------------------------------------------------------------- checks
     @property
@@ -279,7 +343,37 @@ class ClockedModel(nn.Module):
         cfg = self.pretrained_cfg
         return getattr(cfg, "architecture", "") or type(self).__name__
 
+    #: Layers whose same-named submodule the family calls exactly once per ``forward``, with the
+    #: layer's output: forward hooks on them (timm's ``FeatureHookNet``) see the layer.
+    hookable_layers: frozenset[str] = frozenset()
+
+    def _refuse_unseen_hooks(self) -> None:
+        """Hooks on a layer-named submodule that the clock never calls would stay silent."""
+        for name in self.layer_names:
+            module = self._modules.get(name)
+            if module is None or name in self.hookable_layers:
+                continue
+            if module._forward_hooks or module._forward_pre_hooks:
+                raise RuntimeError(
+                    f"a forward hook is registered on {type(self).__name__}.{name}, but the clock "
+                    f"does not call that module once with the layer's output (it runs its parts "
+                    "step by step), so the hook would see nothing or a partial value. Read "
+                    "layers with model.forward_timesteps(x, layers=[...]) (every step), "
+                    "model.forward_intermediates(x) or timm's FeatureGetterNet "
+                    "(timm.create_model-style features_only, feature_cls='getter'), not "
+                    "FeatureHookNet or hooks."
+                )
+
     def _check_input(self, x: Tensor) -> None:
+        if isinstance(x, torch.fx.Proxy):
+            raise InputError(
+                f"{self._display_name()} cannot be traced symbolically by torch.fx (torchvision's "
+                "create_feature_extractor, fx-based tools): its clock is a Python loop whose "
+                "schedule depends on the input size and the requested layers. Use "
+                "model.forward_timesteps(x, layers=[...]) for features at every step, "
+                "model.forward_intermediates(x) or timm's FeatureGetterNet for the last step, "
+                "or torch.export.export(model, (x,)) for a graph."
+            )
         if not isinstance(x, Tensor):
             raise InputError(
                 f"expected a torch.Tensor of images [B, C, H, W]; got {type(x).__name__}"
@@ -325,6 +419,11 @@ class ClockedModel(nn.Module):
 
     # ----------------------------------------------------------------------------- timm compatibility
     @property
+    def fixed_input_size(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` for families that take exactly one image size (BLT-VS), else None."""
+        return None
+
+    @property
     def feature_info(self) -> list[dict]:
         """timm-style feature description: one dict per layer of ``layer_names``, in order.
 
@@ -338,7 +437,9 @@ class ClockedModel(nn.Module):
         if override is not None:
             return [dict(d) for d in override]
         cfg_size = tuple(
-            getattr(self.pretrained_cfg, "input_size", None) or (self.in_chans, 224, 224)
+            self.fixed_input_size
+            or getattr(self.pretrained_cfg, "input_size", None)
+            or (self.in_chans, 224, 224)
         )
         key = (self.in_chans, *cfg_size[-2:], self.layer_names)
         cached = self.__dict__.get("_feature_info_cache")
@@ -356,22 +457,35 @@ class ClockedModel(nn.Module):
         """A family may declare its feature_info explicitly instead of the derived one."""
         self.__dict__["_feature_info_override"] = [dict(d) for d in value]
 
+    def _probe_timesteps(self) -> int:
+        """Fewest steps at which every layer is active; the default clock if the model refuses
+        other lengths (fixed-clock families: CORnet-S, BLT-VS with a 'single' readout)."""
+        default = self._resolve_timesteps(None)
+        need = max(self.min_timesteps, max(self.first_steps(default).values()) + 1)
+        if need >= default:
+            return default
+        try:
+            return self._resolve_timesteps(need)
+        except TimestepsError:
+            return default
+
     def _probe_feature_info(self, height: int, width: int) -> list[dict]:
         param = next(iter(self.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         # Shapes do not depend on the number of steps: run just until every layer is active.
-        first = self.first_steps(self._resolve_timesteps(None))
-        timesteps = self._resolve_timesteps(max(self.min_timesteps, max(first.values()) + 1))
+        timesteps = self._probe_timesteps()
         first = self.first_steps(timesteps)
         x = torch.zeros(1, self.in_chans, height, width, device=device, dtype=dtype)
-        was_training = self.training
+        # Each submodule's own mode is restored (frozen BatchNorms of a training model stay eval).
+        modes = {m: m.training for m in self.modules()}
         self.eval()  # no batch-norm statistics updates from the probe
         try:
             with torch.no_grad():
                 out = self.forward_timesteps(x, timesteps=timesteps, layers=list(self.layer_names))
         finally:
-            self.train(was_training)
+            for m, mode in modes.items():
+                m.training = mode
         info = []
         for name in self.layer_names:
             shape = out.features[name].shape  # [T, 1, C, H, W]
@@ -398,9 +512,11 @@ class ClockedModel(nn.Module):
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """timm's ``forward_intermediates`` on the final clock step.
 
-        Feature ``i`` is ``layer_names[i]`` (as in :attr:`feature_info`) at the last step of a
-        run of ``timesteps`` steps (default ``model.timesteps``); the final features are the last
-        layer at that step (what the readout pools). ``indices``: None for all layers, an int n
+        Feature ``i`` is ``layer_names[i]`` (as in :attr:`feature_info`) at the last step at which
+        it is computed (:meth:`last_steps`: the final step of a run of ``timesteps`` steps, default
+        ``model.timesteps``, except for areas that finish early, as in CORnet-S); the final
+        features are :attr:`head_layer` at the last readout step (what the readout pools, as
+        :meth:`forward_features`). ``indices``: None for all layers, an int n
         for the last n, or a sequence of (possibly negative) indices, as timm's
         ``feature_take_indices``. ``norm`` is accepted and ignored (no family has a final norm);
         ``stop_early`` is accepted (recurrent layers feed each other, so the whole clock runs);
@@ -414,17 +530,19 @@ class ClockedModel(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC'; got {output_fmt!r}")
         take = self._take_indices(indices)
         names = [self.layer_names[i] for i in take]
-        last = self.layer_names[-1]
-        capture = list(dict.fromkeys(names if intermediates_only else [*names, last]))
+        head = self.head_layer
+        capture = list(dict.fromkeys(names if intermediates_only else [*names, head]))
         out = self.forward_timesteps(x, timesteps=timesteps, layers=capture)
+        at = self.last_steps(out.timesteps)
 
         def fmt(t: Tensor) -> Tensor:
             return t.permute(0, 2, 3, 1) if output_fmt == "NHWC" and t.ndim == 4 else t
 
-        intermediates = [fmt(out.features[n][-1]) for n in names]
+        intermediates = [fmt(out.features[n][at[n]]) for n in names]
         if intermediates_only:
             return intermediates
-        return fmt(out.features[last][-1]), intermediates
+        final = out.features[head][self.readout_steps(out.timesteps)[-1]]
+        return fmt(final), intermediates
 
     def prune_intermediate_layers(
         self,

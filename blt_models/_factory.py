@@ -244,7 +244,7 @@ def build_model(
     model.pretrained_cfg = cfg.replace(
         architecture=arch,
         num_classes=model.num_classes,
-        input_size=(model.in_chans, *cfg.input_size[1:]),
+        input_size=model.fixed_input_size or (model.in_chans, *cfg.input_size[1:]),
         mean=mean,
         std=std,
         timesteps=model.timesteps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +21,17 @@ CCN2024_CITATION = (
 
 
 @dataclass
-class PretrainedCfg:
+class PretrainedCfg(Mapping):
     """Everything needed to use one set of weights of one architecture (``arch.tag``).
 
     A record exists even when no weights are published yet (``has_weights`` is then False), so that
     preprocessing and timing conventions of a training setup are documented in one place.
+
+    Fields are attributes (``cfg.mean``) and, read-only, mapping keys (``cfg["mean"]``,
+    ``cfg.get("crop_mode")``, ``"input_size" in cfg``): timm's utilities
+    (``timm.data.resolve_data_config(model=m)``, ``create_transform``) read a model's
+    ``pretrained_cfg`` as a dict. The keys are the field names; a key that is not a field is
+    absent (``cfg.get("test_input_size")`` is None), as in timm's configs.
     """
 
     architecture: str = ""
@@ -56,6 +63,22 @@ class PretrainedCfg:
     citation: str | None = None
     description: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- read-only mapping view
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._field_names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._field_names())
+
+    def __len__(self) -> int:
+        return len(self._field_names())
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
 
     @property
     def name(self) -> str:

@@ -1,5 +1,5 @@
 """The ``blt-models`` command line: ``list``, ``info``, ``demo``, ``extract``, ``convert``, ``push``,
-``prefetch``.
+``prefetch``, ``brainscore-plugin``.
 
 Each subcommand lives in one ``_cmd_*`` function registered in :func:`build_parser`, which
 imports what it needs (torch, the model families) inside the function: ``--help`` and argument
@@ -91,6 +91,25 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise RuntimeError(f"{out} does not reload to the converted weights")
     sha = getattr(reloaded.pretrained_cfg, "sha256", None)
     print(f"verified: local-dir:{out} reloads to identical weights (sha256 {sha})")
+    return 0
+
+
+def _cmd_brainscore_plugin(args: argparse.Namespace) -> int:
+    from blt_models.integrations.brainscore_plugin import write_brainscore_plugin
+
+    regions = {}
+    for item in args.region:
+        region, sep, layer = item.partition("=")
+        if not sep or not region or not layer:
+            raise ValueError(f"--region expects REGION=LAYER (e.g. IT=layer5); got {item!r}")
+        regions[region] = layer
+    out = write_brainscore_plugin(
+        args.name, args.out_dir, region_layer_map=regions or None, identifier=args.identifier,
+        step_ms=args.step_ms, onset_ms=args.onset_ms, visual_degrees=args.visual_degrees,
+        timesteps=args.timesteps,
+    )  # fmt: skip
+    print(f"wrote the Brain-Score plugin {out}: __init__.py, model.py, region_layer_map/, test.py")
+    print("add it to brainscore_vision/models/ in a clone of github.com/brain-score/vision")
     return 0
 
 
@@ -352,6 +371,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="every name of `blt-models list --pretrained`"
     )
     p.set_defaults(func=_cmd_prefetch)
+
+    p = sub.add_parser(
+        "brainscore-plugin",
+        help="write a Brain-Score model plugin folder for a pretrained zoo model",
+        description="Write OUT_DIR as a Brain-Score plugin (model.py with get_model / get_layers / "
+        "get_bibtex, region_layer_map/<id>.json, test.py) for the pretrained NAME (arch.tag). "
+        "Clock step t is [onset + t*step, onset + (t+1)*step) ms after stimulus onset.",
+    )
+    p.add_argument("name", help="pretrained arch.tag, e.g. cornet_s.imagenet")
+    p.add_argument("out_dir", help="plugin folder (its name must be a Python identifier)")
+    p.add_argument("--region", action="append", default=[], metavar="REGION=LAYER",
+                   help="commit a region to a layer, e.g. IT=layer5 (repeatable; default: the "
+                   "family's area names, CORnet and BLT-VS)")  # fmt: skip
+    p.add_argument("--identifier", help="Brain-Score model identifier (default: NAME, . -> -)")
+    p.add_argument("--step-ms", type=float, default=10.0, help="milliseconds per clock step")
+    p.add_argument("--onset-ms", type=float, default=0.0, help="latency of step 0 (ms)")
+    p.add_argument("--visual-degrees", type=float, default=8.0, help="degrees the input spans")
+    p.add_argument("--timesteps", type=int, default=None, help="clock length (default: model's)")
+    p.set_defaults(func=_cmd_brainscore_plugin)
 
     _add_extract_parser(sub)
     # The intro names every subcommand, however many are registered above.

@@ -175,7 +175,7 @@ class BLT(ClockedModel):
         num_layers: 4, 5, 6 (default) or 8; channels and map sizes from the reference table.
         pool: ``"max"``, ``"avg"`` (``"average"`` accepted) or ``"blur"``: the stem pool and the
             pool in front of strided bottom-up convs.
-        num_classes: width of the linear readout.
+        num_classes: width of the linear readout (0: none; logits are then the pooled features).
         in_chans: input channels.
         timesteps: default number of clock steps (the reference's ``times``).
         unroll: ``"biological"`` (reference; layer k first active at step f(k)) or ``"standard"``
@@ -290,7 +290,7 @@ class BLT(ClockedModel):
             dict_of(
                 gap=nn.AdaptiveAvgPool2d(1),
                 flatten=nn.Flatten(),
-                linear=nn.Linear(self.channels[-1], num_classes),
+                linear=self._make_classifier(self.channels[-1], num_classes),
             )
         )
         self._first = self._first_active_steps()

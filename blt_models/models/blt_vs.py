@@ -212,7 +212,11 @@ class BLTVSArea(nn.Module):
 
 class BLTVSReadout(nn.Module):
     """Area 7: ``conv`` over LOC's BU output; logits = spatial mean of the first ``num_classes``
-    channels, TD output = ``norm_td(ReLU(conv))`` with all ``num_classes + add_feats`` channels."""
+    channels, TD output = ``norm_td(ReLU(conv))`` with all ``num_classes + add_feats`` channels.
+
+    ``num_classes=0`` (timm's "no classifier"): the logits are the pooled LOC BU features
+    ``[B, 352]``; the ``add_feats`` channels still feed LOC top-down.
+    """
 
     def __init__(self, c_in: int, num_classes: int, add_feats: int, image_size: int) -> None:
         super().__init__()
@@ -223,7 +227,10 @@ class BLTVSReadout(nn.Module):
 
     def forward(self, x: Tensor, want_td: bool = True) -> tuple[Tensor, Tensor | None]:
         z = self.conv(x)
-        logits = F.adaptive_avg_pool2d(z, 1).flatten(1)[:, : self.num_classes]
+        if self.num_classes == 0:
+            logits = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        else:
+            logits = F.adaptive_avg_pool2d(z, 1).flatten(1)[:, : self.num_classes]
         td = self.norm_td(F.relu(z)) if want_td else None
         return logits, td
 
@@ -289,9 +296,11 @@ class BLTVS(ClockedModel):
             )
         if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
             raise ValueError(f"timesteps must be a positive integer; got {timesteps!r}")
-        if num_classes < 1 or add_feats < 0:
+        if num_classes < 0 or add_feats < 0 or num_classes + add_feats < 1:
             raise ValueError(
-                f"need num_classes >= 1 and add_feats >= 0; got {num_classes}, {add_feats}"
+                f"need num_classes >= 0 (0: no classifier, pooled LOC features), add_feats >= 0 "
+                f"and num_classes + add_feats >= 1 (the readout's channels); got {num_classes}, "
+                f"{add_feats}"
             )
         self.timesteps = timesteps
         self.num_classes = num_classes
@@ -454,6 +463,32 @@ class BLTVS(ClockedModel):
                 f"(readout_weights has {self.readout_weights.numel()} entries); got timesteps={timesteps}."
             )
         return super()._resolve_timesteps(timesteps)
+
+    @property
+    def fixed_input_size(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.image_size, self.image_size)
+
+    @property
+    def head_layer(self) -> str:
+        return "loc_bu"
+
+    @property
+    def num_features(self) -> int:
+        return CHANNELS[LOC]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Readout of a LOC BU map ``[B, 352, h, w]`` (``forward_features``); ``pre_logits``: its
+        spatial mean ``[B, 352]``. A 'single' readout weighs the logits of every readout step,
+        which one map cannot give: only ``pre_logits=True`` is defined for it."""
+        if pre_logits or self.num_classes == 0:
+            return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.readout_type == "single":
+            raise NotImplementedError(
+                "readout_type='single' combines the logits of every readout step; one feature "
+                "map cannot give them. Use model(x) or model.forward_timesteps(x).logits, or "
+                "forward_head(..., pre_logits=True) for the pooled features."
+            )
+        return cast(BLTVSReadout, self.readout)(x, want_td=False)[0]
 
     def _check_spatial_size(self, height: int, width: int) -> None:
         s = self.image_size

@@ -52,10 +52,11 @@ def _conv_out(side: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def _decoder(in_features: int, num_classes: int, with_output: bool) -> nn.Sequential:
+    # num_classes=0: no classifier, the decoder returns the pooled IT features (timm's convention).
     layers: OrderedDict[str, nn.Module] = OrderedDict(
         avgpool=nn.AdaptiveAvgPool2d(1),
         flatten=nn.Flatten(),
-        linear=nn.Linear(in_features, num_classes),
+        linear=ClockedModel._make_classifier(in_features, num_classes),
     )
     if with_output:
         layers["output"] = nn.Identity()
@@ -227,6 +228,7 @@ class CORnetZ(_CORnet):
 
     first_conv_name = "V1.conv"
     arch_name = "cornet_z"
+    hookable_layers = frozenset(CORNET_AREAS)
 
     def __init__(
         self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = 1
@@ -408,6 +410,7 @@ class CORnetS(_CORnet):
 
     first_conv_name = "V1.conv1"
     arch_name = "cornet_s"
+    hookable_layers = frozenset({"V1"})
     #: Inner steps of V2, V4 and IT.
     inner_steps = {"V2": 2, "V4": 4, "IT": 2}
 
@@ -458,6 +461,11 @@ class CORnetS(_CORnet):
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         return [self.timesteps - 1]
+
+    def last_steps(self, timesteps: int | None = None) -> dict[str, int]:
+        """Each area's last inner step (V1 0, V2 2, V4 6, IT 8): its final output."""
+        self._resolve_timesteps(timesteps)
+        return {name: steps[-1] for name, steps in self.area_steps.items()}
 
     def _resolve_timesteps(self, timesteps: int | None) -> int:
         why = (

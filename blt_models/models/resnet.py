@@ -75,6 +75,7 @@ class ResNet(ClockedModel):
 
     classifier_name = "fc"
     first_conv_name = "conv1"
+    hookable_layers = frozenset(RESNET_LAYERS[1:])
     # torchvision's modules, added in __init__ (declared for type checkers).
     conv1: nn.Conv2d
     bn1: nn.BatchNorm2d
@@ -103,7 +104,9 @@ class ResNet(ClockedModel):
         self.in_chans = in_chans
         self.timesteps = 1
         self._resolve_timesteps(timesteps)
-        net = builders[depth](weights=None, num_classes=num_classes)
+        net = builders[depth](weights=None, num_classes=num_classes or 1)
+        if num_classes == 0:  # timm's convention: no classifier, forward gives pooled features
+            net.fc = self._make_classifier(net.fc.in_features, 0)
         if in_chans != 3:
             net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")

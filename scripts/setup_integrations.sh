@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds the environments the integration tests run in, one per tool, because their pins do not
+# fit the main .venv (Brain-Score pins numpy<2 and old scikit-learn; thingsvision pins its own
+# stack):
+#   .venvs/brainscore    brainscore-vision 2.4.x + blt-models (editable)
+#   .venvs/thingsvision  thingsvision 2.7.x      + blt-models (editable)
+# Each is installed in ONE resolver run together with the torch/torchvision pins, so pip cannot
+# swap torch for another build. Usage: bash scripts/setup_integrations.sh [brainscore|thingsvision]
+# (no argument: both). Re-running is cheap: a stamp skips an environment whose inputs are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
+mkdir -p .venvs
+
+build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one package, see below)
+  local name=$1 nodeps=$2
+  shift 2
+  local venv=.venvs/$name log=.venvs/$name-setup.log stamp=.venvs/$name/.blt-models-installed
+  if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && [ ! scripts/setup_integrations.sh -nt "$stamp" ]; then
+    echo "setup_integrations: $venv is up to date"
+    return 0
+  fi
+  [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+  echo "setup_integrations: installing $* into $venv (log: $log)"
+  local start=$SECONDS
+  if ! { "$venv/bin/python" -m pip install --upgrade pip setuptools wheel &&
+         "$venv/bin/python" -m pip install "${TORCH_PINS[@]}" "$@" pytest -e . &&
+         { [ -z "$nodeps" ] || "$venv/bin/python" -m pip install --no-deps "$nodeps"; }; } >>"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "setup_integrations: pip install into $venv failed; full log in $log" >&2
+    return 1
+  fi
+  # The import is the check that the resolver's choice works, not just that it resolved.
+  "$venv/bin/python" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" >>"$log" 2>&1
+  touch "$stamp"
+  echo "setup_integrations: $venv built in $((SECONDS - start)) s"
+}
+
+want=${1:-all}
+if [ "$want" = all ] || [ "$want" = brainscore ]; then
+  build brainscore "" "brainscore-vision>=2.4,<2.5"
+  .venvs/brainscore/bin/python -c "import brainscore_vision.model_helpers.brain_transformation" \
+    >>.venvs/brainscore-setup.log 2>&1 || { tail -n 30 .venvs/brainscore-setup.log; exit 1; }
+fi
+if [ "$want" = all ] || [ "$want" = thingsvision ]; then
+  # thingsvision 2.7.x pins torchvision==0.15.2 (a build for torch 2.0) and nothing else that
+  # clashes: its other requirements (from its METADATA) resolve with the torch pins in one run, and
+  # thingsvision itself is then added with --no-deps. Its test below runs against torchvision
+  # 0.29.1, which is what makes this sound (tests/integrations/thingsvision_check.py).
+  # The list is the `thingsvision` extra of pyproject.toml.
+  build thingsvision "thingsvision>=2.7,<2.8" \
+    ftfy h5py matplotlib numba "numpy<2" "open-clip-torch==3.*" pandas regex "safetensors<0.6" \
+    scikit-image scikit-learn scipy "tensorflow<2.16" timm torchtyping tqdm "accelerate<1.10.0" \
+    "transformers==4.40.1"
+  .venvs/thingsvision/bin/python -c "import thingsvision" \
+    >>.venvs/thingsvision-setup.log 2>&1 || { tail -n 30 .venvs/thingsvision-setup.log; exit 1; }
+fi
