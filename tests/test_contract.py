@@ -78,6 +78,10 @@ def _case(name: str) -> tuple[str, dict, int]:
         # top-down edge out of the last layer needs 1 + shift more steps to come back up.
         steps = max(model.min_timesteps, model.num_layers) + 1 + max(0, *model.shifts)
         return name, dict(num_classes=7, timesteps=steps, **SMALL_BLT), 32
+    if name.startswith("rcnn_"):  # pools 6 times by 2: 64 px is its smallest input
+        layers = 14 if name == "rcnn_b_d" else 7
+        small = dict(num_classes=7, channels=[3 + i // 2 for i in range(layers)])
+        return name, dict(small, timesteps=3) if name == "rcnn_bl" else small, 64
     return name, dict(num_classes=7), 32
 
 
