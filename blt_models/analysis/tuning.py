@@ -155,6 +155,21 @@ class DecodingResult:
     chance: float
     folds: int
 
+    def __repr__(self) -> str:
+        rows = []
+        for layer, acc in self.accuracy.items():
+            steps = self.steps[layer]
+            best = int(np.argmax(acc))
+            rows.append(
+                f"{layer}: steps {int(steps[0])}..{int(steps[-1])}, best {acc[best]:.3f} at "
+                f"step {int(steps[best])}"
+            )
+        return (
+            f"DecodingResult({self.folds}-fold CV, chance {self.chance:.3f}; "
+            + "; ".join(rows)
+            + ")"
+        )
+
 
 def decode_over_time(
     features: Any,

@@ -118,8 +118,7 @@ def main() -> None:
 
     # 2. RDMs per (layer, step), shown as frame grids with images sorted by class.
     rdms = ba.compute_rdms(features, method="correlation", pattern_descriptors={"label": labels})
-    order = np.argsort(labels, kind="stable")
-    ba.plot_rdm_frames(rdms, out / "rdm_frames.png", order=order)
+    ba.plot_rdm_frames(rdms, out / "rdm_frames.png", labels=labels, class_names=class_names)
 
     # 3. RSA against hypothesis RDMs standing in for neural data: a coarse (clothing / footwear /
     #    bag) RDM as time bin 0 and a fine (10 classes) RDM as time bin 1.
