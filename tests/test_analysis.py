@@ -440,3 +440,36 @@ def test_compact_reprs(model_run):
     text = repr(dec)
     assert text.startswith("DecodingResult(2-fold CV, chance 0.250; layer2: steps") and len(text) < 300
     assert len(repr(ba.readout_curves(out, labels))) < 400
+
+
+def test_temporal_tuning_recovers_preference_onset_and_bands(tmp_path):
+    rng = np.random.default_rng(0)
+    n_cat, per, steps, units = 4, 12, 6, 8
+    y = np.repeat(np.arange(n_cat), per)
+    x = {"early": rng.standard_normal((len(y), steps, units)),
+         "late": rng.standard_normal((len(y), steps, units))}  # fmt: skip
+    # unit u prefers category u % 4: from step 2 in "early", from step 4 in "late".
+    for layer, onset in (("early", 2), ("late", 4)):
+        for u in range(units):
+            x[layer][y == u % n_cat, onset:, u] += 3.0
+    res = ba.temporal_tuning(x, y, threshold=1.0, n_bootstrap=100)
+    assert res.onset == {"early": 2, "late": 4}
+    for layer in x:
+        assert res.preferred[layer].tolist() == [u % n_cat for u in range(units)]
+        d, (lo, hi) = res.dprime_mean[layer], res.dprime_ci[layer].T
+        assert np.all(lo <= d + 1e-12) and np.all(d <= hi + 1e-12) and np.all(hi > lo)
+        assert abs(d[0]) < 0.8 and d[-1] > 2.0  # no selectivity before the onset
+        pref, other = res.preferred_response[layer], res.nonpreferred_response[layer]
+        assert np.all(pref[-1] - other[-1] > 1.5) and np.all(np.abs(pref[0] - other[0]) < 1.5)
+    assert "early: onset 2" in repr(res)
+    _png(ba.plot_temporal_tuning(res, tmp_path / "tuning.png"))
+    with pytest.raises(ValueError, match=">= 4 per category"):
+        ba.temporal_tuning({"a": x["early"][:9]}, np.arange(9) % 3)
+
+
+def test_temporal_tuning_of_noise_has_no_onset():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 10)
+    res = ba.temporal_tuning({"a": rng.standard_normal((30, 5, 16))}, y, threshold=0.5)
+    # Preferences picked on one half do not carry over to the other half: no selectivity.
+    assert res.onset == {"a": None} and abs(res.dprime_mean["a"]).max() < 0.5

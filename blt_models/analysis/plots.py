@@ -23,6 +23,7 @@ __all__ = [
     "plot_rsa",
     "plot_selectivity",
     "plot_state_matrix",
+    "plot_temporal_tuning",
     "plot_trajectories",
 ]
 
@@ -427,4 +428,42 @@ def plot_readout(curves: Any, path: str | Path, title: str | None = None) -> Pat
     ax_e.legend(fontsize=8)
     _integer_steps(*axes)
     fig.suptitle(title or "Readout over model time", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_temporal_tuning(result: Any, path: str | Path, title: str | None = None) -> Path:
+    """Temporal tuning: preferred vs non-preferred time courses, d' with its confidence band,
+    and the onset latency of every layer (from :func:`~blt_models.analysis.temporal_tuning`)."""
+    layers = list(result.steps)
+    colours = _colours(len(layers))
+    fig = _figure(13.0, 3.9)
+    ax_r, ax_d, ax_o = fig.subplots(1, 3)
+    for layer, colour in zip(layers, colours, strict=True):
+        steps = result.steps[layer]
+        ax_r.plot(steps, result.preferred_response[layer].mean(1), "-o", ms=3, color=colour,
+                  label=layer)  # fmt: skip
+        ax_r.plot(steps, result.nonpreferred_response[layer].mean(1), "--", color=colour)
+        ax_d.plot(steps, result.dprime_mean[layer], "-o", ms=3, color=colour, label=layer)
+        lo, hi = result.dprime_ci[layer].T
+        ax_d.fill_between(steps, lo, hi, color=colour, alpha=0.2)
+    ax_r.set_ylabel("mean response (solid: preferred, dashed: others)")
+    ax_d.axhline(
+        result.threshold, color="0.5", ls="--", lw=0.8, label=f"threshold {result.threshold:g}"
+    )
+    ax_d.set_ylabel(f"d' preferred vs others ({100 * result.confidence:g}% band)")
+    onsets = [result.onset[layer] for layer in layers]
+    ax_o.bar(range(len(layers)), [o if o is not None else 0 for o in onsets], color=colours)
+    for i, o in enumerate(onsets):
+        ax_o.text(i, (o or 0) + 0.1, "none" if o is None else str(o), ha="center", fontsize=8)
+    ax_o.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
+    ax_o.set_ylabel("onset latency (clock step)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax_o.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_r, ax_d):
+        ax.set_xlabel(TIME_LABEL)
+    _integer_steps(ax_r, ax_d)
+    ax_d.legend(fontsize=7)
+    fig.suptitle(title or "Category tuning over model time (preferred category chosen on held-out images)",
+                 fontsize=10)  # fmt: skip
     return _save(fig, path)
