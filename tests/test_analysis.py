@@ -301,6 +301,9 @@ def test_rdm_frames_class_blocks_and_colour_scales(tmp_path, rdms, model_run, mo
     assert {a.images[0].get_clim() for a in per_frame.axes if a.images} == {(0.0, 1.0)}
     first = next(a for a in shared.axes if a.images)
     assert [t.get_text() for t in first.get_yticklabels()] == names  # classes in label order
+    for ax in [a for a in shared.axes if a.get_label() != "<colorbar>"]:  # inactive frames too
+        if ax.get_ylabel() and ax.get_yticks().size:
+            assert ax.get_ylim()[0] > ax.get_ylim()[1]
     assert len(first.lines) == 2 * 3  # 3 boundaries between 4 classes, both axes
     with pytest.raises(ValueError, match="scale must be"):
         ba.plot_rdm_frames(rdms, tmp_path / "x.png", scale="max")

@@ -168,6 +168,9 @@ def plot_rdm_frames(
                         color="0.5", transform=ax.transAxes)  # fmt: skip
                 for spine in ax.spines.values():
                     spine.set_color("0.85")
+                # The image frames' coordinates, so that class labels line up on every frame.
+                ax.set_xlim(-0.5, n_images - 0.5)
+                ax.set_ylim(n_images - 0.5, -0.5)
             if i == 0:
                 ax.set_title(f"t = {step}", fontsize=9)
             if j == 0:
