@@ -37,7 +37,7 @@ from .errors import (
 
 if TYPE_CHECKING:  # the names _LAZY loads, for type checkers and IDEs
     from ._builder import load_checkpoint
-    from ._clock import ClockedModel, TimestepOutput
+    from ._clock import ClockedModel, Connection, TimestepOutput
     from ._convert import load_reference_checkpoint
     from ._factory import create_model
     from ._pretrained import PretrainedCfg
@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # the names _LAZY loads, for type checkers and IDEs
 _LAZY: dict[str, str] = {
     "load_checkpoint": "_builder",
     "ClockedModel": "_clock",
+    "Connection": "_clock",
     "TimestepOutput": "_clock",
     "load_reference_checkpoint": "_convert",
     "create_model": "_factory",
@@ -100,6 +101,7 @@ __all__ = [
     "BltModelsError",
     "CheckpointMismatchError",
     "ClockedModel",
+    "Connection",
     "HashMismatchError",
     "HubUploadError",
     "InputError",
