@@ -44,7 +44,7 @@ from .errors import (
 
 if TYPE_CHECKING:  # the names _LAZY loads, for type checkers and IDEs
     from ._checkpoint import load_checkpoint
-    from ._clock import ClockedModel, TimestepOutput
+    from ._clock import ClockedModel, Connection, TimestepOutput
     from ._convert import load_reference_checkpoint
     from ._convert_rcnn_sat import convert_rcnn_sat_h5
     from ._factory import create_model
@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the names _LAZY loads, for type checkers and IDEs
 _LAZY: dict[str, str] = {
     "load_checkpoint": "_checkpoint",
     "ClockedModel": "_clock",
+    "Connection": "_clock",
     "TimestepOutput": "_clock",
     "load_reference_checkpoint": "_convert",
     "convert_rcnn_sat_h5": "_convert_rcnn_sat",
@@ -109,6 +110,7 @@ __all__ = [
     "BltModelsError",
     "CheckpointMismatchError",
     "ClockedModel",
+    "Connection",
     "HashMismatchError",
     "HubUploadError",
     "InputError",

@@ -18,7 +18,40 @@ from torch import Tensor, nn
 from ._validate import MAX_TIMESTEPS, as_int
 from .errors import InputError, TimestepsError
 
-__all__ = ["ClockedModel", "TimestepOutput", "Step", "InputError", "TimestepsError"]
+__all__ = [
+    "CONNECTION_KINDS",
+    "ClockedModel",
+    "Connection",
+    "InputError",
+    "Step",
+    "TimestepOutput",
+    "TimestepsError",
+]
+
+#: Kinds of :class:`Connection`: from the image, from a lower layer (``skip``: past at least one
+#: layer), within a layer (its own previous output), from a higher layer, into the readout.
+CONNECTION_KINDS = ("input", "bottom_up", "skip", "lateral", "top_down", "readout")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One connection of a clocked model: ``dst`` at step ``t`` reads ``src`` at ``t - delay``.
+
+    Attributes:
+        src: a name of ``model.layer_names``, or ``"input"`` for the image.
+        dst: a name of ``model.layer_names``, or ``"readout"`` for the classifier (kind
+            ``readout``: the layer whose output gives the logits).
+        kind: one of :data:`CONNECTION_KINDS`.
+        delay: steps between the source's output and its use (0: the same step, as bottom-up
+            connections of a feed-forward sweep; 1: the previous step).
+        module: dotted name of the submodule that carries it (``""``: none, e.g. a gate).
+    """
+
+    src: str
+    dst: str
+    kind: str
+    delay: int = 1
+    module: str = ""
 
 
 @dataclass
@@ -45,6 +78,17 @@ class TimestepOutput:
     features: dict[str, Tensor] = field(default_factory=dict)
     first_step: dict[str, int] = field(default_factory=dict)
     timesteps: int = 0
+
+    def __repr__(self) -> str:  # shapes, not values: print(out) must not dump the tensors
+        feats = ", ".join(
+            f"{name}: {list(t.shape)} from step {self.first_step.get(name, '?')}"
+            for name, t in self.features.items()
+        )
+        return (
+            f"TimestepOutput(timesteps={self.timesteps}, steps={self.steps.tolist()}, "
+            f"logits={list(self.logits.shape)} {str(self.logits.dtype).replace('torch.', '')}, "
+            f"features={{{feats}}})"
+        )
 
 
 @dataclass
@@ -132,6 +176,24 @@ class ClockedModel(nn.Module):
     def validate_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Refuse a state dict that fits in keys and shapes but not in meaning (raise
         :class:`~blt_models.errors.InvalidWeightsError`); the default accepts it."""
+
+    def connections(self) -> tuple[Connection, ...]:
+        """Every connection between layers, with its kind and delay in clock steps.
+
+        What diagrams (:func:`blt_models.analysis.model_graph`) draw. The default is a
+        feed-forward chain: the image into the first layer, each layer into the next at the same
+        step. Recurrent families override it with what their ``_unroll`` really computes.
+        """
+        names = self.layer_names
+        chain = [Connection("input", names[0], "input", 0)]
+        chain += [
+            Connection(a, b, "bottom_up", 0) for a, b in zip(names[:-1], names[1:], strict=True)
+        ]
+        return (*chain, self._readout_connection(names[-1]))
+
+    def _readout_connection(self, layer: str) -> Connection:
+        head = self.classifier_name.rsplit(".", 1)[0] if "." in self.classifier_name else ""
+        return Connection(layer, "readout", "readout", 0, head or self.classifier_name)
 
     # ----------------------------------------------------------------------------- public
     def resolve_layer(self, name: str) -> str:

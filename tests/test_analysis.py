@@ -257,12 +257,58 @@ def test_readout_curves(model_run):
     np.testing.assert_allclose(cur.entropy, -(p * np.log(p)).sum(-1).mean(-1))
     expected = (out.logits.argmax(-1).numpy() == labels).mean(-1)
     np.testing.assert_allclose(cur.accuracy, expected)
-    assert np.all(cur.topk_accuracy >= cur.accuracy)
+    assert cur.topk_accuracy is None  # few classes: no top-5 by default
+    top2 = ba.readout_curves(out, labels, k=2)
+    assert top2.k == 2 and np.all(top2.topk_accuracy >= top2.accuracy)
     logits = np.zeros((2, 3, 4))
     logits[1, np.arange(3), [0, 1, 2]] = 50.0
-    c = ba.readout_curves(logits, [0, 1, 3])
+    c = ba.readout_curves(logits, [0, 1, 3], steps=[5, 6])
     np.testing.assert_allclose(c.accuracy, [1 / 3, 2 / 3])  # ties at step 0 -> argmax class 0
     np.testing.assert_allclose(c.entropy[0], np.log(4))
+    assert c.steps.tolist() == [5, 6]
+    assert repr(c).startswith("ReadoutCurves(steps=[5, 6], images=3, num_classes=4")
+    # Raw logits do not say at which clock steps they were read out: no silent 0..R-1.
+    with pytest.raises(bm.InputError, match="pass steps="):
+        ba.readout_curves(out.logits, labels)
+    many = ba.readout_curves(np.random.default_rng(0).standard_normal((2, 8, 20)),
+                             np.arange(8), steps=[0, 1])  # fmt: skip
+    assert many.k == 5 and many.topk_accuracy is not None
+
+
+def test_rdm_frames_class_blocks_and_colour_scales(tmp_path, rdms, model_run, monkeypatch):
+    from blt_models.analysis import plots
+
+    labels = model_run[3]
+    seen = []
+    original = plots._figure
+
+    def spy(*args, **kwargs):
+        fig = original(*args, **kwargs)
+        seen.append(fig)
+        return fig
+
+    monkeypatch.setattr(plots, "_figure", spy)
+    names = ["shirt", "bag", "boot", "coat"]
+    for scale in ("shared", "layer", "frame"):
+        _png(ba.plot_rdm_frames(rdms, tmp_path / f"{scale}.png", labels=labels,
+                                class_names=names, scale=scale))  # fmt: skip
+    shared, per_layer, per_frame = seen
+    limits = {a.images[0].get_clim() for a in shared.axes if a.images}
+    assert len(limits) == 1  # one colour scale across steps and layers
+    top = max(float(np.nanmax(m)) for m in rdms.get_matrices())
+    assert limits.pop() == pytest.approx((0.0, top))
+    assert len({a.images[0].get_clim() for a in per_layer.axes if a.images}) > 1
+    assert {a.images[0].get_clim() for a in per_frame.axes if a.images} == {(0.0, 1.0)}
+    first = next(a for a in shared.axes if a.images)
+    assert [t.get_text() for t in first.get_yticklabels()] == names  # classes in label order
+    for ax in [a for a in shared.axes if a.get_label() != "<colorbar>"]:  # inactive frames too
+        if ax.get_ylabel() and ax.get_yticks().size:
+            assert ax.get_ylim()[0] > ax.get_ylim()[1]
+    assert len(first.lines) == 2 * 3  # 3 boundaries between 4 classes, both axes
+    with pytest.raises(ValueError, match="scale must be"):
+        ba.plot_rdm_frames(rdms, tmp_path / "x.png", scale="max")
+    with pytest.raises(ValueError, match="labels for RDMs of 16 images"):
+        ba.plot_rdm_frames(rdms, tmp_path / "x.png", labels=labels[:3])
 
 
 # ---------------------------------------------------------------------------------- plots
@@ -277,7 +323,7 @@ def test_plots_are_written(tmp_path, model_run, rdms):
     sel = ba.face_selectivity(feats, labels == 0)
     dec = ba.decode_over_time(feats, labels, cv=2, layers=["layer2"], max_features=64)
     paths = [
-        ba.plot_rdm_frames(rdms, tmp_path / "frames.png", order=np.argsort(labels)),
+        ba.plot_rdm_frames(rdms, tmp_path / "frames.png", labels=labels),
         ba.plot_state_matrix(rr, tmp_path / "rdm_of_rdms.png"),
         ba.plot_state_matrix(ba.cka_matrix(feats, kind="angular"), tmp_path / "cka.png"),
         ba.plot_trajectories(ba.mds_trajectories(rr, 2), tmp_path / "traj2.png"),
@@ -302,7 +348,7 @@ def test_diagram_png_and_tikz_for_blt(tmp_path):
     assert {"bottom_up", "lateral", "top_down", "input", "readout"} <= kinds
     assert [n.name for n in graph.nodes] == ["input", "layer0", "layer1", "layer2", "readout"]
     skip = [e for e in graph.edges if (e.src, e.dst) == ("layer0", "layer2")]
-    assert skip and skip[0].kind == "bottom_up" and "conv" in skip[0].label
+    assert skip and skip[0].kind == "skip" and "conv" in skip[0].label and skip[0].delay == 1
     td = [e for e in graph.edges if (e.src, e.dst) == ("layer1", "layer0")][0]
     assert td.label == "convT 3x3/s2"
     png, tex = ba.save_diagram(model, tmp_path / "blt_b2lt")
@@ -314,9 +360,8 @@ def test_diagram_png_and_tikz_for_blt(tmp_path):
 
 
 def test_diagram_of_other_model_kinds(tmp_path):
-    class Chain(torch.nn.Module):  # a plain chain of layer_names, one recurrent area
+    class Chain(torch.nn.Module):  # declares nothing: no diagram, rather than a guessed one
         layer_names = ("V1", "V2", "V4", "IT")
-        recurrent_layers = ("V4",)
         num_classes = 10
 
         def __init__(self):
@@ -324,14 +369,15 @@ def test_diagram_of_other_model_kinds(tmp_path):
             for name in self.layer_names:
                 self.add_module(name, torch.nn.Conv2d(3, 3, 3, 2 if name == "V1" else 1))
 
-    g = ba.model_graph(Chain())
-    assert [(e.src, e.dst, e.kind) for e in g.edges if e.kind in ("bottom_up", "lateral")] == [
-        ("V1", "V2", "bottom_up"),
-        ("V2", "V4", "bottom_up"),
-        ("V4", "IT", "bottom_up"),
-        ("V4", "V4", "lateral"),
-    ]
-    assert g.edges[0].label == "conv 3x3/s2"
+    with pytest.raises(TypeError, match="declares no connections"):
+        ba.model_graph(Chain())
+    g = ba.model_graph(bm.create_model("cornet_rt", num_classes=10))
+    assert {(e.src, e.dst, e.kind, e.delay) for e in g.edges if e.kind == "lateral"} == {
+        (n, n, "lateral", 1) for n in ("V1", "V2", "V4", "IT")
+    }
+    assert [e.label for e in g.edges if e.kind == "input"] == ["conv 7x7/s4"]
+    g = ba.model_graph(bm.create_model("cornet_z", num_classes=10))
+    assert g.edges[0].label == "conv 7x7/s2"
 
     class Described(Chain):
         def connections(self):
@@ -346,7 +392,7 @@ def test_diagram_of_other_model_kinds(tmp_path):
     g2 = ba.model_graph(Described())
     assert g2.meta["source"] == "connections"
     assert ("IT", "V4", "top_down", "fb") in [(e.src, e.dst, e.kind, e.label) for e in g2.edges]
-    for m, name in ((Chain(), "chain"), (Described(), "described")):
+    for m, name in ((bm.create_model("blt_vs", image_size=128), "blt_vs"), (Described(), "described")):
         png, tex = ba.save_diagram(m, tmp_path / name)
         _png(png)
         assert r"\end{tikzpicture}" in tex.read_text()
@@ -386,3 +432,47 @@ def test_example_runs_end_to_end(tmp_path):
         "summary.json",
     ):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_compact_reprs(model_run):
+    _, out, feats, labels = model_run
+    text = repr(out)
+    assert text.startswith("TimestepOutput(timesteps=") and len(text) < 600
+    assert f"steps={out.steps.tolist()}" in text and "layer2: [" in text
+    dec = ba.decode_over_time(feats, labels, cv=2, layers=["layer2"], max_features=64)
+    text = repr(dec)
+    assert text.startswith("DecodingResult(2-fold CV, chance 0.250; layer2: steps") and len(text) < 300
+    assert len(repr(ba.readout_curves(out, labels))) < 400
+
+
+def test_temporal_tuning_recovers_preference_onset_and_bands(tmp_path):
+    rng = np.random.default_rng(0)
+    n_cat, per, steps, units = 4, 12, 6, 8
+    y = np.repeat(np.arange(n_cat), per)
+    x = {"early": rng.standard_normal((len(y), steps, units)),
+         "late": rng.standard_normal((len(y), steps, units))}  # fmt: skip
+    # unit u prefers category u % 4: from step 2 in "early", from step 4 in "late".
+    for layer, onset in (("early", 2), ("late", 4)):
+        for u in range(units):
+            x[layer][y == u % n_cat, onset:, u] += 3.0
+    res = ba.temporal_tuning(x, y, threshold=1.0, n_bootstrap=100)
+    assert res.onset == {"early": 2, "late": 4}
+    for layer in x:
+        assert res.preferred[layer].tolist() == [u % n_cat for u in range(units)]
+        d, (lo, hi) = res.dprime_mean[layer], res.dprime_ci[layer].T
+        assert np.all(lo <= d + 1e-12) and np.all(d <= hi + 1e-12) and np.all(hi > lo)
+        assert abs(d[0]) < 0.8 and d[-1] > 2.0  # no selectivity before the onset
+        pref, other = res.preferred_response[layer], res.nonpreferred_response[layer]
+        assert np.all(pref[-1] - other[-1] > 1.5) and np.all(np.abs(pref[0] - other[0]) < 1.5)
+    assert "early: onset 2" in repr(res)
+    _png(ba.plot_temporal_tuning(res, tmp_path / "tuning.png"))
+    with pytest.raises(ValueError, match=">= 4 per category"):
+        ba.temporal_tuning({"a": x["early"][:9]}, np.arange(9) % 3)
+
+
+def test_temporal_tuning_of_noise_has_no_onset():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 10)
+    res = ba.temporal_tuning({"a": rng.standard_normal((30, 5, 16))}, y, threshold=0.5)
+    # Preferences picked on one half do not carry over to the other half: no selectivity.
+    assert res.onset == {"a": None} and abs(res.dprime_mean["a"]).max() < 0.5

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +110,3 @@ def test_readme_first_steps_block_runs():
     assert scope["out"].steps.tolist() == [5, 6, 7, 8, 9]
     assert tuple(scope["out"].features["layer5"].shape) == (10, 4, 512, 7, 7)
 
-
-def test_python_path_is_this_checkout():
-    assert Path(bm.__file__).resolve().parent == ROOT / "blt_models", sys.path[:3]

@@ -194,6 +194,34 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert len(rows) == 3 and "top1_step4" in rows[0]
 
 
+def test_resumed_epoch_reports_the_loss_of_all_its_batches(tmp_path, capsys):
+    args = [*TINY_RUN, "--epochs", "1", "--loss-gamma", "0.5"]
+    full = recipe.main([*args, "--output-dir", str(tmp_path / "full")])
+    part = [*args, "--output-dir", str(tmp_path / "part")]
+    stopped = recipe.main([*part, "--stop-after-steps", "3"])  # 6 steps per epoch: mid-epoch 0
+    assert stopped["stopped"] and stopped["best_top1"] is None
+    log = capsys.readouterr()
+    assert "-1.00" not in log.out + log.err and "no best top-1 yet" in log.out + log.err
+    resumed = recipe.main([*part, "--resume", "auto"])
+    # The mean over all 6 batches of epoch 0, not over the 3 after the resume.
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-9)
+    rows = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["train_loss"] == pytest.approx(full["train_loss"], rel=1e-9)
+    # No float noise in metrics and configs (40.400000000000006): percentages to 4 decimals.
+    for value in rows[0]["top1_per_step"] + rows[0]["top5_per_step"]:
+        assert value == round(value, 4)
+    cfg = json.loads((tmp_path / "part" / "best" / "config.json").read_text())
+    assert all(v == round(v, 4) for v in cfg["pretrained_cfg"]["metrics"]["top1_per_step"])
+    # The one load recipe of both READMEs (examples/train/README.md, docs/training.md).
+    model = bm.create_model(f"local-dir:{tmp_path / 'part' / 'best'}")
+    assert model.pretrained_cfg.metrics["top1"] == rows[0]["top1"]
+    for doc in (RECIPE / "README.md", RECIPE.parent.parent / "docs" / "training.md"):
+        assert 'create_model("local-dir:<output-dir>/best")' in doc.read_text(), doc
+    # The model card carries a per-step accuracy table.
+    card = (tmp_path / "part" / "best" / "README.md").read_text()
+    assert "top1 (%)" in card and card.count("\n| ") >= 1 + len(rows[0]["readout_steps"])
+
+
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(RECIPE / "train.py"), *TINY_RUN, "--epochs", "1", "--device", "cpu",

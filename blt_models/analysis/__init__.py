@@ -46,6 +46,7 @@ from .plots import (  # noqa: E402
     plot_rsa,
     plot_selectivity,
     plot_state_matrix,
+    plot_temporal_tuning,
     plot_trajectories,
 )
 from .rdm import (  # noqa: E402
@@ -62,9 +63,11 @@ from .readout import ReadoutCurves, readout_curves  # noqa: E402
 from .tuning import (  # noqa: E402
     DecodingResult,
     SelectivityResult,
+    TemporalTuning,
     decode_over_time,
     dprime,
     face_selectivity,
+    temporal_tuning,
     unit_responses,
 )
 
@@ -79,6 +82,7 @@ __all__ = [
     "ReadoutCurves",
     "SelectivityResult",
     "StateMatrix",
+    "TemporalTuning",
     "Trajectories",
     "angular_cka",
     "as_feature_set",
@@ -100,11 +104,13 @@ __all__ = [
     "plot_rsa",
     "plot_selectivity",
     "plot_state_matrix",
+    "plot_temporal_tuning",
     "plot_trajectories",
     "rdm_matrix",
     "rdm_of_rdms",
     "readout_curves",
     "rsa",
     "save_diagram",
+    "temporal_tuning",
     "unit_responses",
 ]

@@ -1,18 +1,14 @@
 """Connectivity diagrams of registry models, as PNG (matplotlib) and as TikZ source.
 
-:func:`model_graph` reads what a model exposes, in this order:
+:func:`model_graph` reads only what the model declares: ``model.connections()``, the family
+protocol of :class:`~blt_models.ClockedModel`, which lists every connection with its kind
+(input, bottom-up, skip, lateral, top-down, readout), its delay in clock steps and the submodule
+that carries it. Objects outside the zoo may return ``(src, dst, kind[, label])`` tuples or
+mappings with keys ``src``, ``dst``, ``kind`` and optionally ``label``, ``module``, ``delay``.
 
-1. BLT-style ``model.edges`` (``Edge(src, dst, factor)`` with ``.kind`` and ``.name``, the edge
-   module being ``getattr(model, edge.name)``), with ``model.channels`` / ``model.sizes``;
-2. a ``model.connections()`` description: an iterable of ``(src, dst, kind)`` /
-   ``(src, dst, kind, label)`` tuples or of mappings with keys ``src``, ``dst``, ``kind`` and
-   optionally ``label`` / ``module`` (layer names as in ``model.layer_names``);
-3. otherwise a plain bottom-up chain of ``model.layer_names`` (each edge annotated with the first
-   convolution of the destination layer's module when the model has a submodule of that name),
-   plus lateral self-loops for the layers in an optional ``model.recurrent_layers``.
-
-Edge kinds: ``bottom_up`` (blue), ``lateral`` (green), ``top_down`` (red); ``input`` and ``readout``
-edges are grey. Labels give kernel sizes and strides (``conv 3x3/s1``, ``maxpool 3/s2``...).
+Edge kinds: ``bottom_up`` (blue), ``skip`` (purple), ``lateral`` (green), ``top_down`` (red);
+``input`` and ``readout`` edges are grey. Labels give kernel sizes and strides (``conv 3x3/s1``,
+``maxpool 3/s2``...).
 """
 
 from __future__ import annotations
@@ -33,9 +29,10 @@ __all__ = [
     "save_diagram",
 ]
 
-KINDS = ("bottom_up", "lateral", "top_down", "input", "readout")
+KINDS = ("bottom_up", "skip", "lateral", "top_down", "input", "readout")
 COLOURS = {
     "bottom_up": "#1f77b4",
+    "skip": "#9467bd",
     "lateral": "#2ca02c",
     "top_down": "#d62728",
     "input": "#555555",
@@ -43,12 +40,18 @@ COLOURS = {
 }
 TIKZ_STYLES = {
     "bottom_up": "bu",
+    "skip": "skip",
     "lateral": "lat",
     "top_down": "td",
     "input": "io",
     "readout": "io",
 }
-KIND_NAMES = {"bottom_up": "bottom-up", "lateral": "lateral", "top_down": "top-down"}
+KIND_NAMES = {
+    "bottom_up": "bottom-up",
+    "skip": "skip",
+    "lateral": "lateral",
+    "top_down": "top-down",
+}
 
 
 @dataclass
@@ -63,6 +66,7 @@ class DiagramEdge:
     dst: str
     kind: str
     label: str = ""
+    delay: int | None = None  # clock steps between the source's output and its use
 
 
 @dataclass
@@ -155,8 +159,40 @@ def _node_details(model: Any, names: list[str]) -> dict[str, str]:
     return out
 
 
+def _as_edge(model: Any, item: Any, names: list[str]) -> DiagramEdge:
+    """A declared connection (a ``Connection``, tuple or mapping) as a labelled edge."""
+    if isinstance(item, Mapping):
+        src, dst, kind = item["src"], item["dst"], item["kind"]
+        label, module, delay = item.get("label") or "", item.get("module"), item.get("delay")
+    elif hasattr(item, "src") and hasattr(item, "dst"):
+        src, dst, kind, label = item.src, item.dst, item.kind, ""
+        module, delay = getattr(item, "module", None), getattr(item, "delay", None)
+    else:
+        src, dst, kind = item[0], item[1], item[2]
+        label, module, delay = (item[3] if len(item) > 3 else ""), None, None
+    src, dst = (names[x] if isinstance(x, int) else str(x) for x in (src, dst))
+    kind = str(kind).replace("-", "_")
+    if not label and module:
+        sub = _submodule(model, module) if isinstance(module, str) else module
+        label = describe_module(sub) if sub is not None else ""
+    if not label and kind in ("input", "bottom_up") and _submodule(model, dst) is not None:
+        label = _first_conv(_submodule(model, dst))  # e.g. a CORnet-Z area: its first conv
+    return DiagramEdge(src, dst, kind, label, delay)
+
+
 def model_graph(model: Any) -> ModelGraph:
-    """The connectivity of ``model`` as a :class:`ModelGraph` (see the module docstring)."""
+    """The declared connectivity of ``model`` (``model.connections()``) as a :class:`ModelGraph`.
+
+    Nodes: ``input``, ``model.layer_names`` in order, ``readout``. Raises TypeError for an object
+    that declares no connections.
+    """
+    declared = getattr(model, "connections", None)
+    if not callable(declared):
+        raise TypeError(
+            f"{type(model).__name__} declares no connections(): zoo models inherit it from "
+            "blt_models.ClockedModel; other objects need a connections() method returning "
+            "(src, dst, kind) tuples"
+        )
     names = _layer_names(model)
     details = _node_details(model, names)
     in_chans = getattr(model, "in_chans", None)
@@ -167,81 +203,20 @@ def model_graph(model: Any) -> ModelGraph:
     nodes = [DiagramNode("input", input_detail)] + [
         DiagramNode(n, details.get(n, "")) for n in names
     ]
-    edges: list[DiagramEdge] = []
-    source = "chain"
-
-    model_edges = getattr(model, "edges", None)
-    connections = getattr(model, "connections", None)
-    if model_edges and all(hasattr(e, "src") and hasattr(e, "dst") for e in model_edges):
-        source = "edges"
-        stem = [
-            m
-            for m in (_submodule(model, "conv_input"), _submodule(model, "pool_input"))
-            if m is not None
-        ]
-        edges.append(
-            DiagramEdge("input", names[0], "input", " + ".join(describe_module(m) for m in stem))
-        )
-        for e in model_edges:
-            module = _submodule(model, e.name) if hasattr(e, "name") else None
-            kind = getattr(e, "kind", None) or (
-                "bottom_up" if e.src < e.dst else "lateral" if e.src == e.dst else "top_down"
-            )
-            edges.append(DiagramEdge(names[e.src], names[e.dst], kind, describe_module(module)))
-    elif callable(connections):
-        source = "connections"
-        known = set(names)
-        first = True
-        for item in connections():
-            if isinstance(item, Mapping):
-                src, dst, kind = item["src"], item["dst"], item["kind"]
-                label = item.get("label") or ""
-                if not label and item.get("module") is not None:
-                    module = item["module"]
-                    module = _submodule(model, module) if isinstance(module, str) else module
-                    label = describe_module(module) if module is not None else ""
-            else:
-                src, dst, kind = item[0], item[1], item[2]
-                label = item[3] if len(item) > 3 else ""
-            src, dst = (names[x] if isinstance(x, int) else str(x) for x in (src, dst))
-            kind = str(kind).replace("-", "_")
-            for n in (src, dst):
-                if n not in known:
-                    nodes.append(DiagramNode(n))
-                    known.add(n)
-            if first and src != "input" and not any(e.src == "input" for e in edges):
-                edges.append(DiagramEdge("input", names[0], "input", ""))
-            first = False
-            edges.append(DiagramEdge(src, dst, kind, label))
-    else:
-        prev = "input"
-        for name in names:
-            module = _submodule(model, name)
-            edges.append(
-                DiagramEdge(
-                    prev,
-                    name,
-                    "input" if prev == "input" else "bottom_up",
-                    _first_conv(module) if module is not None else "",
-                )
-            )
-            prev = name
-        for name in getattr(model, "recurrent_layers", ()) or ():
-            edges.append(DiagramEdge(str(name), str(name), "lateral", "recurrent"))
-
+    edges = [_as_edge(model, item, names) for item in declared()]
+    known = {n.name for n in nodes} | {"readout"}
+    for e in edges:
+        for n in (e.src, e.dst):
+            if n not in known:
+                nodes.append(DiagramNode(n))
+                known.add(n)
+    if not any(e.src == "input" for e in edges):
+        edges.insert(0, DiagramEdge("input", names[0], "input", ""))
+    if not any(e.dst == "readout" for e in edges):
+        edges.append(DiagramEdge(names[-1], "readout", "readout", ""))
     num_classes = getattr(model, "num_classes", None)
-    readout_label = ""
-    classifier = getattr(model, "classifier_name", "")
-    if classifier and _submodule(model, classifier) is not None:
-        head = (
-            _submodule(model, classifier.rsplit(".", 1)[0])
-            if "." in classifier
-            else _submodule(model, classifier)
-        )
-        readout_label = describe_module(head)
     nodes.append(DiagramNode("readout", f"{num_classes} classes" if num_classes else ""))
-    edges.append(DiagramEdge(names[-1], "readout", "readout", readout_label))
-    return ModelGraph(_display_name(model), nodes, edges, {"source": source})
+    return ModelGraph(_display_name(model), nodes, edges, {"source": "connections"})
 
 
 def _graph(model_or_graph: Any) -> ModelGraph:
@@ -362,7 +337,7 @@ def draw_diagram(
             )
     handles = [
         Line2D([0], [0], color=COLOURS[k], lw=2, label=KIND_NAMES[k])
-        for k in ("bottom_up", "lateral", "top_down")
+        for k in ("bottom_up", "skip", "lateral", "top_down")
         if g.edges_of(k)
     ]
     if handles:
@@ -397,6 +372,7 @@ def diagram_tikz(model_or_graph: Any, standalone: bool = True) -> str:
         r"\definecolor{lateral}{HTML}{2CA02C}",
         r"\definecolor{topdown}{HTML}{D62728}",
         r"\definecolor{iogrey}{HTML}{555555}",
+        r"\definecolor{skipc}{HTML}{9467BD}",
         r"\begin{tikzpicture}[",
         r"  layer/.style={draw, rounded corners=3pt, fill=orange!8, minimum width=3.4cm,"
         r" minimum height=0.95cm, align=center, font=\small},",
@@ -404,7 +380,7 @@ def diagram_tikz(model_or_graph: Any, standalone: bool = True) -> str:
         r"  edge/.style={-{Stealth[length=2.2mm]}, semithick},",
         r"  lbl/.style={font=\scriptsize, align=center},",
         r"  bu/.style={edge, bottomup}, lat/.style={edge, lateral},",
-        r"  td/.style={edge, topdown}, io/.style={edge, iogrey}]",
+        r"  td/.style={edge, topdown}, io/.style={edge, iogrey}, skip/.style={edge, skipc}]",
     ]
     for i, node in enumerate(g.nodes):
         style = "iobox" if node.name in ("input", "readout") else "layer"
@@ -447,7 +423,7 @@ def diagram_tikz(model_or_graph: Any, standalone: bool = True) -> str:
                 rf"node[lbl, right, text=topdown] {{{lab}}} ([yshift=2mm]{b}.east);"
             )
     legend_y = (len(g.nodes) - 1) * 2.0
-    legend = [k for k in ("bottom_up", "lateral", "top_down") if g.edges_of(k)]
+    legend = [k for k in ("bottom_up", "skip", "lateral", "top_down") if g.edges_of(k)]
     for j, k in enumerate(legend):
         y = legend_y - 0.5 * j
         lines.append(

@@ -23,6 +23,7 @@ __all__ = [
     "plot_rsa",
     "plot_selectivity",
     "plot_state_matrix",
+    "plot_temporal_tuning",
     "plot_trajectories",
 ]
 
@@ -46,6 +47,14 @@ def _panels(n: int, panel_height: float) -> tuple[Figure, list[Any]]:
     return fig, list(grid[:n])
 
 
+def _integer_steps(*axes: Any) -> None:
+    """Clock steps are integers: no 2.5 on a time axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,12 +70,23 @@ def _colours(n: int) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------ RDMs
+def _class_blocks(labels: np.ndarray) -> tuple[list[int], list[float], list[Any]]:
+    """Boundaries (index where a class starts), block centres and the class of each block, for
+    labels already in display order."""
+    starts = [i for i in range(len(labels)) if i == 0 or labels[i] != labels[i - 1]]
+    ends = starts[1:] + [len(labels)]
+    centres = [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)]
+    return starts, centres, [labels[i] for i in starts]
+
+
 def plot_rdm_frames(
     rdms: Any,
     path: str | Path,
     layers: Sequence[str] | None = None,
     order: Sequence[int] | None = None,
-    normalize: bool = True,
+    labels: Sequence[Any] | None = None,
+    class_names: Sequence[str] | dict[Any, str] | None = None,
+    scale: str = "shared",
     cmap: str = "magma",
     title: str | None = None,
 ) -> Path:
@@ -74,9 +94,17 @@ def plot_rdm_frames(
 
     Args:
         rdms: rsatoolbox ``RDMs`` from :func:`~blt_models.analysis.compute_rdms`.
-        order: optional order of the images (e.g. ``np.argsort(labels)``) for the rows/columns.
-        normalize: divide each RDM by its maximum (as the reference's ``plot_maps``).
+        order: order of the images for the rows/columns; default: sorted by ``labels`` (stable)
+            when labels are given, else as computed.
+        labels: class of every image (in the RDMs' order); draws class boundaries and labels
+            the class blocks on the first column and the bottom row.
+        class_names: names for the label values (a sequence indexed by label, or a mapping).
+        scale: ``"shared"`` (default): one colour scale for every frame, so changes in the
+            magnitude of dissimilarities over time stay visible; ``"layer"``: one scale per row;
+            ``"frame"``: every RDM divided by its own maximum (only the pattern is compared).
     """
+    if scale not in ("shared", "layer", "frame"):
+        raise ValueError(f"scale must be 'shared', 'layer' or 'frame'; got {scale!r}")
     desc = rdms.rdm_descriptors
     all_layers = list(dict.fromkeys(str(x) for x in desc["layer"]))
     layers = list(layers) if layers is not None else all_layers
@@ -84,55 +112,92 @@ def plot_rdm_frames(
         {int(s) for s, name in zip(desc["step"], desc["layer"], strict=True) if str(name) in layers}
     )
     mats = rdms.get_matrices()
-    fig = _figure(1.3 * len(steps) + 1.2, 1.3 * len(layers) + 0.8)
+    n_images = mats.shape[-1]
+    lab = None
+    if labels is not None:
+        lab = np.asarray(to_numpy_labels(labels))
+        if lab.shape[0] != n_images:
+            raise ValueError(f"{lab.shape[0]} labels for RDMs of {n_images} images")
+    if order is not None:
+        idx = np.asarray(order)
+    elif lab is not None:
+        idx = np.argsort(lab, kind="stable")
+    else:
+        idx = np.arange(n_images)
+    frames: dict[tuple[str, int], np.ndarray] = {}
+    for k in range(rdms.n_rdm):
+        key = (str(desc["layer"][k]), int(desc["step"][k]))
+        if key[0] in layers:
+            m = mats[k][np.ix_(idx, idx)]
+            if scale == "frame":
+                top = np.nanmax(m)
+                m = m / top if top > 0 else m
+            frames[key] = m
+    limits: dict[str, tuple[float, float]] = {}
+    for layer in layers:
+        vals = [m for (name, _), m in frames.items() if scale != "layer" or name == layer]
+        hi = max((float(np.nanmax(m)) for m in vals), default=1.0)
+        limits[layer] = (0.0, 1.0 if scale == "frame" else hi)
+    blocks = _class_blocks(lab[idx]) if lab is not None else None
+
+    def name_of(value: Any) -> str:
+        if class_names is None:
+            return str(value)
+        if isinstance(class_names, dict):
+            return str(class_names.get(value, value))
+        return str(class_names[int(value)])
+
+    fig = _figure(1.3 * len(steps) + 1.6, 1.3 * len(layers) + 1.0)
     axes = fig.subplots(len(layers), len(steps), squeeze=False)
-    image = None
+    images: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         for j, step in enumerate(steps):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
-            hit = [
-                k
-                for k in range(rdms.n_rdm)
-                if str(desc["layer"][k]) == layer and int(desc["step"][k]) == step
-            ]
-            if hit:
-                m = mats[hit[0]]
-                if order is not None:
-                    m = m[np.ix_(order, order)]
-                if normalize:
-                    top = np.nanmax(m)
-                    m = m / top if top > 0 else m
-                image = ax.imshow(
-                    m, cmap=cmap, vmin=0 if normalize else None, vmax=1 if normalize else None
-                )
+            m = frames.get((layer, step))
+            if m is not None:
+                vmin, vmax = limits[layer]
+                images[layer] = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+                if blocks is not None:
+                    for b in blocks[0][1:]:
+                        ax.axhline(b - 0.5, color="white", lw=0.5)
+                        ax.axvline(b - 0.5, color="white", lw=0.5)
             else:
-                ax.text(
-                    0.5,
-                    0.5,
-                    "inactive",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="0.5",
-                    transform=ax.transAxes,
-                )
+                ax.text(0.5, 0.5, "inactive", ha="center", va="center", fontsize=7,
+                        color="0.5", transform=ax.transAxes)  # fmt: skip
                 for spine in ax.spines.values():
                     spine.set_color("0.85")
+                # The image frames' coordinates, so that class labels line up on every frame.
+                ax.set_xlim(-0.5, n_images - 0.5)
+                ax.set_ylim(n_images - 0.5, -0.5)
             if i == 0:
                 ax.set_title(f"t = {step}", fontsize=9)
             if j == 0:
                 ax.set_ylabel(layer, fontsize=9)
-    if image is not None:
-        fig.colorbar(
-            image,
-            ax=axes,
-            shrink=0.6,
-            label=("dissimilarity / max" if normalize else rdms.dissimilarity_measure),
-        )
-    fig.suptitle(title or f"RDMs ({rdms.dissimilarity_measure}) over {TIME_LABEL}", fontsize=10)
+            if blocks is not None and j == 0:
+                ax.set_yticks(blocks[1], [name_of(v) for v in blocks[2]], fontsize=5)
+            if blocks is not None and i == len(layers) - 1:
+                ax.set_xticks(blocks[1], [name_of(v) for v in blocks[2]], fontsize=5,
+                              rotation=90)  # fmt: skip
+    label = {"frame": "dissimilarity / frame max"}.get(scale, rdms.dissimilarity_measure)
+    if scale == "layer":
+        for i, layer in enumerate(layers):
+            if layer in images:
+                fig.colorbar(images[layer], ax=list(axes[i]), shrink=0.8, label=label)
+    elif images:
+        fig.colorbar(next(iter(images.values())), ax=axes, shrink=0.6, label=label)
+    default = f"RDMs ({rdms.dissimilarity_measure}) over {TIME_LABEL}"
+    default += {"shared": ", one colour scale", "layer": ", one colour scale per layer",
+                "frame": ", each frame scaled to its maximum"}[scale]  # fmt: skip
+    fig.suptitle(title or default, fontsize=10)
     return _save(fig, path)
+
+
+def to_numpy_labels(labels: Sequence[Any]) -> np.ndarray:
+    from ._data import to_numpy
+
+    return to_numpy(labels) if hasattr(labels, "shape") else np.asarray(list(labels))
 
 
 def _layer_ticks(ax: Any, matrix: StateMatrix) -> None:
@@ -274,7 +339,15 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
             ax.set_xticklabels([str(result.bins[i]) for i in ticks[:: max(1, nb // 6)]], fontsize=7)
         if im is not None:
             fig.colorbar(im, ax=axes, label=f"RDM similarity ({result.method})")
-    fig.suptitle(title or "Model RDMs vs neural RDMs", fontsize=10)
+    if nb == 1:
+        _integer_steps(ax)
+        default = f"RSA: each layer's RDM at each clock step vs the neural RDM ({result.method})"
+    else:
+        default = (
+            f"RSA: each layer's RDM at each clock step (rows) vs the neural RDM of each of "
+            f"{nb} time bins (columns), {result.method}"
+        )
+    fig.suptitle(title or default, fontsize=10)
     return _save(fig, path)
 
 
@@ -300,6 +373,7 @@ def plot_selectivity(
         _decoding_axes(axes[2], decoding, layers, colours)
     for ax in axes:
         ax.set_xlabel(TIME_LABEL)
+    _integer_steps(*axes)
     axes[0].legend(fontsize=8)
     fig.suptitle(title or f"Selectivity over model time (units: {result.units})", fontsize=10)
     return _save(fig, path)
@@ -327,6 +401,7 @@ def plot_decoding(decoding: Any, path: str | Path, title: str | None = None) -> 
     ax = fig.add_subplot()
     _decoding_axes(ax, decoding, None, None)
     ax.set_xlabel(TIME_LABEL)
+    _integer_steps(ax)
     ax.legend(fontsize=8)
     ax.set_title(title or "Linear decoding over model time", fontsize=10)
     return _save(fig, path)
@@ -340,7 +415,7 @@ def plot_readout(curves: Any, path: str | Path, title: str | None = None) -> Pat
     if curves.accuracy is not None:
         ax = axes[0]
         ax.plot(curves.steps, curves.accuracy, "-o", ms=3, label="top-1")
-        if curves.topk_accuracy is not None and curves.k > 1:
+        if curves.topk_accuracy is not None:
             ax.plot(curves.steps, curves.topk_accuracy, "-s", ms=3, label=f"top-{curves.k}")
         if curves.num_classes:
             ax.axhline(1 / curves.num_classes, color="0.5", ls="--", lw=0.8, label="chance")
@@ -354,5 +429,44 @@ def plot_readout(curves: Any, path: str | Path, title: str | None = None) -> Pat
     ax_e.set_ylabel("softmax entropy (nats)")
     ax_e.set_xlabel(TIME_LABEL)
     ax_e.legend(fontsize=8)
+    _integer_steps(*axes)
     fig.suptitle(title or "Readout over model time", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_temporal_tuning(result: Any, path: str | Path, title: str | None = None) -> Path:
+    """Temporal tuning: preferred vs non-preferred time courses, d' with its confidence band,
+    and the onset latency of every layer (from :func:`~blt_models.analysis.temporal_tuning`)."""
+    layers = list(result.steps)
+    colours = _colours(len(layers))
+    fig = _figure(13.0, 3.9)
+    ax_r, ax_d, ax_o = fig.subplots(1, 3)
+    for layer, colour in zip(layers, colours, strict=True):
+        steps = result.steps[layer]
+        ax_r.plot(steps, result.preferred_response[layer].mean(1), "-o", ms=3, color=colour,
+                  label=layer)  # fmt: skip
+        ax_r.plot(steps, result.nonpreferred_response[layer].mean(1), "--", color=colour)
+        ax_d.plot(steps, result.dprime_mean[layer], "-o", ms=3, color=colour, label=layer)
+        lo, hi = result.dprime_ci[layer].T
+        ax_d.fill_between(steps, lo, hi, color=colour, alpha=0.2)
+    ax_r.set_ylabel("mean response (solid: preferred, dashed: others)")
+    ax_d.axhline(
+        result.threshold, color="0.5", ls="--", lw=0.8, label=f"threshold {result.threshold:g}"
+    )
+    ax_d.set_ylabel(f"d' preferred vs others ({100 * result.confidence:g}% band)")
+    onsets = [result.onset[layer] for layer in layers]
+    ax_o.bar(range(len(layers)), [o if o is not None else 0 for o in onsets], color=colours)
+    for i, o in enumerate(onsets):
+        ax_o.text(i, (o or 0) + 0.1, "none" if o is None else str(o), ha="center", fontsize=8)
+    ax_o.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
+    ax_o.set_ylabel("onset latency (clock step)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax_o.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_r, ax_d):
+        ax.set_xlabel(TIME_LABEL)
+    _integer_steps(ax_r, ax_d)
+    ax_d.legend(fontsize=7)
+    fig.suptitle(title or "Category tuning over model time (preferred category chosen on held-out images)",
+                 fontsize=10)  # fmt: skip
     return _save(fig, path)

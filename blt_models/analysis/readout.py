@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ._data import to_numpy
 
 __all__ = ["ReadoutCurves", "readout_curves"]
@@ -19,7 +20,8 @@ class ReadoutCurves:
     Attributes:
         steps: ``[R]`` clock steps.
         accuracy: ``[R]`` top-1 accuracy (None without labels).
-        topk_accuracy: ``[R]`` top-k accuracy for the requested k (None without labels).
+        topk_accuracy: ``[R]`` top-k accuracy (None without labels, or when top-k is not
+            reported: by default only with more than 10 classes).
         entropy: ``[R]`` mean entropy of the softmax output, in nats.
         entropy_per_image: ``[R, B]``.
         confidence: ``[R]`` mean maximum softmax probability.
@@ -36,33 +38,58 @@ class ReadoutCurves:
     k: int = 5
     num_classes: int = 0
 
+    def __repr__(self) -> str:
+        def row(values: np.ndarray | None, fmt: str = "{:.3f}") -> str:
+            return (
+                "None" if values is None else "[" + ", ".join(fmt.format(v) for v in values) + "]"
+            )
+
+        parts = [
+            f"steps={row(self.steps, '{:d}')}",
+            f"images={self.predictions.shape[1]}",
+            f"num_classes={self.num_classes}",
+            f"accuracy={row(self.accuracy)}",
+        ]
+        if self.topk_accuracy is not None:
+            parts.append(f"top{self.k}={row(self.topk_accuracy)}")
+        parts.append(f"entropy={row(self.entropy)}")
+        return f"ReadoutCurves({', '.join(parts)})"
+
 
 def readout_curves(
     logits: Any,
     labels: Any = None,
     steps: Any = None,
-    k: int = 5,
+    k: int | None = None,
 ) -> ReadoutCurves:
     """Accuracy and entropy over model time from per-step logits.
 
     Args:
-        logits: ``[R, B, K]`` (numpy/torch) or a ``TimestepOutput`` (its ``.logits`` and
-            ``.steps`` are used).
+        logits: a ``TimestepOutput`` (its ``.logits`` and ``.steps`` are used), or raw logits
+            ``[R, B, K]`` (numpy/torch) together with ``steps``.
         labels: ``[B]`` true classes, optional.
-        steps: ``[R]`` clock steps of the rows (default ``TimestepOutput.steps`` or ``0..R-1``).
-        k: top-k accuracy also reported.
+        steps: ``[R]`` clock steps of the rows; required for raw logits (a model's readouts
+            need not start at step 0: ``blt_bl``'s are at steps 5..9), taken from the
+            ``TimestepOutput`` otherwise.
+        k: also report top-k accuracy; default 5 when there are more than 10 classes, none
+            otherwise (with 10 classes or fewer, top-5 says little).
     """
     if hasattr(logits, "logits"):
         if steps is None:
             steps = getattr(logits, "steps", None)
         logits = logits.logits
+    if steps is None:
+        raise InputError(
+            "readout_curves: raw logits carry no clock steps; pass steps= (e.g. out.steps, the "
+            "step of each row), or pass the TimestepOutput of forward_timesteps itself"
+        )
     z = to_numpy(logits).astype(np.float64)
     if z.ndim == 2:
         z = z[None]
     if z.ndim != 3:
         raise ValueError(f"expected logits [R, B, K]; got shape {z.shape}")
     r, b, num_classes = z.shape
-    steps = np.arange(r) if steps is None else to_numpy(steps).astype(int).reshape(-1)
+    steps = to_numpy(steps).astype(int).reshape(-1)
     if steps.shape[0] != r:
         raise ValueError(f"{steps.shape[0]} step labels for {r} readouts")
     z = z - z.max(axis=2, keepdims=True)
@@ -76,9 +103,11 @@ def readout_curves(
         if y.shape[0] != b:
             raise ValueError(f"{y.shape[0]} labels for a batch of {b}")
         acc = (pred == y[None]).mean(axis=1)
-        kk = min(k, num_classes)
-        top = np.argsort(-z, axis=2)[:, :, :kk]
-        topk = (top == y[None, :, None]).any(axis=2).mean(axis=1)
+        if k is None:
+            k = 5 if num_classes > 10 else 0
+        if 1 < k < num_classes:
+            top = np.argsort(-z, axis=2)[:, :, :k]
+            topk = (top == y[None, :, None]).any(axis=2).mean(axis=1)
     return ReadoutCurves(
         steps=steps,
         accuracy=acc,
@@ -87,6 +116,6 @@ def readout_curves(
         entropy_per_image=ent,
         confidence=p.max(axis=2).mean(axis=1),
         predictions=pred,
-        k=min(k, num_classes),
+        k=k or 0,
         num_classes=num_classes,
     )

@@ -13,9 +13,11 @@ from ._data import as_feature_set, to_numpy
 __all__ = [
     "DecodingResult",
     "SelectivityResult",
+    "TemporalTuning",
     "decode_over_time",
     "dprime",
     "face_selectivity",
+    "temporal_tuning",
     "unit_responses",
 ]
 
@@ -155,6 +157,21 @@ class DecodingResult:
     chance: float
     folds: int
 
+    def __repr__(self) -> str:
+        rows = []
+        for layer, acc in self.accuracy.items():
+            steps = self.steps[layer]
+            best = int(np.argmax(acc))
+            rows.append(
+                f"{layer}: steps {int(steps[0])}..{int(steps[-1])}, best {acc[best]:.3f} at "
+                f"step {int(steps[best])}"
+            )
+        return (
+            f"DecodingResult({self.folds}-fold CV, chance {self.chance:.3f}; "
+            + "; ".join(rows)
+            + ")"
+        )
+
 
 def decode_over_time(
     features: Any,
@@ -214,3 +231,142 @@ def decode_over_time(
             s.append(scores.std())
         acc[layer], std[layer], steps_out[layer] = np.array(a), np.array(s), np.array(steps)
     return DecodingResult(acc, std, steps_out, float(counts.max() / counts.sum()), folds)
+
+
+# ------------------------------------------------------------------------- temporal tuning
+@dataclass
+class TemporalTuning:
+    """Category tuning of units over model time, per layer.
+
+    Each unit's preferred category is chosen on one half of the images of every category (the
+    *selection* half: its largest mean response over the active steps); time courses and d' are
+    measured on the other half (the *test* half), so that noise that picked the preferred
+    category does not inflate its selectivity.
+
+    Attributes:
+        steps: ``{layer: [T_layer]}`` clock steps (the layer's active steps).
+        preferred: ``{layer: [U]}`` preferred category of every unit (a value of ``categories``).
+        preferred_response: ``{layer: [T_layer, U]}`` mean test response to the preferred
+            category.
+        nonpreferred_response: ``{layer: [T_layer, U]}`` mean test response to the other ones.
+        dprime: ``{layer: [T_layer, U]}`` d' of preferred vs non-preferred test images.
+        dprime_mean: ``{layer: [T_layer]}`` d' averaged over units.
+        dprime_ci: ``{layer: [T_layer, 2]}`` bootstrap confidence band of ``dprime_mean``
+            (resampling test images within each category).
+        onset: ``{layer: step or None}``: onset latency, the first clock step at which the
+            lower confidence bound of ``dprime_mean`` exceeds ``threshold``.
+        threshold, confidence, categories, units: the settings.
+    """
+
+    steps: dict[str, np.ndarray]
+    preferred: dict[str, np.ndarray]
+    preferred_response: dict[str, np.ndarray]
+    nonpreferred_response: dict[str, np.ndarray]
+    dprime: dict[str, np.ndarray]
+    dprime_mean: dict[str, np.ndarray]
+    dprime_ci: dict[str, np.ndarray]
+    onset: dict[str, int | None]
+    threshold: float
+    confidence: float
+    categories: tuple[Any, ...]
+    units: str = "channels"
+
+    def __repr__(self) -> str:
+        rows = [
+            f"{layer}: onset {'none' if self.onset[layer] is None else self.onset[layer]}, "
+            f"peak d' {self.dprime_mean[layer].max():.2f}"
+            for layer in self.steps
+        ]
+        return f"TemporalTuning(threshold {self.threshold:g}; " + "; ".join(rows) + ")"
+
+
+def _split_halves(labels: np.ndarray, categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Alternate images of every category (in their order) into selection and test halves."""
+    select = np.zeros(len(labels), dtype=bool)
+    for c in categories:
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 4:
+            raise ValueError(
+                f"category {c!r} has {len(idx)} images; temporal_tuning needs >= 4 per category "
+                "(two to choose preferred categories, two to measure them)"
+            )
+        select[idx[::2]] = True
+    return select, ~select
+
+
+def _preferred_dprime(resp: np.ndarray, labels: np.ndarray, pref: np.ndarray,
+                      categories: np.ndarray) -> np.ndarray:  # fmt: skip
+    """d' ``[T, U]`` of each unit's preferred category vs the rest; ``resp`` is ``[N, T, U]``."""
+    out = np.zeros(resp.shape[1:])
+    for ci, c in enumerate(categories):
+        cols = pref == ci
+        if cols.any():
+            out[:, cols] = dprime(resp[:, :, cols], labels == c)
+    return out
+
+
+def temporal_tuning(
+    features: Any,
+    labels: Any,
+    threshold: float = 0.5,
+    units: str = "channels",
+    layers: Sequence[str] | str | None = None,
+    n_bootstrap: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> TemporalTuning:
+    """Per-unit response time courses (preferred vs non-preferred category), d' over model time
+    with confidence bands, and the onset latency of selectivity in every layer.
+
+    Args:
+        features: ``{layer: [N, T, ...]}``, an extraction result or a ``TimestepOutput``.
+        labels: ``[N]`` category of every image (at least 4 images per category).
+        threshold: d' that the lower confidence bound must exceed for the onset.
+        units: ``"channels"`` (spatial mean per channel) or ``"flatten"``.
+        n_bootstrap: resamples of the test images for the confidence band.
+        confidence: width of the band (0.95: the 2.5 and 97.5 percentiles).
+
+    Returns:
+        :class:`TemporalTuning`.
+    """
+    fs = as_feature_set(features, layers)
+    y = to_numpy(labels).reshape(-1)
+    if y.shape[0] != fs.num_images:
+        raise ValueError(f"{y.shape[0]} labels for {fs.num_images} images")
+    categories = np.unique(y)
+    if len(categories) < 2:
+        raise ValueError("temporal_tuning needs at least two categories")
+    select, test = _split_halves(y, categories)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y[test] == c) for c in categories]
+    boot = [np.concatenate([rng.choice(g, len(g)) for g in groups]) for _ in range(n_bootstrap)]
+    lo_q, hi_q = 50 * (1 - confidence), 50 * (1 + confidence)
+    out: dict[str, dict[str, Any]] = {k: {} for k in
+                                      ("steps", "pref", "pr", "npr", "d", "dm", "ci", "onset")}  # fmt: skip
+    for layer in fs.layers:
+        steps, resp = _layer_responses(fs, layer, False, units)  # [N, T, U]
+        means = np.stack([resp[select & (y == c)].mean(axis=(0, 1)) for c in categories])
+        pref = means.argmax(axis=0)  # [U], index into categories
+        r_test, y_test = resp[test], y[test]
+        is_pref = y_test[:, None] == categories[pref][None, :]  # [N_test, U]
+        weight = is_pref[:, None, :]
+        pr = (r_test * weight).sum(0) / np.maximum(weight.sum(0), 1)
+        npr = (r_test * ~weight).sum(0) / np.maximum((~weight).sum(0), 1)
+        d = _preferred_dprime(r_test, y_test, pref, categories)
+        dm = d.mean(axis=1)
+        samples = np.stack([
+            _preferred_dprime(r_test[b], y_test[b], pref, categories).mean(axis=1) for b in boot
+        ]) if boot else dm[None]  # fmt: skip
+        ci = np.stack([np.percentile(samples, lo_q, axis=0), np.percentile(samples, hi_q, axis=0)],
+                      axis=1)  # fmt: skip
+        above = np.flatnonzero(ci[:, 0] > threshold)
+        for key, value in (("steps", np.array(steps)), ("pref", categories[pref]), ("pr", pr),
+                           ("npr", npr), ("d", d), ("dm", dm), ("ci", ci),
+                           ("onset", int(steps[above[0]]) if len(above) else None)):  # fmt: skip
+            out[key][layer] = value
+    return TemporalTuning(
+        steps=out["steps"], preferred=out["pref"], preferred_response=out["pr"],
+        nonpreferred_response=out["npr"], dprime=out["d"], dprime_mean=out["dm"],
+        dprime_ci=out["ci"], onset=out["onset"], threshold=float(threshold),
+        confidence=float(confidence), categories=tuple(categories.tolist()), units=units,
+    )  # fmt: skip

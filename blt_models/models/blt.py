@@ -28,7 +28,7 @@ from antialiased_cnns import BlurPool
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .._clock import ClockedModel, Step
+from .._clock import ClockedModel, Connection, Step
 from .._pretrained import (
     CCN2024_CITATION,
     IMAGENET_MEAN,
@@ -315,6 +315,17 @@ class BLT(ClockedModel):
         if self.unroll == "standard":
             return dict.fromkeys(self.layer_names, 0)
         return dict(zip(self.layer_names, self._first, strict=True))
+
+    def connections(self) -> tuple[Connection, ...]:
+        """The image into layer 0 (stem) and every edge ``conv_{src}_{dst}``: one step late in
+        the biological unrolling; in the standard one, bottom-up edges act within the step."""
+        names, standard = self.layer_names, self.unroll == "standard"
+        out = [Connection("input", names[0], "input", 0, "conv_input")]
+        for e in self.edges:
+            kind = "skip" if e.src < e.dst - 1 else e.kind
+            delay = 0 if standard and e.src < e.dst else 1
+            out.append(Connection(names[e.src], names[e.dst], kind, delay, e.name))
+        return (*out, self._readout_connection(names[-1]))
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         t_total = self.timesteps if timesteps is None or self.feedforward else timesteps

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Step
+from .._clock import ClockedModel, Connection, Step
 from .._pretrained import PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
 from ..errors import CheckpointMismatchError, InputError, TimestepsError
@@ -423,6 +423,54 @@ class BLTVS(ClockedModel):
             area, stream = name.rsplit("_", 1)
             out[f"{REFERENCE_AREAS[AREAS.index(area)]}_{stream.upper()}"] = name
         return out
+
+    def connections(self) -> tuple[Connection, ...]:
+        """The streams' inputs, as ``_unroll_standard`` / ``_unroll_biological`` compute them.
+
+        Each area's BU stream sums its bottom-up drive, its own BU lateral input and (V4) the V1
+        skip, gated by the TD input of the area above (and, biological V1, V4's TD skip); its TD
+        stream sums the TD input from above, its own TD lateral input and (biological V1) the V4
+        TD skip, gated by the same bottom-up drive (and, biological V4, the V1 skip). Biological
+        unrolling reads every input from the previous step; standard unrolling runs the BU sweep,
+        the Readout and the TD sweep within a step, so only lateral inputs and the TD gate of the
+        BU sweep come from the previous step (and it has no skips in the TD sweep).
+        """
+        standard = self.unroll == "standard"
+        sweep = 0 if standard else 1  # delay of within-sweep inputs
+        names = set(self.layer_names)
+        out: list[Connection] = []
+
+        def add(src: str, dst: str, kind: str, delay: int, module: str) -> None:
+            if (src == "input" or src in names) and (dst in names or dst == "readout"):
+                out.append(Connection(src, dst, kind, delay, module))
+
+        add("input", "retina_bu", "input", 0, "retina.bu_conv")
+        for i, area in enumerate(self.areas[1:], start=1):
+            name, below, above = AREAS[i], f"{AREAS[i - 1]}_bu", f"{AREAS[i + 1]}_td"
+            bu, td = f"{name}_bu", f"{name}_td"
+            # BU stream
+            add(below, bu, "bottom_up", sweep, f"{name}.bu_conv")
+            if area.bu_lateral is not None:
+                add(bu, bu, "lateral", 1, f"{name}.bu_lateral")
+            if area.td_conv is not None:
+                add(above, bu, "top_down", 1, f"{name}.td_conv")
+            if area.bu_skip is not None:
+                add("v1_bu", bu, "skip", sweep, f"{name}.bu_skip")
+            if area.td_skip is not None and not standard:
+                add("v4_td", bu, "top_down", 1, f"{name}.td_skip")
+            # TD stream
+            if area.td_conv is not None:
+                add(above, td, "top_down", sweep, f"{name}.td_conv")
+            if area.td_lateral is not None:
+                add(td, td, "lateral", 1, f"{name}.td_lateral")
+            if area.td_skip is not None and not standard:
+                add("v4_td", td, "top_down", 1, f"{name}.td_skip")
+            add(below, td, "bottom_up", sweep, f"{name}.bu_conv")  # the gate
+            if area.bu_skip is not None and not standard:
+                add("v1_bu", td, "skip", 1, f"{name}.bu_skip")
+        add("loc_bu", "readout_td", "bottom_up", 0, "readout.conv")
+        add("loc_bu", "readout", "readout", 0, "readout.conv")
+        return tuple(out)
 
     def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
         """First step at which each stream depends on the image.

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Step
+from .._clock import ClockedModel, Connection, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
 from ..errors import TimestepsError
@@ -373,6 +373,16 @@ class CORnetR(_CORnet):
             yield Step(t, features, logits)  # type: ignore[arg-type]
             prev = cur
 
+    def connections(self) -> tuple[Connection, ...]:
+        """The image into V1; each area's input from the area below (same step for CORnet-R's
+        in-order update, previous step for CORnet-RT's synchronous one) and its own state."""
+        bottom_up = 1 if self.synchronous else 0
+        out = [Connection("input", "V1", "input", 0, "V1.conv_input")]
+        for below, name in zip(CORNET_AREAS[:-1], CORNET_AREAS[1:], strict=True):
+            out.append(Connection(below, name, "bottom_up", bottom_up, f"{name}.conv_input"))
+        out += [Connection(n, n, "lateral", 1, f"{n}.conv1") for n in CORNET_AREAS]
+        return (*out, self._readout_connection("IT"))
+
     def extra_repr(self) -> str:
         return f"timesteps={self.timesteps}, update={'synchronous' if self.synchronous else 'sequential'}"
 
@@ -473,6 +483,17 @@ class CORnetS(_CORnet):
             "step has its own BatchNorms in the weights), which the zoo puts one per clock step."
         )
         return _check_fixed_timesteps(self._display_name(), timesteps, self.timesteps, why)
+
+    def connections(self) -> tuple[Connection, ...]:
+        """One area per clock step: V1 at step 0, then each area's inner steps in turn; an area's
+        first inner step reads the area below's last output, the others its own previous one."""
+        out = [Connection("input", "V1", "input", 0, "V1")]
+        for below, name in zip(CORNET_AREAS[:-1], CORNET_AREAS[1:], strict=True):
+            out.append(Connection(below, name, "bottom_up", 1, f"{name}.conv_input"))
+        out += [
+            Connection(n, n, "lateral", 1, n) for n in self.inner_steps if self.inner_steps[n] > 1
+        ]
+        return (*out, self._readout_connection("IT"))
 
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]

@@ -362,9 +362,10 @@ def evaluate(model: bm.ClockedModel, loader: DataLoader, args: argparse.Namespac
     n = packed[-1].item()
     return {
         "readout_steps": steps,
-        "top1_per_step": (packed[:r] / n * 100).tolist(),
-        "top5_per_step": (packed[r : 2 * r] / n * 100).tolist(),
-        "val_loss": packed[2 * r].item() / n,
+        # Percentages to 4 decimals (exact counts behind them); no 40.400000000000006.
+        "top1_per_step": [round(v, 4) for v in (packed[:r] / n * 100).tolist()],
+        "top5_per_step": [round(v, 4) for v in (packed[r : 2 * r] / n * 100).tolist()],
+        "val_loss": round(packed[2 * r].item() / n, 6),
         "val_images": int(n),
     }
 
@@ -482,7 +483,12 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, steps_per_epoch))
 
     # ------------------------------------------------------------------ resume
-    start_epoch, start_batch, step, best = 0, 0, 0, -1.0
+    # best: the best validation top-1 so far (None until an epoch has been evaluated); epoch_loss:
+    # the summed training loss and batch count of the current epoch over all ranks, so that a
+    # resumed epoch reports the mean over all its batches, not only the post-resume ones.
+    start_epoch, start_batch, step = 0, 0, 0
+    best: float | None = None
+    epoch_loss = (0.0, 0)
     resume = str(run_dir / "checkpoint.pt") if args.resume == "auto" else args.resume
     if resume and Path(resume).is_file():
         ckpt = torch.load(resume, map_location="cpu", weights_only=True)
@@ -492,6 +498,8 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, start_batch, step, best = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"], ckpt["best_top1"]
+        best = None if best is None or best < 0 else best  # older checkpoints: -1.0 for none
+        epoch_loss = tuple(ckpt.get("epoch_loss", (0.0, 0)))  # type: ignore[assignment]
         if ckpt["world_size"] == env.world:
             set_rng_state(ckpt["rng"][env.rank])
         else:
@@ -520,7 +528,7 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     log(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {env.world} process(es) "
         f"on {env.device}; {len(train_ds)} train / {len(val_ds)} val images; {steps_per_epoch} steps/epoch")  # fmt: skip
 
-    def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
+    def save_checkpoint(epoch: int, batch_in_epoch: int, partial: tuple[float, int] = (0.0, 0)) -> None:
         rngs = env.gather_objects(rng_state())
         if env.main:
             state = {
@@ -528,10 +536,15 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "best_top1": best,
                 "sampler_epoch": epoch, "rng": rngs, "world_size": env.world, "args": vars(args),
-                "model_args": model_args,
+                "model_args": model_args, "epoch_loss": partial,
             }  # fmt: skip
             atomic_save(state, run_dir / "checkpoint.pt")
         env.barrier()
+
+    def epoch_partial(loss_sum: Tensor, seen: int) -> tuple[float, int]:
+        """This epoch's loss sum and batch count so far, over all ranks."""
+        total = env.all_sum(torch.tensor([loss_sum.item(), seen], dtype=torch.float64, device=env.device)).cpu()
+        return total[0].item(), int(total[1].item())
 
     # ------------------------------------------------------------------ train
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=args.bf16)
@@ -548,6 +561,9 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         wrapper.train()
         loss_sum = torch.zeros((), dtype=torch.float64)
         seen = 0
+        if epoch == start_epoch and env.main:  # the batches of this epoch before the resume
+            loss_sum += epoch_loss[0]
+            seen = int(epoch_loss[1])
         t_epoch = time.time()
         iterator = loader
         if progress:
@@ -580,21 +596,22 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                 if not progress:
                     log(f"epoch {epoch} step {step} loss {loss.item():.4f} lr {lr:.2e}")
             if args.stop_after_steps is not None and step >= args.stop_after_steps:
-                save_checkpoint(epoch, i + 1)
+                save_checkpoint(epoch, i + 1, epoch_partial(loss_sum, seen))
                 log(f"stopped after {step} steps (checkpoint written)")
                 stopped = True
                 break
             if args.checkpoint_every and step % args.checkpoint_every == 0 and i + 1 < steps_per_epoch:
-                save_checkpoint(epoch, i + 1)
+                save_checkpoint(epoch, i + 1, epoch_partial(loss_sum, seen))
         if stopped:
             break
         train_loss = (env.all_sum(torch.tensor([loss_sum.item(), seen], dtype=torch.float64, device=env.device)).cpu())
         metrics = evaluate(model, val_loader, args, env, val_loss_fn)
         top1 = metrics["top1_per_step"][-1]
-        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               "train_loss": train_loss[0].item() / max(1, train_loss[1].item()),
+        row = {"epoch": epoch, "step": step, "lr": float(f"{optimizer.param_groups[0]['lr']:.6g}"),
+               "train_loss": round(train_loss[0].item() / max(1, train_loss[1].item()), 6),
                "val_loss": metrics["val_loss"], "top1": top1, "top5": metrics["top5_per_step"][-1],
-               "epoch_time_s": time.time() - t_epoch, "wall_time_s": time.time() - t_start, **metrics}  # fmt: skip
+               "epoch_time_s": round(time.time() - t_epoch, 1),
+               "wall_time_s": round(time.time() - t_start, 1), **metrics}  # fmt: skip
         recorder.epoch(row)
         per_step = " ".join(f"t{s}:{a:.2f}" for s, a in zip(metrics["readout_steps"], metrics["top1_per_step"], strict=True))
         log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
@@ -602,11 +619,14 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         cfg = pretrained_cfg.replace(metrics={
             "epoch": epoch, "top1": top1, "top5": row["top5"], "readout_steps": metrics["readout_steps"],
             "top1_per_step": metrics["top1_per_step"], "top5_per_step": metrics["top5_per_step"],
-            "val_images": metrics["val_images"]})  # fmt: skip
+            "val_images": metrics["val_images"],
+            # the model card renders this as a per-step accuracy table
+            "per_step": {"step": metrics["readout_steps"], "top1 (%)": metrics["top1_per_step"],
+                         "top5 (%)": metrics["top5_per_step"]}})  # fmt: skip
         model.pretrained_cfg = cfg
         if env.main:
             bm.save_pretrained(model, run_dir / "last")
-        if top1 > best:  # the same all-reduced number on every rank
+        if best is None or top1 > best:  # the same all-reduced number on every rank
             best = top1
             if env.main:
                 bm.save_pretrained(model, run_dir / "best")
@@ -614,7 +634,7 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         step_in_next = 0
         save_checkpoint(epoch + 1, step_in_next)
         result.update(row)
-    result.update(best_top1=best, stopped=stopped, step=step, wall_time_s=time.time() - t_start)
+    result.update(best_top1=best, stopped=stopped, step=step, wall_time_s=round(time.time() - t_start, 1))
     if args.save_all_ranks:
         from safetensors.torch import save_file
 
@@ -622,7 +642,11 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                   str(run_dir / f"final_rank{env.rank}.safetensors"))  # fmt: skip
     if env.main:
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    log(f"done in {time.time() - t_start:.0f}s; best top-1 {best:.2f}")
+    if best is None:
+        log(f"stopped after {time.time() - t_start:.0f}s before the first validation; no best top-1 "
+            "yet (resume with --resume auto)")
+    else:
+        log(f"done in {time.time() - t_start:.0f}s; best top-1 {best:.2f}")
     recorder.close()
     env.barrier()
     return result
