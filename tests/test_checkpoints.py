@@ -40,7 +40,7 @@ def test_reference_checkpoint_round_trip(tmp_path, prefix):
     with torch.no_grad():
         assert torch.equal(model.forward_timesteps(x).logits, src.forward_timesteps(x, timesteps=10).logits)
     same = bm.create_model("blt_bl", num_classes=12, checkpoint_path=path)
-    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), src.state_dict().values(), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), src.state_dict().values()))
 
 
 def test_reference_checkpoint_without_pool_arg_means_max(tmp_path):
