@@ -244,7 +244,7 @@ def test_fixed_clock_models_have_feature_info():
 
 
 # --------------------------------------------------------------------------- intermediates / head
-@pytest.mark.parametrize("name", _params(CASES))
+@pytest.mark.parametrize("name", _params(CASES, slow=set(CASES) - FAMILY_REPS))
 def test_forward_intermediates_features_and_head(name):
     model = _model(name)
     x = _input(model, name)
