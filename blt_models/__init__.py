@@ -46,6 +46,8 @@ from .extract import (
     load_features,
 )
 from .models import *  # noqa: F403  (registers every family)
+from . import stimuli  # noqa: E402  (presentation protocols: sequences [T, B, C, H, W])
+from .errors import StimulusError  # noqa: E402
 
 __all__ = [
     "BltModelsError",
@@ -89,3 +91,5 @@ __all__ += [
     "load_features",
     "resolve_data_config",
 ]
+
+__all__ += ["StimulusError", "stimuli"]

@@ -19,6 +19,7 @@ __all__ = [
     "OutputMismatchError",
     "PublishedFormatError",
     "StepOutOfRangeError",
+    "StimulusError",
     "TimestepsError",
     "UnknownLayerError",
     "UnknownModelError",
@@ -42,6 +43,10 @@ class InputError(BltModelsError, ValueError):
 
 class TimestepsError(BltModelsError, ValueError):
     """A number of timesteps that gives no readout, or a step outside the clock."""
+
+
+class StimulusError(InputError):
+    """A presentation protocol that cannot be built or applied (``blt_models.stimuli``)."""
 
 
 # ---------------------------------------------------------------------------------- weights
