@@ -51,7 +51,7 @@ def main() -> None:
         x = torch.randn(shape)
         seq = x[None].repeat(b.timesteps, 1, 1, 1, 1) if not b.feedforward else None
 
-        def call(model, inp):
+        def call(model, inp, layers=layers):
             with torch.no_grad():
                 if layers is None:
                     return model(inp)
@@ -68,7 +68,9 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in times.items() if v}
         setting = "forward" if layers is None else "timesteps, all"
         seq_cols = (
-            f"{med['seq']:9.1f} {med['seq'] / med['new']:10.2f}" if "seq" in med else f"{'-':>9s} {'-':>10s}"
+            f"{med['seq']:9.1f} {med['seq'] / med['new']:10.2f}"
+            if "seq" in med
+            else f"{'-':>9s} {'-':>10s}"
         )
         print(
             f"{name:12s} {setting:18s} {med['old']:9.1f} {med['new']:9.1f} "

@@ -5,7 +5,7 @@
 >>> out = model.forward_timesteps(images, layers=["layer5"])
 """
 
-from . import errors
+from . import errors, stimuli
 from ._builder import load_checkpoint
 from ._clock import ClockedModel, TimestepOutput
 from ._convert import load_reference_checkpoint
@@ -34,6 +34,7 @@ from .errors import (
     OutputMismatchError,
     PublishedFormatError,
     StepOutOfRangeError,
+    StimulusError,
     TimestepsError,
     UnknownLayerError,
     UnknownModelError,
@@ -46,8 +47,6 @@ from .extract import (
     load_features,
 )
 from .models import *  # noqa: F403  (registers every family)
-from . import stimuli  # noqa: E402  (presentation protocols: sequences [T, B, C, H, W])
-from .errors import StimulusError  # noqa: E402
 
 __all__ = [
     "BltModelsError",

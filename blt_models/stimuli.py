@@ -122,12 +122,14 @@ class Protocol:
     def __post_init__(self) -> None:
         _check_int("timesteps", self.timesteps, 1)
         _check_int("seed", self.seed, 0)
-        if isinstance(self.blank, (list, tuple)):
-            blank: float | tuple[float, ...] = tuple(float(b) for b in self.blank)
-            if not blank or not all(math.isfinite(b) for b in blank):
-                raise StimulusError(f"blank must be finite numbers; got {self.blank!r}")
+        raw: Any = self.blank
+        if isinstance(raw, (list, tuple)):
+            values = tuple(float(b) for b in raw)
+            if not values or not all(math.isfinite(b) for b in values):
+                raise StimulusError(f"blank must be finite numbers; got {raw!r}")
+            blank: float | tuple[float, ...] = values
         else:
-            blank = _per_step("blank", self.blank, 1, None)  # type: ignore[assignment]
+            blank = _per_step("blank", raw, 1, None)
         object.__setattr__(self, "blank", blank)
         object.__setattr__(
             self, "contrast", _per_step("contrast", self.contrast, self.timesteps, None)
@@ -160,7 +162,9 @@ class Protocol:
         None for blank."""
         raise NotImplementedError
 
-    def _contents(self, images: Tensor, index: list[int], inputs: dict[str, Any]) -> dict[str, Tensor]:
+    def _contents(
+        self, images: Tensor, index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def apply(
@@ -298,7 +302,9 @@ class Presentation(Protocol):
     def schedule(self) -> list[str | None]:
         return ["image" if self.on <= t < self.stop else None for t in range(self.timesteps)]
 
-    def _contents(self, images: Tensor, index: list[int], inputs: dict[str, Any]) -> dict[str, Tensor]:
+    def _contents(
+        self, images: Tensor, index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
         return {"image": images}
 
 
@@ -384,7 +390,9 @@ class BackwardMask(Protocol):
                 out.append(None)
         return out
 
-    def _contents(self, images: Tensor, index: list[int], inputs: dict[str, Any]) -> dict[str, Tensor]:
+    def _contents(
+        self, images: Tensor, index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
         if self.mask == "image":
             if "mask" not in inputs:
                 raise StimulusError(

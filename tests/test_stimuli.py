@@ -26,7 +26,9 @@ def timeline(seq, contents):
     out = []
     for frame in seq:
         names = [n for n, c in contents.items() if torch.equal(frame, c)]
-        out.append(names[0] if names else "_" if torch.equal(frame, torch.zeros_like(frame)) else "?")
+        out.append(
+            names[0] if names else "_" if torch.equal(frame, torch.zeros_like(frame)) else "?"
+        )
     return " ".join(out)
 
 
@@ -36,7 +38,9 @@ def test_documented_frames():
     assert timeline(Presentation(timesteps=3).apply(x), {"I": x}) == "I I I"
     seq = BackwardMask(timesteps=6, soa=2, mask="image").apply(x, mask=m)
     assert timeline(seq, {"I": x, "M": m}) == "I I M M M M"
-    seq = BackwardMask(timesteps=6, soa=3, duration=1, mask_duration=2, mask="image").apply(x, mask=m)
+    seq = BackwardMask(timesteps=6, soa=3, duration=1, mask_duration=2, mask="image").apply(
+        x, mask=m
+    )
     assert timeline(seq, {"I": x, "M": m}) == "I _ _ M M _"
     items = [batch(seed=10 + k) for k in range(3)]
     seq = RSVP(timesteps=7, items=3, duration=1, gap=1).apply(items)
