@@ -48,6 +48,9 @@ __all__ = [
     "BackwardMask",
     "RSVP",
     "protocol_from_dict",
+    "protocol_of",
+    "check_for_model",
+    "apply_to_batch",
     "PROTOCOLS",
     "StimulusError",
 ]
@@ -479,3 +482,62 @@ def protocol_from_dict(record: dict[str, Any]) -> Protocol:
     if unknown:
         raise StimulusError(f"{name} has no field(s) {sorted(unknown)}")
     return cls(**fields)
+
+
+# --------------------------------------------------------------------------------- extraction
+def check_for_model(protocol: Protocol, model: Any, timesteps: int | None = None) -> int:
+    """Check that ``protocol`` can drive ``model`` on its own images and return the clock length.
+
+    Used by ``extract_features(..., stimulus=protocol)``: the protocol must need nothing but the
+    images (no ``mask=`` or RSVP items), ``timesteps`` (if given) must equal
+    ``protocol.timesteps``, and the model must take sequences and give a readout within them.
+    """
+    if not isinstance(protocol, Protocol):
+        raise StimulusError(
+            f"stimulus must be a blt_models.stimuli protocol (Presentation, BackwardMask, RSVP); "
+            f"got {type(protocol).__name__}"
+        )
+    needs = protocol.extra_inputs or (
+        ("items",) if isinstance(protocol, RSVP) and protocol.items > 1 else ()
+    )
+    if needs:
+        raise StimulusError(
+            f"{type(protocol).__name__} needs {', '.join(needs)} besides each image, which an "
+            "image source does not give: use a protocol that needs only the image (e.g. "
+            "BackwardMask(mask='noise')), or build the sequences with protocol.apply(images, ...) "
+            "and run model.forward_timesteps on them."
+        )
+    T = protocol.timesteps
+    if timesteps is not None and timesteps != T:
+        raise StimulusError(
+            f"timesteps={timesteps} but the stimulus runs {T} steps (protocol.timesteps); a "
+            "protocol sets the clock length: pass timesteps=None."
+        )
+    if not model.feedforward:
+        if not model.supports_sequences:
+            raise StimulusError(
+                f"{model._display_name()} does not take input sequences: "
+                f"{model._sequence_unsupported_reason()}"
+            )
+        model._resolve_timesteps(T)
+    return T
+
+
+def apply_to_batch(protocol: Protocol, images: Tensor, start: int) -> Tensor:
+    """The protocol's sequence for images ``start .. start+B-1`` of a stimulus set: noise is
+    seeded by each image's position in the set, so batching and resuming do not change it."""
+    return protocol.apply(images, index=range(start, start + int(images.shape[0])))
+
+
+def protocol_record(protocol: Protocol | None) -> dict[str, Any] | None:
+    """What a features file stores under ``metadata["stimulus"]`` (None: the static image)."""
+    return None if protocol is None else protocol.to_dict()
+
+
+def protocol_of(metadata: dict[str, Any]) -> Protocol | None:
+    """The protocol a features file was extracted with (None: the static image at every step).
+
+    >>> protocol_of(load_features("feats.h5").metadata)
+    """
+    record = metadata.get("stimulus")
+    return None if record is None else protocol_from_dict(record)
