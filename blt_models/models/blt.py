@@ -182,7 +182,9 @@ class BLT(ClockedModel):
         channels, sizes: override the layer table (sizes are map sizes at ``nominal_size``).
         nominal_size: input size at which ``sizes`` hold (224 for the reference tables).
 
-    Shapes: input ``[B, in_chans, H, W]``; logits ``[B, num_classes]``.
+    Shapes: input ``[B, in_chans, H, W]``, or a sequence ``[T, B, in_chans, H, W]`` whose frame
+    ``t`` is the stem input of step ``t`` (feed-forward names: one sweep per frame); logits
+    ``[B, num_classes]``.
     """
 
     classifier_name = "read_out.linear"

@@ -249,7 +249,9 @@ class BLTVS(ClockedModel):
     The defaults are the ImageNet configuration (the default tag ``blt_vs.imagenet``); the
     reference class's own defaults (12 steps, 565 classes, biological) are ``blt_vs.ecoset``.
 
-    Shapes: input ``[B, in_chans, S, S]`` with ``S = image_size``; logits ``[B, num_classes]``.
+    Shapes: input ``[B, in_chans, S, S]`` with ``S = image_size``, or a sequence
+    ``[T, B, in_chans, S, S]`` whose frame ``t`` is the Retina's input at step ``t``; logits
+    ``[B, num_classes]``.
     """
 
     classifier_name = "readout.conv"

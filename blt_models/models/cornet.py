@@ -24,6 +24,9 @@ Time on the zoo's clock:
   V1 at step 0, V2, V4 and IT from step 1. Features before an area's ``first_step`` are the
   computed, image-independent values.
 * **CORnet-S**: see :class:`CORnetS` (one clock step per inner step, areas in sequence).
+
+Sequences ``[T, B, C, H, W]``: frame ``t`` is V1's input at step ``t`` (R / RT), or one sweep per
+frame (Z). CORnet-S refuses them: its image enters only at step 0 (see ``arrival_steps``).
 """
 
 from __future__ import annotations
