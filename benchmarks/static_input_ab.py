@@ -23,21 +23,23 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", required=True)
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least "
+                        "sensitive to other processes on a shared machine)")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, args.old)
     import blt_models_old as old
 
     import blt_models as new
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     cases = [
-        ("blt_bl_tiny", dict(), (64, 1, 32, 32), None),
-        ("blt_bl_tiny", dict(), (64, 1, 32, 32), "all"),
-        ("blt_bl", dict(num_classes=10), (8, 3, 64, 64), None),
-        ("blt_bl", dict(num_classes=10, unroll="standard"), (8, 3, 64, 64), "all"),
-        ("cornet_rt", dict(num_classes=10), (8, 3, 64, 64), "all"),
-        ("blt_b", dict(num_classes=10), (16, 3, 64, 64), None),
+        ("blt_bl_tiny", dict(), (16, 1, 32, 32), None),
+        ("blt_bl_tiny", dict(), (16, 1, 32, 32), "all"),
+        ("blt_bl", dict(num_classes=10), (4, 3, 64, 64), None),
+        ("blt_bl", dict(num_classes=10, unroll="standard"), (4, 3, 64, 64), "all"),
+        ("cornet_rt", dict(num_classes=10), (4, 3, 64, 64), "all"),
+        ("blt_b", dict(num_classes=10), (8, 3, 64, 64), None),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.reps} reps, "
           "shared machine: medians of interleaved runs")  # fmt: skip

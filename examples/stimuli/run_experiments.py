@@ -63,34 +63,43 @@ def load_images(model: bm.ClockedModel, n: int) -> tuple[torch.Tensor, torch.Ten
     return x, samples.labels[:n], f"the {len(x)} Fashion-MNIST test images shipped in blt_models"
 
 
-def other_class_images(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """For every image, the next image in the set (cyclically) whose class is different."""
+def other_class_images(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every image, the next image in the set (cyclically) whose class is different, and its
+    label."""
     n = len(y)
-    out = torch.empty_like(x)
+    index = torch.empty(n, dtype=torch.long)
     for i in range(n):
         j = (i + 1) % n
         while y[j] == y[i] and j != i:
             j = (j + 1) % n
-        out[i] = x[j]
-    return out
+        index[i] = j
+    return x[index], y[index]
 
 
-def accuracy(model: bm.ClockedModel, seq: torch.Tensor, y: torch.Tensor, batch: int) -> list[float]:
-    """Top-1 accuracy (%) at every readout step for inputs ``[T, N, ...]`` (or ``[N, ...]``)."""
-    correct = None
+def accuracy(
+    model: bm.ClockedModel, seq: torch.Tensor, y: torch.Tensor, batch: int,
+    y_mask: torch.Tensor | None = None,
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Top-1 accuracy (%) at every readout step for inputs ``[T, N, ...]`` (or ``[N, ...]``), and
+    the share (%) of answers that are the mask's class (``y_mask``; empty without)."""
+    correct = as_mask = None
     n = len(y)
     for i in range(0, n, batch):
         part = seq[:, i : i + batch] if seq.ndim == 5 else seq[i : i + batch]
         with torch.inference_mode():
-            logits = model.forward_timesteps(part).logits  # [R, b, K]
-        hits = (logits.argmax(-1) == y[i : i + batch]).sum(1)
+            pred = model.forward_timesteps(part).logits.argmax(-1)  # [R, b]
+        hits = (pred == y[i : i + batch]).sum(1)
         correct = hits if correct is None else correct + hits
+        if y_mask is not None:
+            m = (pred == y_mask[i : i + batch]).sum(1)
+            as_mask = m if as_mask is None else as_mask + m
     assert correct is not None
-    return (100 * correct.float() / n).tolist()
+    mask_share = [] if as_mask is None else (100 * as_mask.float() / n).tolist()
+    return (100 * correct.float() / n).tolist(), mask_share
 
 
 def run(n: int, out: Path, assets: Path | None, batch: int = 500) -> dict:
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     torch.manual_seed(0)
     model = bm.create_model(MODEL, pretrained=True).eval()
     T = model.timesteps
@@ -100,7 +109,7 @@ def run(n: int, out: Path, assets: Path | None, batch: int = 500) -> dict:
     results: dict = {"model": MODEL, "images": origin, "n": len(y), "readout_steps": steps}
 
     # Unmasked: the image at every step (the static input).
-    static = accuracy(model, x, y, batch)
+    static = accuracy(model, x, y, batch)[0]
     results["static"] = static
 
     def row(acc: list[float]) -> str:
@@ -109,20 +118,28 @@ def run(n: int, out: Path, assets: Path | None, batch: int = 500) -> dict:
     print(f"static image:       {row(static)}")
 
     # 1. Backward masking: target until the mask at SOA, mask to the end.
-    masks = {"noise": None, "image": other_class_images(x, y)}
+    mask_x, mask_y = other_class_images(x, y)
+    masks = {"noise": None, "image": mask_x}
     # A frame at step s reaches the readout layer at s + first_step (3 here): masks at SOA >= 5
     # cannot change any readout of an 8-step clock (shown once, as the proof of causality).
     last_visible = T - 1 - model.first_steps()[model.layer_names[-1]]
     soas = list(range(1, last_visible + 2))
     masking: dict[str, dict[int, list[float]]] = {}
+    reports_mask: dict[int, list[float]] = {}
     for kind, mask_images in masks.items():
         masking[kind] = {}
         for soa in soas:
             protocol = BackwardMask(timesteps=T, soa=soa, mask=kind, seed=0)
-            seq = protocol.apply(x) if mask_images is None else protocol.apply(x, mask=mask_images)
-            masking[kind][soa] = accuracy(model, seq, y, batch)
+            if mask_images is None:
+                masking[kind][soa] = accuracy(model, protocol.apply(x), y, batch)[0]
+            else:
+                seq = protocol.apply(x, mask=mask_images)
+                masking[kind][soa], reports_mask[soa] = accuracy(model, seq, y, batch, mask_y)
             print(f"{kind:5s} mask, SOA {soa}: {row(masking[kind][soa])}")
+    for soa, share in reports_mask.items():
+        print(f"image mask, SOA {soa}, answers of the mask's class: {row(share)}")
     results["masking"] = {k: {str(s): v for s, v in d.items()} for k, d in masking.items()}
+    results["image_mask_reported"] = {str(s): v for s, v in reports_mask.items()}
     results["masking_protocols"] = {
         k: BackwardMask(timesteps=T, soa=1, mask=k).to_dict() for k in masks
     }
@@ -130,7 +147,7 @@ def run(n: int, out: Path, assets: Path | None, batch: int = 500) -> dict:
     # 2. Duration: image on [0, d), blank after.
     duration: dict[int, list[float]] = {}
     for d in range(1, last_visible + 2):
-        duration[d] = accuracy(model, Presentation(timesteps=T, on=0, off=d).apply(x), y, batch)
+        duration[d] = accuracy(model, Presentation(timesteps=T, on=0, off=d).apply(x), y, batch)[0]
         print(f"duration {d}:         {row(duration[d])}")
     results["duration"] = {str(d): v for d, v in duration.items()}
 
@@ -153,21 +170,37 @@ def run(n: int, out: Path, assets: Path | None, batch: int = 500) -> dict:
         "evoked": evoked,
     }
 
+    results["seconds"] = round(time.time() - start, 1)
+    results["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    figures = plot_all(results, out, assets)
+    print(f"wrote {', '.join(str(p) for p in figures)} and {out / 'results.json'} "
+          f"in {results['seconds']} s ({results['cpu_seconds']} s of CPU time)")  # fmt: skip
+    return results
+
+
+def plot_all(results: dict, out: Path, assets: Path | None) -> list[Path]:
+    """The three figures from the numbers of ``run`` (also from a saved ``results.json``)."""
+    steps, static, origin = results["readout_steps"], results["static"], results["images"]
+
+    def by_int(d: dict) -> dict[int, list[float]]:
+        return {int(k): v for k, v in d.items()}
+
+    masking = {kind: by_int(d) for kind, d in results["masking"].items()}
     figures = {
-        "masking": plot_masking(masking, static, steps, out / "masking.png", origin),
-        "duration": plot_duration(duration, static, steps, out / "duration.png", origin),
-        "flash": plot_flash(results["flash"], model.layer_names, T, out / "flash.png"),
-    }
+        "masking": plot_masking(masking, by_int(results["image_mask_reported"]), static, steps,
+                                out / "masking.png", origin),
+        "duration": plot_duration(by_int(results["duration"]), static, steps,
+                                  out / "duration.png", origin),
+        "flash": plot_flash(results["flash"], list(results["flash"]["evoked"]),
+                            len(results["flash"]["evoked"]["layer0"]), out / "flash.png"),
+    }  # fmt: skip
     if assets is not None:
         assets.mkdir(parents=True, exist_ok=True)
         for name, path in figures.items():
             shutil.copyfile(path, assets / f"stimuli_{name}.png")
-    results["seconds"] = round(time.time() - start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {', '.join(str(p) for p in figures.values())} and {out / 'results.json'} "
-          f"in {results['seconds']} s")  # fmt: skip
-    return results
+    return list(figures.values())
 
 
 # --------------------------------------------------------------------------------- figures
@@ -180,27 +213,29 @@ def _plt():
     return plt
 
 
-def plot_masking(masking, static, steps, path, origin) -> Path:
+def plot_masking(masking, reports_mask, static, steps, path, origin) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9), sharey=True)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(steps)))
-    titles = {"noise": "noise mask", "image": "different-image mask"}
-    for ax, (kind, by_soa) in zip(axes, masking.items(), strict=True):
+    titles = {"noise": "noise mask: accuracy", "image": "different-image mask: accuracy"}
+    panels = [(titles[k], v) for k, v in masking.items()]
+    panels.append(("different-image mask: answers of the mask's class", reports_mask))
+    for ax, (title, by_soa) in zip(axes, panels, strict=True):
         soas = sorted(by_soa)
         for r, step in enumerate(steps):
-            acc = [by_soa[s][r] for s in soas]
-            ax.plot(soas, acc, marker="o", color=colors[r], label=f"readout step {step}")
-            ax.axhline(static[r], color=colors[r], linestyle=":", linewidth=0.8)
-        ax.axhline(10, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(titles[kind])
+            ax.plot(soas, [by_soa[s][r] for s in soas], marker="o", color=colors[r],
+                    label=f"readout step {step}")  # fmt: skip
+            if by_soa is not reports_mask:
+                ax.axhline(static[r], color=colors[r], linestyle=":", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("SOA (steps from target onset to mask onset)")
         ax.set_xticks(soas)
-    axes[0].set_ylabel("top-1 accuracy (%)")
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Backward masking, blt_bl_tiny.fashion_mnist (dotted: unmasked; dashed: "
-                 f"chance); {origin}", fontsize=8)  # fmt: skip
+    axes[0].set_ylabel("% of images")
+    axes[2].legend(fontsize=7, loc="center right")
+    fig.suptitle(f"Backward masking on blt_bl_tiny.fashion_mnist (dotted: unmasked image; chance "
+                 f"10%), {origin}", fontsize=8)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -213,14 +248,15 @@ def plot_duration(duration, static, steps, path, origin) -> Path:
     for r, step in enumerate(steps):
         ax.plot(ds, [duration[d][r] for d in ds], marker="o", color=colors[r],
                 label=f"readout step {step}")  # fmt: skip
-    ax.axhline(10, color="grey", linestyle="--", linewidth=0.8)
+    for r, _ in enumerate(steps):
+        ax.axhline(static[r], color=colors[r], linestyle=":", linewidth=0.8)
     ax.set_xlabel("steps the image is on (then mean grey)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_xticks(ds)
     ax.legend(fontsize=7)
-    ax.set_title("Presentation duration", fontsize=9)
+    ax.set_title("Presentation duration (dotted: image at every step; chance 10%)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -242,16 +278,16 @@ def plot_flash(flash, layers, T, path) -> Path:
     ax = axes[1]
     for name in layers:
         t0 = flash["first_step"][name]
-        ax.plot(range(t0, T), flash["mean_activation"][name][t0:], marker="o", label=name)
-        ax.plot(range(t0, T), flash["blank_activation"][name][t0:], linestyle=":", color="grey")
+        ax.plot(range(t0, T), flash["evoked"][name][t0:], marker="o", label=name)
     ax.axvspan(-0.5, 0.5, color="gold", alpha=0.3, label="image on")
     ax.set_xlabel("clock step")
-    ax.set_ylabel("mean activation")
-    ax.set_title("mean activation (dotted: blank only)", fontsize=9)
+    ax.set_ylabel("mean |flash - blank| activation")
+    ax.set_title("response evoked by the flash, from each layer's first step", fontsize=9)
     ax.set_xticks(range(T))
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -262,7 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="outputs/stimuli")
     parser.add_argument("--assets", default=None, help="also copy the figures here (docs)")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--replot", action="store_true", help="redraw from --out/results.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        results = json.loads((out / "results.json").read_text())
+        plot_all(results, out, Path(args.assets) if args.assets else None)
+        return
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     run(args.n, Path(args.out), Path(args.assets) if args.assets else None, args.batch)
 
