@@ -33,6 +33,7 @@ from .errors import (
     PublishedFormatError,
     SaveTargetError,
     StepOutOfRangeError,
+    StimulusError,
     TimestepsError,
     UnknownLayerError,
     UnknownModelError,
@@ -88,7 +89,7 @@ _LAZY: dict[str, str] = {
     "load_features": "extract",
 }
 #: Submodules reachable as attributes (``bm.analysis``, ``bm.models``...).
-_SUBMODULES = ("analysis", "data", "demo", "extract", "models")
+_SUBMODULES = ("analysis", "data", "demo", "extract", "models", "stimuli")
 
 
 def __getattr__(name: str) -> Any:
@@ -161,3 +162,5 @@ __all__ += [
     "load_features",
     "resolve_data_config",
 ]
+
+__all__ += ["StimulusError", "stimuli"]

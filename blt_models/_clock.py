@@ -8,7 +8,7 @@ features on the global clock, validating inputs and timesteps) lives here, once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +23,7 @@ __all__ = [
     "ClockedModel",
     "Connection",
     "InputError",
+    "InputStage",
     "Step",
     "TimestepOutput",
     "TimestepsError",
@@ -104,6 +105,28 @@ class Step:
     logits: Tensor | None = None
 
 
+class InputStage:
+    """A family's input stage on the clock: ``stage(t)`` is ``fn(frame at step t)``.
+
+    ``x`` is a static image batch ``[B, C, H, W]`` (the frame of every step: ``fn`` runs once,
+    at the first step that asks, and its result is reused) or a time-major sequence
+    ``[T, B, C, H, W]`` (``fn`` runs on ``x[t]`` at each step ``t`` that asks, at most once per
+    step). Families call it only at the steps whose input-stage output is needed.
+    """
+
+    def __init__(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> None:
+        self.x, self.fn = x, fn
+        self.static = x.ndim == 4
+        self._t: int | None = None
+        self._value: Tensor | None = None
+
+    def __call__(self, t: int) -> Tensor:
+        if self._value is None or (not self.static and t != self._t):
+            self._value = self.fn(self.x if self.static else self.x[t])
+            self._t = t
+        return self._value
+
+
 class ClockedModel(nn.Module):
     """Base class of every zoo model: ``forward`` and ``forward_timesteps`` on one clock.
 
@@ -121,6 +144,11 @@ class ClockedModel(nn.Module):
     first_conv_name: str = ""
     #: Reference-code names accepted in place of ``layer_names`` (e.g. ``output_3``).
     layer_aliases: dict[str, str] = {}
+    #: One sweep, one readout. Given a sequence ``[T, B, C, H, W]``, the clock runs one sweep per
+    #: frame: step ``t`` is the sweep of frame ``t``, with its own readout.
+    feedforward: bool = False
+    #: Recurrent families whose input stage takes frame ``t`` at step ``t`` (``InputStage``).
+    supports_sequences: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,6 +181,21 @@ class ClockedModel(nn.Module):
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         """Clock steps that carry a readout in a run of ``timesteps`` steps."""
+        raise NotImplementedError
+
+    def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
+        """``{layer: first clock step at which the input frame of step onset can change it}``.
+
+        The delays of the family's update rule for a time-varying input ``[T, B, C, H, W]``:
+        nothing at a step before ``onset`` depends on frame ``onset`` (causality), and layer
+        ``k`` first does at ``arrival_steps(onset)[k]``. A static image is the same frame at every
+        step, so :meth:`first_steps` is the minimum over onsets (for BLT and CORnet:
+        ``arrival_steps(0)``). A value ``>= timesteps`` means the frame does not reach the layer
+        within the run. Feed-forward models: ``onset`` for every layer (a frame only changes its
+        own step).
+        """
+        if self.feedforward:
+            return dict.fromkeys(self.layer_names, onset)
         raise NotImplementedError
 
     def _unroll(
@@ -215,15 +258,16 @@ class ClockedModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, num_classes]`` of the readout at the last step of the default clock.
 
-        With ``num_classes=0`` (or after ``reset_classifier(0)``) the readout has no classifier
-        and this returns the pooled features ``[B, num_features]`` instead, as in timm.
+        ``x``: images ``[B, C, H, W]``, or a time-major sequence ``[T, B, C, H, W]`` (frame ``t``
+        is the input at step ``t``; ``T`` sets the number of steps). With ``num_classes=0`` (or
+        after ``reset_classifier(0)``) the readout has no classifier and this returns the pooled
+        features ``[B, num_features]`` instead, as in timm.
         """
-        timesteps = self._resolve_timesteps(None)
-        self._check_input(x)
+        x, timesteps = self._prepare_input(x, None)
         self._refuse_unseen_hooks()
-        last = self.readout_steps(timesteps)[-1]
+        last = self._readout_steps_for(x, timesteps)[-1]
         logits = None
-        for step in self._unroll(x, timesteps, frozenset(), frozenset({last})):
+        for step in self._run_clock(x, timesteps, frozenset(), frozenset({last})):
             if step.logits is not None:
                 logits = step.logits
         assert logits is not None
@@ -238,8 +282,12 @@ class ClockedModel(nn.Module):
         """Run the clock and return every readout and the requested layers at every step.
 
         Args:
-            x: images ``[B, C, H, W]``, floating point, normalised as ``pretrained_cfg`` says.
-            timesteps: number of clock steps ``T``; None uses ``model.timesteps``.
+            x: images ``[B, C, H, W]``, floating point, normalised as ``pretrained_cfg`` says
+                (the same image at every step), or a time-major sequence ``[T, B, C, H, W]``:
+                frame ``t`` is the input at clock step ``t`` (see ``blt_models.stimuli``). A 5-D
+                tensor is always read as time-major, never as ``[B, T, ...]``.
+            timesteps: number of clock steps ``T``; None uses ``model.timesteps`` (or, for a
+                sequence, its length; a given value must equal the length).
             layers: names from ``model.layer_names`` (reference aliases accepted), ``"all"``, or
                 None for no features.
 
@@ -247,8 +295,7 @@ class ClockedModel(nn.Module):
             :class:`TimestepOutput` with ``logits [R, B, K]``, ``steps [R]``, ``features
             {layer: [T, B, C, H, W]}`` (keys as requested) and ``first_step``.
         """
-        timesteps = self._resolve_timesteps(timesteps)
-        self._check_input(x)
+        x, timesteps = self._prepare_input(x, timesteps)
         if layers is None:
             requested: list[str] = []
         elif isinstance(layers, str):
@@ -257,14 +304,14 @@ class ClockedModel(nn.Module):
             requested = list(layers)
         canonical = {name: self.resolve_layer(name) for name in requested}
         capture = frozenset(canonical.values())
-        steps = self.readout_steps(timesteps)
+        steps = self._readout_steps_for(x, timesteps)
 
         # Stored batch-major ([B, T, ...]) and returned as a [T, B, ...] view: per-image consumers
         # (extraction to [N, T, ...] files) then read contiguous memory, without another copy.
         buffers: dict[str, Tensor] = {}
         written: dict[str, list[int]] = {}
         logits: list[Tensor] = []
-        for step in self._unroll(x, timesteps, capture, frozenset(steps)):
+        for step in self._run_clock(x, timesteps, capture, frozenset(steps)):
             for name, value in step.features.items():
                 if name not in buffers:
                     buffers[name] = value.new_empty((value.shape[0], timesteps, *value.shape[1:]))
@@ -427,6 +474,7 @@ class ClockedModel(nn.Module):
                 )
 
     def _check_input(self, x: Tensor) -> None:
+        """Check a static batch ``[B, C, H, W]`` or a sequence ``[T, B, C, H, W]``."""
         if isinstance(x, torch.fx.Proxy):
             raise InputError(
                 f"{self._display_name()} cannot be traced symbolically by torch.fx (torchvision's "
@@ -438,13 +486,21 @@ class ClockedModel(nn.Module):
             )
         if not isinstance(x, Tensor):
             raise InputError(
-                f"expected a torch.Tensor of images [B, C, H, W]; got {type(x).__name__}"
+                f"expected a torch.Tensor of images [B, C, H, W] (or a sequence [T, B, C, H, W]); "
+                f"got {type(x).__name__}"
             )
-        if x.ndim != 4:
+        if x.ndim not in (4, 5):
             fix = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
             raise InputError(
-                f"expected a 4-D image batch [B, C, H, W]; got a {x.ndim}-D tensor of shape "
-                f"{tuple(x.shape)}.{fix}"
+                f"expected a 4-D image batch [B, C, H, W] or a 5-D time-major sequence "
+                f"[T, B, C, H, W]; got a {x.ndim}-D tensor of shape {tuple(x.shape)}.{fix}"
+            )
+        sequence = x.ndim == 5
+        what = "each frame [B, C, H, W] of the sequence" if sequence else "the image batch"
+        if sequence and (x.shape[0] == 0 or x.shape[1] == 0):
+            raise InputError(
+                f"the sequence [T, B, C, H, W] has shape {tuple(x.shape)}: it needs at least one "
+                "frame and one image."
             )
         if not x.is_floating_point():
             raise InputError(
@@ -452,18 +508,24 @@ class ClockedModel(nn.Module):
                 "x.float() / 255 and normalise with the model's mean/std "
                 "(blt_models.create_transform(model) does both for PIL images)."
             )
-        if x.shape[1] != self.in_chans:
-            got = int(x.shape[1])
-            if got == 1:
+        c = int(x.shape[-3])
+        if c != self.in_chans:
+            if c == 1:
                 convert = f"repeat the grayscale channel: x.expand(-1, {self.in_chans}, -1, -1)"
             elif self.in_chans == 1:
-                convert = "convert the images to grayscale, e.g. x.mean(1, keepdim=True)"
+                convert = "convert the images to grayscale, e.g. x.mean(-3, keepdim=True)"
             else:
                 convert = "convert the images to the model's channels"
+            layout = (
+                " A 5-D input is read as time-major [T, B, C, H, W], never as [B, T, C, H, W]: "
+                "for batch-major data pass x.transpose(0, 1)."
+                if sequence
+                else ""
+            )
             raise InputError(
-                f"{self._display_name()} expects {self.in_chans} input channel(s); got {got} "
-                f"(input shape {tuple(x.shape)}). Create the model with in_chans={got} (pretrained "
-                f"first-layer weights are adapted), or {convert}."
+                f"{self._display_name()} expects {self.in_chans} input channel(s); {what} has {c} "
+                f"(input shape {tuple(x.shape)}). Create the model with in_chans={c} (pretrained "
+                f"first-layer weights are adapted), or {convert}.{layout}"
             )
         param = next((p for p in self.parameters() if p.is_floating_point()), None)
         if (
@@ -477,7 +539,62 @@ class ClockedModel(nn.Module):
                 f"weights ({dtype}). Convert the input (x.to({param.dtype})), the model "
                 f"(model.to({x.dtype})), or run under torch.autocast."
             )
-        self._check_spatial_size(int(x.shape[2]), int(x.shape[3]))
+        self._check_spatial_size(int(x.shape[-2]), int(x.shape[-1]))
+
+    def _prepare_input(self, x: Tensor, timesteps: int | None) -> tuple[Tensor, int]:
+        """Checked input and number of steps: ``T`` of a sequence, else ``timesteps``/default.
+
+        A sequence whose frames are all one tensor (stride 0 along ``T``, as from
+        ``image.expand(T, ...)``) is the static image and runs on the static path.
+        """
+        if not (isinstance(x, Tensor) and x.ndim == 5):
+            t = self._resolve_timesteps(timesteps)
+            self._check_input(x)
+            return x, t
+        self._check_input(x)
+        length = int(x.shape[0])
+        if timesteps is not None:
+            timesteps = self._resolve_timesteps(timesteps)
+            if timesteps != length:
+                raise TimestepsError(
+                    f"the sequence has T={length} frames (shape {tuple(x.shape)}, read as "
+                    f"[T, B, C, H, W]) but timesteps={timesteps}. A sequence sets the number of "
+                    "steps: pass timesteps=None, or give as many frames as steps."
+                )
+        if self.feedforward:
+            return x, length
+        if not self.supports_sequences:
+            raise InputError(
+                f"{self._display_name()} does not take input sequences [T, B, C, H, W]: "
+                f"{self._sequence_unsupported_reason()}"
+            )
+        t = self._resolve_timesteps(length)
+        if x.shape[0] > 1 and x.stride(0) == 0:
+            return x[0], t
+        return x, t
+
+    def _sequence_unsupported_reason(self) -> str:
+        return "its input stage reads one static image. Pass images [B, C, H, W]."
+
+    def _readout_steps_for(self, x: Tensor, timesteps: int) -> list[int]:
+        if self.feedforward and x.ndim == 5:
+            return list(range(timesteps))
+        return self.readout_steps(timesteps)
+
+    def _run_clock(
+        self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> Iterator[Step]:
+        """The family's ``_unroll``; a sequence on a feed-forward model: one sweep per frame."""
+        if not (self.feedforward and x.ndim == 5):
+            yield from self._unroll(x, timesteps, capture, readouts)
+            return
+        for t in range(timesteps):
+            if t not in readouts and not capture:  # nothing asked of this frame's sweep
+                yield Step(t, {})
+                continue
+            wanted = frozenset({0}) if t in readouts else frozenset()
+            for step in self._unroll(x[t], 1, capture, wanted):
+                yield Step(t, step.features, step.logits)
 
     # ----------------------------------------------------------------------------- timm compatibility
     @property

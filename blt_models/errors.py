@@ -25,6 +25,7 @@ __all__ = [
     "PublishedFormatError",
     "SaveTargetError",
     "StepOutOfRangeError",
+    "StimulusError",
     "TimestepsError",
     "UnknownLayerError",
     "UnknownModelError",
@@ -60,6 +61,10 @@ class ConfigValueError(BltModelsError, ValueError, TypeError):
     """A constructor or configuration value that is refused: wrong type, out of range, or a key
     the architecture does not take. The message names the field and where the value came from
     (an argument, a ``config.json`` path, a reference checkpoint's ``args``)."""
+
+
+class StimulusError(InputError):
+    """A presentation protocol that cannot be built or applied (``blt_models.stimuli``)."""
 
 
 # ---------------------------------------------------------------------------------- weights

@@ -676,7 +676,7 @@ def _weights_sha256(model: ClockedModel) -> str:
 
 _RESUME_KEYS = (
     "model", "weights_sha256", "timesteps", "steps", "layers", "pool", "dtype", "data_config",
-    "source", "n_images", "feature_shapes",
+    "source", "n_images", "feature_shapes", "stimulus",
 )  # fmt: skip
 
 
@@ -702,6 +702,7 @@ def extract_features(
     transform: Any = None,
     image_ids: Sequence[str] | None = None,
     overwrite: bool = False,
+    stimulus: Any = None,
 ) -> ExtractedFeatures:
     """Run ``model`` on every image of ``source`` and keep ``layers`` at ``steps``.
 
@@ -732,6 +733,10 @@ def extract_features(
         transform: preprocessing for image sources instead of the model's.
         image_ids: ids for sources without names (tensor, Dataset, DataLoader).
         overwrite: replace an existing ``out`` instead of resuming.
+        stimulus: a presentation protocol (``blt_models.stimuli``) applied to every image: the
+            model sees ``stimulus.apply(image)`` ``[T, ...]`` instead of the image at every step;
+            its ``timesteps`` sets the clock. Recorded as ``metadata["stimulus"]``; resuming
+            checks it.
 
     Returns:
         :class:`ExtractedFeatures`; with ``out``, backed by the file (:class:`LazyFeatures`,
@@ -755,7 +760,12 @@ def extract_features(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     canon = _resolve_layers(model, layers)
-    T = model._resolve_timesteps(timesteps)
+    if stimulus is not None:
+        from .stimuli import check_for_model
+
+        T = check_for_model(stimulus, model, timesteps)
+    else:
+        T = model._resolve_timesteps(timesteps)
     step_list = _resolve_steps(steps, T)
     pooler = _Pooler(parse_pool(pool))
     first = model.first_steps(T)
@@ -802,11 +812,12 @@ def extract_features(
         "n_images": src.n,
         "batch_size": batch_size,
         "library": {"blt_models": __version__, "torch": torch.__version__},
+        "stimulus": None if stimulus is None else stimulus.to_dict(),
     }
     if out is None:
         mem = _MemoryWriter(src.n)
         _run(model, src, 0, mem, canon, T, step_list, pooler, device, dtype, store_dtype,
-             progress, src.n)  # fmt: skip
+             progress, src.n, stimulus=stimulus)  # fmt: skip
         if not mem.ids:
             raise NoImagesError("the source yielded no images")
         features = mem.result(canon)
@@ -843,7 +854,7 @@ def extract_features(
     writer = _FileWriter(path, backend, overwrite=False)  # type: ignore[arg-type]
     try:
         _run(model, src, start, writer, canon, T, step_list, pooler, device, dtype,
-             store_dtype, progress, src.n, batches=stream)  # fmt: skip
+             store_dtype, progress, src.n, batches=stream, stimulus=stimulus)  # fmt: skip
         writer.set_attrs(complete=True)
         writer.flush()
     finally:
@@ -961,6 +972,7 @@ def _run(
     model: ClockedModel, src: _Source, start: int, writer: Any, canon: list[str], T: int,
     step_list: list[int], pooler: _Pooler, device: torch.device, dtype: torch.dtype,
     store_dtype: torch.dtype, progress: bool, total: int | None, batches: Any = None,
+    stimulus: Any = None,
 ) -> None:  # fmt: skip
     from tqdm.auto import tqdm
 
@@ -981,6 +993,10 @@ def _run(
                         "PIL images)"
                     )
                 x = x.to(device=device, dtype=dtype, non_blocking=True)
+                if stimulus is not None:  # [B, ...] -> the protocol's [T, B, ...] sequence
+                    from .stimuli import apply_to_batch
+
+                    x = apply_to_batch(stimulus, x, n_done)
                 res = model.forward_timesteps(x, timesteps=T, layers=canon)
                 feats = {}
                 for name in canon:

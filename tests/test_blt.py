@@ -8,7 +8,7 @@ from _reference_blt import reference_forward, standard_forward
 from conftest import randomize_
 
 import blt_models as bm
-from blt_models.models.blt import BLT_NAMES, BLT, parse_connectivity
+from blt_models.models.blt import BLT, BLT_NAMES, parse_connectivity
 
 # Reference section 1.8: total parameters at 1000 classes and state-dict tensors (max pooling).
 PARAMS = {

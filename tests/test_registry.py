@@ -58,7 +58,7 @@ def test_model_attributes_for_users():
     "x,match",
     [
         (torch.randn(3, 64, 64), "x.unsqueeze\\(0\\)"),
-        (torch.randn(1, 1, 3, 64, 64), "4-D"),
+        (torch.randn(1, 1, 1, 3, 64, 64), "4-D image batch.*or a 5-D time-major"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
         (torch.randn(1, 1, 64, 64), "expects 3 input channel.*in_chans=1"),
         (torch.randn(1, 3, 16, 16), "too small.*at least 32x32"),

@@ -28,7 +28,7 @@ from antialiased_cnns import BlurPool
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .._clock import ClockedModel, Connection, Step
+from .._clock import ClockedModel, Connection, InputStage, Step
 from .._pretrained import (
     CCN2024_CITATION,
     IMAGENET_MEAN,
@@ -183,12 +183,15 @@ class BLT(ClockedModel):
         channels, sizes: override the layer table (sizes are map sizes at ``nominal_size``).
         nominal_size: input size at which ``sizes`` hold (224 for the reference tables).
 
-    Shapes: input ``[B, in_chans, H, W]``; logits ``[B, num_classes]``.
+    Shapes: input ``[B, in_chans, H, W]``, or a sequence ``[T, B, in_chans, H, W]`` whose frame
+    ``t`` is the stem input of step ``t`` (feed-forward names: one sweep per frame); logits
+    ``[B, num_classes]``.
     """
 
     classifier_name = "read_out.linear"
     first_conv_name = "conv_input"
     supports_grad_checkpointing = True
+    supports_sequences = True
 
     def __init__(
         self,
@@ -326,6 +329,12 @@ class BLT(ClockedModel):
             delay = 0 if standard and e.src < e.dst else 1
             out.append(Connection(names[e.src], names[e.dst], kind, delay, e.name))
         return (*out, self._readout_connection(names[-1]))
+
+    def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
+        """Frame ``onset`` enters layer 0 with the stem drive of step ``onset`` and travels as the
+        image does: layer ``k`` at ``onset + first_step(k)`` (biological; ``onset`` with the
+        full sweep of standard unrolling)."""
+        return {name: onset + f for name, f in self.first_steps(timesteps).items()}
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         t_total = self.timesteps if timesteps is None or self.feedforward else timesteps
@@ -472,7 +481,7 @@ class BLT(ClockedModel):
         return F.relu(out, inplace=True)
 
     def _step(
-        self, needed: list[bool], prev: list[Tensor | None], drive: Tensor
+        self, needed: list[bool], prev: list[Tensor | None], drive: Tensor | None
     ) -> list[Tensor | None]:
         """Outputs of every needed layer at one step, from the previous step's outputs."""
         standard = self.unroll == "standard"
@@ -488,6 +497,7 @@ class BLT(ClockedModel):
                 term = getattr(self, edge.name)(src)
                 z = term if z is None else z + term
             if k == 0:
+                assert drive is not None  # the schedule computes the drive where layer 0 runs
                 z = drive if z is None else z + drive
             if z is not None:
                 cur[k] = self._post(getattr(self, f"norm_{k}"), z)
@@ -499,9 +509,11 @@ class BLT(ClockedModel):
         needed = self._schedule(timesteps, capture, readouts)
         names = self.layer_names
         checkpointed = self.grad_checkpointing and torch.is_grad_enabled()
-        drive = self.pool_input(self.conv_input(x))  # layer-0 drive, reused at every step
+        # Layer-0 drive of frame t: computed once for a static image, once per step for a sequence.
+        stem = InputStage(x, lambda frame: self.pool_input(self.conv_input(frame)))
         prev: list[Tensor | None] = [None] * self.num_layers
         for t in range(timesteps):
+            drive = stem(t) if needed[t][0] else None
             if checkpointed:  # keep only the step outputs; recompute the step in backward
                 cur = checkpoint(self._step, needed[t], prev, drive, use_reentrant=False)
             else:

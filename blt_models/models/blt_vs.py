@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Connection, Step
+from .._clock import ClockedModel, Connection, InputStage, Step
 from .._pretrained import PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
 from ..errors import CheckpointMismatchError, InputError, TimestepsError
@@ -266,11 +266,14 @@ class BLTVS(ClockedModel):
     The defaults are the ImageNet configuration (the default tag ``blt_vs.imagenet``); the
     reference class's own defaults (12 steps, 565 classes, biological) are ``blt_vs.ecoset``.
 
-    Shapes: input ``[B, in_chans, S, S]`` with ``S = image_size``; logits ``[B, num_classes]``.
+    Shapes: input ``[B, in_chans, S, S]`` with ``S = image_size``, or a sequence
+    ``[T, B, in_chans, S, S]`` whose frame ``t`` is the Retina's input at step ``t``; logits
+    ``[B, num_classes]``.
     """
 
     classifier_name = "readout.conv"
     first_conv_name = "retina.bu_conv"
+    supports_sequences = True
 
     def __init__(
         self,
@@ -325,7 +328,7 @@ class BLTVS(ClockedModel):
             self.add_module(AREAS[i], area)
         self.readout = BLTVSReadout(CHANNELS[LOC], num_classes, add_feats, image_size)
 
-        self._trace_cache: dict[int, list[dict[tuple[str, int], int]]] = {}
+        self._trace_cache: dict[object, list[dict[tuple[str, int], int]]] = {}
         if readout_type == "single":
             n = len(self._multi_readout_steps(timesteps))
             if n < 1:
@@ -342,15 +345,18 @@ class BLTVS(ClockedModel):
         return tuple(cast(BLTVSArea, self.get_submodule(name)) for name in AREAS[:READOUT])
 
     # ----------------------------------------------------------------------------- timing
-    def _trace(self, timesteps: int) -> list[dict[tuple[str, int], int]]:
+    def _trace(self, timesteps: int, onset: int | None = None) -> list[dict[tuple[str, int], int]]:
         """What every stream holds at every step: absent, an image-independent constant, or a
         value that depends on the image. Mirrors ``_unroll`` on flags instead of tensors.
 
         Keys are ``("bu", i)`` for areas 0..6 and ``("td", i)`` for areas 1..7 (7: the Readout).
+        ``onset=None``: the image is the input at every step. ``onset=s``: dependence on the frame
+        of step ``s`` of a sequence (the Retina depends on it at step ``s`` only).
         """
-        horizon = max(timesteps, 32)
-        if horizon in self._trace_cache:
-            return self._trace_cache[horizon]
+        horizon = max(timesteps, 32 if onset is None else onset + 32)
+        key = horizon if onset is None else (horizon, onset)
+        if key in self._trace_cache:
+            return self._trace_cache[key]
         has = self._has_module
         steps: list[dict[tuple[str, int], int]] = []
         prev: dict[tuple[str, int], int] = {}
@@ -363,7 +369,8 @@ class BLTVS(ClockedModel):
             return max(drive + feed)
 
         for t in range(horizon):
-            cur: dict[tuple[str, int], int] = {("bu", 0): _IMAGE}
+            retina = _IMAGE if onset is None or t == onset else _CONST
+            cur: dict[tuple[str, int], int] = {("bu", 0): retina}
             g = prev.get
             if self.unroll == "biological":
                 if t > 0:
@@ -394,7 +401,7 @@ class BLTVS(ClockedModel):
                     cur[("td", i)] = combine([d, ld], [cur[("bu", i - 1)]])
             steps.append(cur)
             prev = cur
-        self._trace_cache[horizon] = steps
+        self._trace_cache[key] = steps
         return steps
 
     def _has_module(self, index: int, name: str) -> bool:
@@ -483,6 +490,20 @@ class BLTVS(ClockedModel):
         for name in self.layer_names:
             key = self._stream_key(name)
             first[name] = next(t for t, step in enumerate(trace) if step.get(key) == _IMAGE)
+        return first
+
+    def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
+        """First step at which each stream depends on the frame of step ``onset``, from the same
+        flag trace as :meth:`first_steps` with the Retina depending on that frame at step
+        ``onset`` only. Standard unrolling: ``onset`` for every stream (full BU sweep, readout
+        and TD sweep within a step)."""
+        trace = self._trace(self.timesteps if timesteps is None else timesteps, onset)
+        first = {}
+        for name in self.layer_names:
+            key = self._stream_key(name)
+            first[name] = next(
+                (t for t in range(onset, len(trace)) if trace[t].get(key) == _IMAGE), len(trace)
+            )
         return first
 
     def present_steps(self, timesteps: int | None = None) -> dict[str, int]:
@@ -586,7 +607,8 @@ class BLTVS(ClockedModel):
         areas = self.areas
         last = self._last_needed(timesteps, capture, readouts)
         want_td = any(name.endswith("_td") for name in capture)
-        retina = areas[0](bu=x, want_td=False)[0]  # computed once, reused at every step
+        # The Retina of frame t: computed once for a static image, once per step for a sequence.
+        retina = InputStage(x, lambda frame: areas[0](bu=frame, want_td=False)[0])
         prev: dict[tuple[str, int], Tensor] = {}
         for t in range(timesteps):
             if t > last:
@@ -594,7 +616,7 @@ class BLTVS(ClockedModel):
                 continue
             # The TD sweep (and the readout's TD) feed only the next step's BU gates.
             td_sweep = want_td or (t < last and self.topdown_connections)
-            cur: dict[tuple[str, int], Tensor] = {("bu", 0): retina}
+            cur: dict[tuple[str, int], Tensor] = {("bu", 0): retina(t)}
             feeds: dict[int, Tensor] = {}
             for i in range(1, READOUT):
                 area = areas[i]
@@ -655,10 +677,14 @@ class BLTVS(ClockedModel):
         areas = self.areas
         trace = self._trace(timesteps)
         needed = self._bio_needed(timesteps, capture, readouts)
-        retina = areas[0](bu=x, want_td=False)[0]  # step 0; constant afterwards
+        # The Retina of frame t (read by the LGN at t + 1): computed once for a static image,
+        # once per step that needs it for a sequence.
+        retina = InputStage(x, lambda frame: areas[0](bu=frame, want_td=False)[0])
         prev: dict[tuple[str, int], Tensor] = {}
         for t in range(timesteps):
-            cur: dict[tuple[str, int], Tensor] = {("bu", 0): retina}
+            cur: dict[tuple[str, int], Tensor] = {}
+            if ("bu", 0) in needed[t]:
+                cur[("bu", 0)] = retina(t)
             if t > 0:
                 for i in range(1, READOUT):
                     want_bu, want_td = ("bu", i) in needed[t], ("td", i) in needed[t]

@@ -24,6 +24,9 @@ Time on the zoo's clock:
   V1 at step 0, V2, V4 and IT from step 1. Features before an area's ``first_step`` are the
   computed, image-independent values.
 * **CORnet-S**: see :class:`CORnetS` (one clock step per inner step, areas in sequence).
+
+Sequences ``[T, B, C, H, W]``: frame ``t`` is V1's input at step ``t`` (R / RT), or one sweep per
+frame (Z). CORnet-S refuses them: its image enters only at step 0 (see ``arrival_steps``).
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ from collections.abc import Iterator
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Connection, Step
+from .._clock import ClockedModel, Connection, InputStage, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ..errors import TimestepsError
+from ..errors import InputError, TimestepsError
 
 __all__ = ["CORnetZ", "CORnetS", "CORnetR", "CORnetRT", "CORNET_AREAS"]
 
@@ -229,6 +232,7 @@ class CORnetZ(_CORnet):
     first_conv_name = "V1.conv"
     arch_name = "cornet_z"
     hookable_layers = frozenset(CORNET_AREAS)
+    feedforward = True
 
     def __init__(
         self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = 1
@@ -289,6 +293,7 @@ class CORnetR(_CORnet):
 
     first_conv_name = "V1.conv_input"
     arch_name = "cornet_r"
+    supports_sequences = True
     #: True: every area reads the area below at the previous step (CORnet-RT).
     synchronous = False
 
@@ -325,6 +330,15 @@ class CORnetR(_CORnet):
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         return list(range(self.timesteps if timesteps is None else timesteps))
 
+    def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
+        """Frame ``onset`` is V1's drive at step ``onset``. RT: area ``k`` reads area ``k-1`` of
+        the previous step, so ``onset + k``. R: every area reads the one below at the same step,
+        so ``onset`` for all, except that at step 0 V2, V4 and IT get a zero drive (official
+        code): frame 0 reaches them at step 1."""
+        if self.synchronous:
+            return {name: onset + k for k, name in enumerate(CORNET_AREAS)}
+        return {name: onset if k == 0 else max(onset, 1) for k, name in enumerate(CORNET_AREAS)}
+
     def _last_steps(
         self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
     ) -> list[int]:
@@ -348,9 +362,10 @@ class CORnetR(_CORnet):
     ) -> Iterator[Step]:
         areas = self.areas
         last = self._last_steps(timesteps, capture, readouts)
-        sizes = self.area_sizes(int(x.shape[2]), int(x.shape[3]))
-        batch = x.shape[0]
-        image_drive: Tensor | None = None  # V1's drive is the same at every step
+        sizes = self.area_sizes(int(x.shape[-2]), int(x.shape[-1]))
+        batch = x.shape[-4]
+        # V1's drive of frame t: computed once for a static image, once per step for a sequence.
+        image_drive = InputStage(x, areas[0].drive)
         prev: list[Tensor | None] = [None] * len(areas)
         for t in range(timesteps):
             cur: list[Tensor | None] = [None] * len(areas)
@@ -358,9 +373,7 @@ class CORnetR(_CORnet):
                 if t > last[k]:
                     continue
                 if k == 0:
-                    if image_drive is None:
-                        image_drive = area.drive(x)
-                    drive = image_drive
+                    drive = image_drive(t)
                 elif t == 0:
                     drive = x.new_zeros((batch, area.out_channels, *sizes[k]))
                 else:
@@ -468,6 +481,23 @@ class CORnetS(_CORnet):
 
     def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
         return {name: steps[0] for name, steps in self.area_steps.items()}
+
+    def _sequence_unsupported_reason(self) -> str:
+        return (
+            "its areas run one after the other (V1 at step 0, then V2's, V4's and IT's inner "
+            "steps), so the image enters only at step 0 and a frame at a later step has no area "
+            "to enter. Pass images [B, C, H, W], or use cornet_r / cornet_rt, whose V1 reads the "
+            "input at every step."
+        )
+
+    def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
+        """Only step 0 has an input (a static image); see :meth:`_sequence_unsupported_reason`."""
+        if onset != 0:
+            raise InputError(
+                f"{self._display_name()} does not take input sequences: "
+                f"{self._sequence_unsupported_reason()}"
+            )
+        return self.first_steps(timesteps)
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         return [self.timesteps - 1]

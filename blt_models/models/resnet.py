@@ -76,6 +76,7 @@ class ResNet(ClockedModel):
     classifier_name = "fc"
     first_conv_name = "conv1"
     hookable_layers = frozenset(RESNET_LAYERS[1:])
+    feedforward = True
     # torchvision's modules, added in __init__ (declared for type checkers).
     conv1: nn.Conv2d
     bn1: nn.BatchNorm2d

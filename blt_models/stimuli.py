@@ -1,0 +1,543 @@
+"""Presentation protocols: images in time, as the sequences ``[T, B, C, H, W]`` the clock takes.
+
+A protocol is a small frozen dataclass (a value: compare it, store it with :meth:`Protocol.to_dict`,
+rebuild it with :func:`protocol_from_dict`) that turns any batch of images ``[B, C, H, W]``,
+already normalised for the model, into a time-major sequence: frame ``t`` is the input at clock
+step ``t``.
+
+>>> from blt_models.stimuli import Presentation, BackwardMask
+>>> seq = Presentation(timesteps=8, on=0, off=2).apply(images)   # [8, B, C, H, W]
+>>> out = model.forward_timesteps(seq)                            # flash for two steps
+>>> seq = BackwardMask(timesteps=8, soa=2).apply(images)          # target 0-1, noise mask 2-7
+
+Frames (``I`` image, ``M`` mask, ``_`` blank, ``1``/``2``/... RSVP items):
+
+===========================================================  ======================
+``Presentation(timesteps=6, on=1, off=3)``                   ``_ I I _ _ _``
+``BackwardMask(timesteps=6, soa=2)``                         ``I I M M M M``
+``BackwardMask(timesteps=6, soa=3, duration=1, mask_duration=2)``  ``I _ _ M M _``
+``RSVP(timesteps=7, items=3, duration=1, gap=1)``            ``1 _ 2 _ 3 _ _``
+===========================================================  ======================
+
+Common options (keyword-only, every protocol): ``blank`` is the value of blank pixels in the
+normalised space: 0, the dataset's mean grey, unless given (a float, or one per channel; black is
+``-mean / std``). ``contrast`` scales every frame around the blank, ``blank + c * (frame -
+blank)``, and ``noise_std`` adds fresh Gaussian noise to every frame after that; each is one
+value or one per step. Noise is seeded by ``seed`` and, per image, by its index (``index=`` of
+:meth:`Protocol.apply`, default the position in the batch), so an image gets the same noise
+whatever the batch it is in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .errors import StimulusError
+
+__all__ = [
+    "Protocol",
+    "Presentation",
+    "BackwardMask",
+    "RSVP",
+    "protocol_from_dict",
+    "protocol_of",
+    "check_for_model",
+    "apply_to_batch",
+    "PROTOCOLS",
+    "StimulusError",
+]
+
+#: Step-dependent values: one number for every step, or one per step.
+PerStep = float | tuple[float, ...]
+
+
+def _per_step(name: str, value: Any, timesteps: int, minimum: float | None) -> PerStep:
+    if isinstance(value, (list, tuple)):
+        if len(value) != timesteps:
+            raise StimulusError(
+                f"{name} has {len(value)} values but timesteps={timesteps}: give one value, or "
+                "one per step."
+            )
+        values = tuple(float(v) for v in value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        values = (float(value),)
+    else:
+        raise StimulusError(f"{name} must be a number or a sequence of numbers; got {value!r}")
+    for v in values:
+        if not math.isfinite(v) or (minimum is not None and v < minimum):
+            bound = f" and >= {minimum}" if minimum is not None else ""
+            raise StimulusError(f"{name} values must be finite{bound}; got {value!r}")
+    return values if isinstance(value, (list, tuple)) else values[0]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise StimulusError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _seed_for(seed: int, stream: int, index: int) -> int:
+    """A generator seed for one image and one noise stream, independent of batching."""
+    digest = hashlib.sha256(f"blt-models/{seed}/{stream}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _gaussian(seed: int, stream: int, index: list[int], like: Tensor) -> Tensor:
+    """Standard normal noise shaped like ``like [B, C, H, W]``, one seeded draw per image."""
+    per_image = [
+        torch.randn(
+            tuple(like.shape[1:]),
+            generator=torch.Generator().manual_seed(_seed_for(seed, stream, i)),
+        )
+        for i in index
+    ]
+    return torch.stack(per_image).to(device=like.device, dtype=like.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protocol:
+    """Base of every protocol: the clock length and the options every protocol has.
+
+    Attributes:
+        timesteps: ``T``, the number of frames (and so of clock steps).
+        blank: value of blank pixels in the normalised space (0: mean grey); a float or one per
+            channel.
+        contrast: contrast of every frame around the blank (1: unchanged); one value or one per
+            step.
+        noise_std: standard deviation of additive Gaussian noise, fresh at every step (0: none);
+            one value or one per step.
+        seed: seed of every random draw of the protocol.
+    """
+
+    timesteps: int
+    blank: float | tuple[float, ...] = 0.0
+    contrast: PerStep = 1.0
+    noise_std: PerStep = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("timesteps", self.timesteps, 1)
+        _check_int("seed", self.seed, 0)
+        raw: Any = self.blank
+        if isinstance(raw, (list, tuple)):
+            values = tuple(float(b) for b in raw)
+            if not values or not all(math.isfinite(b) for b in values):
+                raise StimulusError(f"blank must be finite numbers; got {raw!r}")
+            blank: float | tuple[float, ...] = values
+        else:
+            blank = _per_step("blank", raw, 1, None)
+        object.__setattr__(self, "blank", blank)
+        object.__setattr__(
+            self, "contrast", _per_step("contrast", self.contrast, self.timesteps, None)
+        )
+        object.__setattr__(
+            self, "noise_std", _per_step("noise_std", self.noise_std, self.timesteps, 0.0)
+        )
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Names of the tensors ``apply`` needs besides the images (e.g. ``("mask",)``)."""
+        return ()
+
+    # ----------------------------------------------------------------------------- contents
+    def _check_window(self, what: str, start: int, stop: int) -> None:
+        if stop > self.timesteps:
+            raise StimulusError(
+                f"{type(self).__name__}: {what} ends at step {stop} (exclusive), beyond "
+                f"timesteps={self.timesteps} (steps 0..{self.timesteps - 1}). Use "
+                f"timesteps >= {stop}, or an earlier or shorter {what}."
+            )
+        if start >= stop:
+            raise StimulusError(
+                f"{type(self).__name__}: {what} is empty (steps [{start}, {stop})): it needs "
+                "at least one step."
+            )
+
+    def schedule(self) -> list[str | None]:
+        """What each step shows: a content name (``"image"``, ``"mask"``, ``"item0"``...) or
+        None for blank."""
+        raise NotImplementedError
+
+    def _contents(
+        self, images: Tensor, index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def apply(
+        self,
+        images: Tensor | Sequence[Tensor],
+        *,
+        index: Tensor | Sequence[int] | None = None,
+        **inputs: Any,
+    ) -> Tensor:
+        """The sequence ``[T, B, C, H, W]`` of this protocol for a batch.
+
+        Args:
+            images: ``[B, C, H, W]`` normalised images (RSVP: one such batch per item).
+            index: per-image indices ``[B]`` that seed the noise (default ``0 .. B-1``); pass
+                the images' positions in the stimulus set so that noise does not depend on
+                batching.
+            inputs: the protocol's ``extra_inputs`` (e.g. ``mask=`` images ``[B, C, H, W]``).
+
+        Returns:
+            ``[T, B, C, H, W]`` in the dtype and on the device of the images, contiguous.
+        """
+        first = _first_batch(images)
+        batch = int(first.shape[0])
+        if index is None:
+            index_list = list(range(batch))
+        else:
+            index_list = [int(i) for i in (index.tolist() if isinstance(index, Tensor) else index)]
+            if len(index_list) != batch:
+                raise StimulusError(
+                    f"index has {len(index_list)} entries for a batch of {batch} images"
+                )
+        unknown = set(inputs) - set(self.extra_inputs)
+        if unknown:
+            takes = ", ".join(self.extra_inputs) or "no extra inputs"
+            raise StimulusError(
+                f"{type(self).__name__}.apply got unexpected input(s) {sorted(unknown)}; it "
+                f"takes {takes}."
+            )
+        contents = self._contents(images, index_list, inputs)  # type: ignore[arg-type]
+        channels = int(first.shape[1])
+        blank = self._blank_tensor(first, channels)
+        out = blank.expand(self.timesteps, *first.shape).clone()
+        for t, name in enumerate(self.schedule()):
+            if name is not None:
+                out[t] = contents[name]
+        contrast = self.contrast
+        for t in range(self.timesteps):
+            c = contrast[t] if isinstance(contrast, tuple) else contrast
+            if c != 1.0:
+                out[t] = blank + c * (out[t] - blank)
+        noise = self.noise_std
+        for t in range(self.timesteps):
+            s = noise[t] if isinstance(noise, tuple) else noise
+            if s > 0:
+                out[t] += s * _gaussian(self.seed, 1 + t, index_list, first)
+        return out
+
+    def _blank_tensor(self, like: Tensor, channels: int) -> Tensor:
+        blank = self.blank
+        if isinstance(blank, tuple):
+            if len(blank) != channels:
+                raise StimulusError(
+                    f"blank has {len(blank)} values but the images have {channels} channels"
+                )
+            return torch.tensor(blank, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        return torch.full((1, channels, 1, 1), float(blank), dtype=like.dtype, device=like.device)
+
+    # ----------------------------------------------------------------------------- metadata
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record: ``{"protocol": class name, field: value, ...}``."""
+        record: dict[str, Any] = {"protocol": type(self).__name__}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            record[f.name] = list(value) if isinstance(value, tuple) else value
+        return record
+
+    @property
+    def image_steps(self) -> list[int]:
+        """Steps that show the (target) image."""
+        return [t for t, name in enumerate(self.schedule()) if name in ("image", "item0")]
+
+
+def _first_batch(images: Tensor | Sequence[Tensor]) -> Tensor:
+    if isinstance(images, Tensor):
+        first: Any = images[0] if images.ndim == 5 else images
+    else:
+        first = images[0] if len(images) else None
+    if not isinstance(first, Tensor):
+        raise StimulusError(f"expected image tensors [B, C, H, W]; got {type(images).__name__}")
+    if first.ndim != 4 or not first.is_floating_point():
+        raise StimulusError(
+            f"expected a floating-point image batch [B, C, H, W]; got shape {tuple(first.shape)}, "
+            f"dtype {first.dtype}. Add a batch dimension with x.unsqueeze(0) and normalise with "
+            "the model's transform."
+        )
+    return first
+
+
+def _check_like(name: str, value: Any, images: Tensor) -> Tensor:
+    """An extra input of the same shape as the images ([C, H, W] broadcasts over the batch)."""
+    if not isinstance(value, Tensor):
+        raise StimulusError(f"{name} must be a tensor [B, C, H, W]; got {type(value).__name__}")
+    if value.ndim == 3:
+        value = value.unsqueeze(0).expand_as(images)
+    if tuple(value.shape) != tuple(images.shape):
+        raise StimulusError(
+            f"{name} has shape {tuple(value.shape)} but the images have {tuple(images.shape)}: "
+            f"give one {name} per image ([B, C, H, W]) or one for all ([C, H, W]), of the images' "
+            "size and channels."
+        )
+    return value.to(device=images.device, dtype=images.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Presentation(Protocol):
+    """The image on steps ``[on, off)``, blank elsewhere (``off=None``: to the last step).
+
+    ``Presentation(timesteps=6, on=1, off=3)``: ``_ I I _ _ _``.
+    """
+
+    on: int = 0
+    off: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("on", self.on, 0)
+        if self.off is not None:
+            _check_int("off", self.off, 1)
+        self._check_window("the presentation", self.on, self.stop)
+
+    @property
+    def stop(self) -> int:
+        return self.timesteps if self.off is None else self.off
+
+    def schedule(self) -> list[str | None]:
+        return ["image" if self.on <= t < self.stop else None for t in range(self.timesteps)]
+
+    def _contents(
+        self, images: Tensor, index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
+        return {"image": images}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackwardMask(Protocol):
+    """A target, then a mask ``soa`` steps after the target's onset (stimulus onset asynchrony).
+
+    Attributes:
+        soa: steps from target onset to mask onset (>= 1).
+        onset: the target's first step.
+        duration: steps the target is shown (None: ``soa``, i.e. until the mask); at most
+            ``soa``. Steps between the target's end and the mask are blank.
+        mask_duration: steps the mask is shown (None: to the last step).
+        mask: ``"noise"``: Gaussian noise of standard deviation ``mask_std`` around the blank,
+            one pattern per image (seeded by ``seed`` and the image index), held for the mask's
+            steps; ``"image"``: the images passed as ``apply(images, mask=...)``.
+        mask_std: standard deviation of the noise mask in the normalised space.
+
+    ``BackwardMask(timesteps=6, soa=3, duration=1, mask_duration=2)``: ``I _ _ M M _``.
+    """
+
+    soa: int
+    onset: int = 0
+    duration: int | None = None
+    mask_duration: int | None = None
+    mask: str = "noise"
+    mask_std: float = 1.0
+
+    MASKS: ClassVar[tuple[str, ...]] = ("noise", "image")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("soa", self.soa, 1)
+        _check_int("onset", self.onset, 0)
+        if self.duration is not None:
+            _check_int("duration", self.duration, 1)
+            if self.duration > self.soa:
+                raise StimulusError(
+                    f"BackwardMask: duration={self.duration} is longer than soa={self.soa}; the "
+                    "target must end by the mask's onset (use duration <= soa)."
+                )
+        if self.mask_duration is not None:
+            _check_int("mask_duration", self.mask_duration, 1)
+        if self.mask not in self.MASKS:
+            raise StimulusError(f"mask must be one of {self.MASKS}; got {self.mask!r}")
+        if (
+            isinstance(self.mask_std, bool)
+            or not isinstance(self.mask_std, (int, float))
+            or not math.isfinite(self.mask_std)
+            or self.mask_std < 0
+        ):
+            raise StimulusError(f"mask_std must be a finite number >= 0; got {self.mask_std!r}")
+        object.__setattr__(self, "mask_std", float(self.mask_std))
+        self._check_window("the target", self.onset, self.onset + self.target_duration)
+        self._check_window("the mask", self.mask_onset, self.mask_stop)
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        return ("mask",) if self.mask == "image" else ()
+
+    @property
+    def target_duration(self) -> int:
+        return self.soa if self.duration is None else self.duration
+
+    @property
+    def mask_onset(self) -> int:
+        return self.onset + self.soa
+
+    @property
+    def mask_stop(self) -> int:
+        if self.mask_duration is None:
+            return max(self.timesteps, self.mask_onset + 1)
+        return self.mask_onset + self.mask_duration
+
+    def schedule(self) -> list[str | None]:
+        out: list[str | None] = []
+        for t in range(self.timesteps):
+            if self.onset <= t < self.onset + self.target_duration:
+                out.append("image")
+            elif self.mask_onset <= t < self.mask_stop:
+                out.append("mask")
+            else:
+                out.append(None)
+        return out
+
+    def _contents(
+        self, images: Tensor, index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
+        if self.mask == "image":
+            if "mask" not in inputs:
+                raise StimulusError(
+                    "BackwardMask(mask='image') needs the mask images: apply(images, mask=masks) "
+                    "with masks [B, C, H, W] (or [C, H, W] for all)."
+                )
+            mask = _check_like("mask", inputs["mask"], images)
+        else:
+            blank = self._blank_tensor(images, int(images.shape[1]))
+            mask = blank + self.mask_std * _gaussian(self.seed, 0, index, images)
+        return {"image": images, "mask": mask}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RSVP(Protocol):
+    """Rapid serial visual presentation: ``items`` images one after the other, each for
+    ``duration`` steps, with ``gap`` blank steps between them, from step ``onset``.
+
+    ``apply`` takes the items as a sequence of ``items`` batches ``[B, C, H, W]`` (or one tensor
+    ``[items, B, C, H, W]``). ``RSVP(timesteps=7, items=3, duration=1, gap=1)``:
+    ``1 _ 2 _ 3 _ _``.
+    """
+
+    items: int
+    duration: int = 1
+    gap: int = 0
+    onset: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("items", self.items, 1)
+        _check_int("duration", self.duration, 1)
+        _check_int("gap", self.gap, 0)
+        _check_int("onset", self.onset, 0)
+        stop = self.onset + self.items * self.duration + (self.items - 1) * self.gap
+        self._check_window(f"the last of {self.items} items", stop - self.duration, stop)
+
+    def item_onsets(self) -> list[int]:
+        return [self.onset + k * (self.duration + self.gap) for k in range(self.items)]
+
+    def schedule(self) -> list[str | None]:
+        out: list[str | None] = [None] * self.timesteps
+        for k, start in enumerate(self.item_onsets()):
+            for t in range(start, start + self.duration):
+                out[t] = f"item{k}"
+        return out
+
+    def _contents(
+        self, images: Tensor | Sequence[Tensor], index: list[int], inputs: dict[str, Any]
+    ) -> dict[str, Tensor]:
+        items = list(images.unbind(0)) if isinstance(images, Tensor) and images.ndim == 5 else None
+        if items is None:
+            if isinstance(images, Tensor):
+                if self.items != 1:
+                    raise StimulusError(
+                        f"RSVP with items={self.items} needs {self.items} image batches (a list of "
+                        "[B, C, H, W], or [items, B, C, H, W]); got one batch."
+                    )
+                items = [images]
+            else:
+                items = list(images)
+        if len(items) != self.items:
+            raise StimulusError(f"RSVP(items={self.items}) got {len(items)} image batches")
+        first = items[0]
+        return {f"item{k}": _check_like(f"item {k}", item, first) for k, item in enumerate(items)}
+
+
+PROTOCOLS: dict[str, type[Protocol]] = {
+    cls.__name__: cls for cls in (Presentation, BackwardMask, RSVP)
+}
+
+
+def protocol_from_dict(record: dict[str, Any]) -> Protocol:
+    """Rebuild a protocol from :meth:`Protocol.to_dict` (e.g. read back from a features file)."""
+    if not isinstance(record, dict) or "protocol" not in record:
+        raise StimulusError(f"not a protocol record (no 'protocol' key): {record!r}")
+    fields = dict(record)
+    name = fields.pop("protocol")
+    if name not in PROTOCOLS:
+        raise StimulusError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    cls = PROTOCOLS[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(fields) - known
+    if unknown:
+        raise StimulusError(f"{name} has no field(s) {sorted(unknown)}")
+    return cls(**fields)
+
+
+# --------------------------------------------------------------------------------- extraction
+def check_for_model(protocol: Protocol, model: Any, timesteps: int | None = None) -> int:
+    """Check that ``protocol`` can drive ``model`` on its own images and return the clock length.
+
+    Used by ``extract_features(..., stimulus=protocol)``: the protocol must need nothing but the
+    images (no ``mask=`` or RSVP items), ``timesteps`` (if given) must equal
+    ``protocol.timesteps``, and the model must take sequences and give a readout within them.
+    """
+    if not isinstance(protocol, Protocol):
+        raise StimulusError(
+            f"stimulus must be a blt_models.stimuli protocol (Presentation, BackwardMask, RSVP); "
+            f"got {type(protocol).__name__}"
+        )
+    needs = protocol.extra_inputs or (
+        ("items",) if isinstance(protocol, RSVP) and protocol.items > 1 else ()
+    )
+    if needs:
+        raise StimulusError(
+            f"{type(protocol).__name__} needs {', '.join(needs)} besides each image, which an "
+            "image source does not give: use a protocol that needs only the image (e.g. "
+            "BackwardMask(mask='noise')), or build the sequences with protocol.apply(images, ...) "
+            "and run model.forward_timesteps on them."
+        )
+    T = protocol.timesteps
+    if timesteps is not None and timesteps != T:
+        raise StimulusError(
+            f"timesteps={timesteps} but the stimulus runs {T} steps (protocol.timesteps); a "
+            "protocol sets the clock length: pass timesteps=None."
+        )
+    if not model.feedforward:
+        if not model.supports_sequences:
+            raise StimulusError(
+                f"{model._display_name()} does not take input sequences: "
+                f"{model._sequence_unsupported_reason()}"
+            )
+        model._resolve_timesteps(T)
+    return T
+
+
+def apply_to_batch(protocol: Protocol, images: Tensor, start: int) -> Tensor:
+    """The protocol's sequence for images ``start .. start+B-1`` of a stimulus set: noise is
+    seeded by each image's position in the set, so batching and resuming do not change it."""
+    return protocol.apply(images, index=range(start, start + int(images.shape[0])))
+
+
+def protocol_record(protocol: Protocol | None) -> dict[str, Any] | None:
+    """What a features file stores under ``metadata["stimulus"]`` (None: the static image)."""
+    return None if protocol is None else protocol.to_dict()
+
+
+def protocol_of(metadata: dict[str, Any]) -> Protocol | None:
+    """The protocol a features file was extracted with (None: the static image at every step).
+
+    >>> protocol_of(load_features("feats.h5").metadata)
+    """
+    record = metadata.get("stimulus")
+    return None if record is None else protocol_from_dict(record)
