@@ -554,8 +554,13 @@ class ClockedModel(nn.Module):
         self._check_input(x)
         length = int(x.shape[0])
         if timesteps is not None:
-            timesteps = self._resolve_timesteps(timesteps)
-            if timesteps != length:
+            given = as_int(timesteps)  # numpy ints and 0-d integer tensors are integers too
+            if given is None or not 1 <= given <= MAX_TIMESTEPS:
+                raise TimestepsError(
+                    f"timesteps must be a positive integer of at most {MAX_TIMESTEPS:,}; "
+                    f"got {timesteps!r}"
+                )
+            if given != length:
                 raise TimestepsError(
                     f"the sequence has T={length} frames (shape {tuple(x.shape)}, read as "
                     f"[T, B, C, H, W]) but timesteps={timesteps}. A sequence sets the number of "

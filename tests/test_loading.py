@@ -558,7 +558,7 @@ def test_input_dtype_mismatch_is_an_input_error(dtype):
 
 def test_channel_advice_points_the_right_way():
     gray_model = bm.create_model("blt_bl_tiny")
-    with pytest.raises(bm.InputError, match=r"grayscale, e.g. x.mean\(1, keepdim=True\)") as info:
+    with pytest.raises(bm.InputError, match=r"grayscale, e.g. x.mean\(-3, keepdim=True\)") as info:
         gray_model(torch.rand(1, 3, 32, 32))
     assert "expand" not in str(info.value)
     with pytest.raises(bm.InputError, match=r"x.expand\(-1, 3, -1, -1\)"):
