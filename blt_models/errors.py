@@ -12,10 +12,14 @@ __all__ = [
     "BltModelsError",
     "CheckpointMismatchError",
     "ExtractionError",
+    "FeatureIndexError",
+    "FeatureWriteError",
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "InvalidArgumentError",
     "NoImagesError",
+    "OutputInUseError",
     "OutputMismatchError",
     "PublishedFormatError",
     "StepOutOfRangeError",
@@ -116,3 +120,21 @@ class NoImagesError(ExtractionError):
 
 class OutputMismatchError(ExtractionError):
     """An existing output file written with other settings (model, layers, steps, images...)."""
+
+
+class InvalidArgumentError(ExtractionError, TypeError):
+    """An argument of the wrong type or value (``batch_size``, ``dtype``, ``pool``, source...)."""
+
+
+class OutputInUseError(ExtractionError, OSError):
+    """An output file that another process holds open (HDF5 file locking)."""
+
+
+class FeatureWriteError(BltModelsError, OSError):
+    """Writing a feature file failed (full disk, I/O error); the file keeps every complete batch
+    and a re-run resumes after the last one."""
+
+
+class FeatureIndexError(BltModelsError, IndexError):
+    """An index into file-backed features that numpy would refuse (float, wrong-length mask,
+    out of range)."""

@@ -66,10 +66,18 @@ def reference(
 # --------------------------------------------------------------------------------- in memory
 def test_tensor_source_equals_forward_timesteps(model, images):
     ref = reference(model, images, list(model.layer_names))
-    # Same batch: bit-identical to forward_timesteps.
-    same = extract_features(model, images, layers="all", batch_size=len(images), progress=False)
+    # Same batch and layout: bit-identical to forward_timesteps.
+    same = extract_features(model, images, layers="all", batch_size=len(images), progress=False,
+                            memory_format="contiguous")  # fmt: skip
     for name in model.layer_names:
         assert torch.equal(same[name], ref[name])
+    # The default layout on CPU (channels_last) agrees to float rounding and leaves the
+    # caller's model as it was.
+    fast = extract_features(model, images, layers="all", batch_size=len(images), progress=False)
+    assert fast.metadata["model"]["name"] == same.metadata["model"]["name"]
+    assert model.conv_input.weight.is_contiguous()
+    for name in model.layer_names:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-5, atol=1e-5)
     # Other batch sizes: equal up to the float rounding of batched convolutions.
     res = extract_features(model, images, layers="all", batch_size=3, progress=False)
     assert res.layers == list(model.layer_names)
@@ -209,17 +217,19 @@ def test_resume_after_interruption(model, images, tmp_path, suffix):
     assert not partial.metadata["complete"] and partial.num_images == 4  # two whole batches
     source = FailingImages(images, None)
     extract_features(model, source, out=out, **kwargs)
-    assert source.calls == 1 + 3  # the shape probe, then only images 4, 5, 6
+    # The shape probe; images 0-3 re-read (not run) to check they are unchanged; then 4, 5, 6.
+    assert source.calls == 1 + 4 + 3
 
     a, b = load_features(whole), load_features(out)
     assert a.image_ids == b.image_ids and b.metadata["complete"]
     for name in a.layers:
         assert torch.equal(a[name], b[name])
     assert {k: v for k, v in a.metadata.items()} == {k: v for k, v in b.metadata.items()}
-    # A complete file is read back without running the model again.
+    # A complete file is read back without running the model again (a Dataset's images are
+    # read once more to check that they are still the ones written).
     source = FailingImages(images, None)
     extract_features(model, source, out=out, **kwargs)
-    assert source.calls == 1
+    assert source.calls == 1 + 7
 
 
 # --------------------------------------------------------------------------------- errors
@@ -250,7 +260,7 @@ def test_named_errors(model, images, tmp_path, folder):
 
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["data"] = np.zeros(3)
-    with pytest.raises(OutputMismatchError, match="not a blt-models feature file"):
+    with pytest.raises(OutputMismatchError, match="not a blt-models feature store"):
         extract_features(
             model, images, layers="layer0", out=tmp_path / "foreign.h5", progress=False
         )
