@@ -145,9 +145,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     import torch
 
     import blt_models as bm
-    from blt_models.extract import extract_features
-
     from blt_models._registry import split_model_name_tag
+    from blt_models.extract import extract_features
 
     # A name with a tag means its weights (unless a checkpoint file is given instead).
     tagged = not args.model.startswith(("hf-hub:", "local-dir:")) and bool(

@@ -77,10 +77,11 @@ def weights_provenance(model: ClockedModel) -> tuple[bool, str | None]:
     if hub:
         rev = getattr(cfg, "hf_hub_revision", None)
         return True, f"hf-hub:{hub}" + (f"@{rev}" if rev else "")
-    if getattr(cfg, "url", None):
-        return True, str(cfg.url)
-    if getattr(cfg, "file", None):
-        return True, f"blt_models package file weights/{cfg.file}"
+    url, file = getattr(cfg, "url", None), getattr(cfg, "file", None)
+    if url:
+        return True, str(url)
+    if file:
+        return True, f"blt_models package file weights/{file}"
     return False, getattr(cfg, "source", None)
 
 
@@ -113,8 +114,10 @@ def _dims(shape: Sequence[int], random: bool) -> list[str]:
 
 def _is_channels_last(model: nn.Module) -> bool:
     weight = next((p for p in model.parameters() if p.ndim == 4), None)
-    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and (
-        not weight.is_contiguous()
+    return (
+        weight is not None
+        and weight.is_contiguous(memory_format=torch.channels_last)
+        and (not weight.is_contiguous())
     )
 
 

@@ -6,7 +6,7 @@ import math
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -92,7 +92,7 @@ def parse_pool(pool: Any) -> Pooling:
             f"pool kind must be 'none', 'avg' or 'random'; got {spec.kind!r}"
         )
     if spec.kind == "random":
-        width = spec.width
+        width = cast(Any, spec.width)
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise InvalidArgumentError(
                 f"a random projection needs a positive integer width; got {width!r}"

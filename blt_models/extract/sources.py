@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,11 +240,12 @@ class Source:
             and hasattr(source, "__len__")
             and not isinstance(source, (dict, str, bytes))
         ):
-            if len(source) == 0:
+            n_items = len(source)  # type: ignore[arg-type]
+            if n_items == 0:
                 raise NoImagesError(f"the dataset {type(source).__name__} is empty")
             self.kind, self.info = "dataset", {"class": type(source).__name__}
             samples = getattr(source, "samples", None) or getattr(source, "imgs", None)
-            if isinstance(samples, list) and len(samples) == len(source):
+            if isinstance(samples, list) and len(samples) == n_items:
                 self.ids = [str(s[0] if isinstance(s, (tuple, list)) else s) for s in samples]
             self.dataset = DatasetImages(source, make_transform())
         else:
@@ -291,7 +292,7 @@ class Source:
     # -- batches
     def batches(
         self, start: int, check: Callable[[int, list[str], list[str]], None] | None = None
-    ) -> Iterator[Batch]:
+    ) -> Generator[Batch, None, None]:
         """Batches from image ``start`` on. Sources without cheap fingerprints read the rows
         before ``start`` too and hand their ids and fingerprints to ``check(row, ids, fps)``
         instead of yielding them (the model does not run on them)."""

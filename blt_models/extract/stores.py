@@ -178,7 +178,11 @@ class Store:
         """``{layer: Tensor [b, S, ...]}`` (CPU, the store's dtype) for images ``start ..``."""
         raise NotImplementedError
 
-    def commit(self, start: int, ids: list[str], fingerprints: list[str]) -> None:
+    def commit(
+        self, start: int, ids: list[str], fingerprints: list[str],
+        rows: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        """Store the batch written into ``rows`` (as :meth:`rows` returned them)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -201,7 +205,10 @@ class MemoryStore(Store):
             return {k: torch.empty((b, *s), dtype=self.dtype) for k, s in self.shapes.items()}
         return {k: a[start : start + b] for k, a in self.arrays.items()}
 
-    def commit(self, start: int, ids: list[str], fingerprints: list[str], rows=None) -> None:
+    def commit(
+        self, start: int, ids: list[str], fingerprints: list[str],
+        rows: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
         if self.n is None and rows is not None:
             for name, value in rows.items():
                 self.parts[name].append(value)
@@ -351,14 +358,19 @@ class FileStore(Store):
         return ids, fps
 
     # -- the run
-    def start_writing(self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype) -> None:
+    def start_writing(
+        self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype: torch.dtype
+    ) -> None:
         self.np_dtype = np.dtype(str(dtype).replace("torch.", ""))
         self.buffers = {k: torch.empty((batch_size, *s), dtype=dtype) for k, s in shapes.items()}
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
         return {k: v[:b] for k, v in self.buffers.items()}
 
-    def commit(self, start: int, ids: list[str], fingerprints: list[str], rows=None) -> None:
+    def commit(
+        self, start: int, ids: list[str], fingerprints: list[str],
+        rows: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
         b = len(ids)
         try:
             if self.backend == "h5":
