@@ -286,7 +286,7 @@ class ClockedModel(nn.Module):
                     f"steps={steps} selects no steps of a {timesteps}-step clock (0 .. "
                     f"{timesteps - 1}); pass e.g. slice(0, {timesteps}) or a list of steps"
                 )
-            return selected
+            return sorted(selected)
         items = [steps] if _is_int(steps) else steps
         if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
             raise StepOutOfRangeError(

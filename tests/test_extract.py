@@ -362,3 +362,26 @@ def test_unreadable_image_with_workers_then_resume(model, folder, tmp_path):
     res = extract_features(model, folder, **kwargs).load()
     ref = extract_features(model, folder, layers="layer1", batch_size=2, progress=False)
     assert res.image_ids == ref.image_ids and torch.equal(res["layer1"], ref["layer1"])
+
+
+def test_forward_timesteps_keeps_only_requested_steps(model, images):
+    with torch.no_grad():
+        full = model.forward_timesteps(images, layers=["layer1", "layer3"])
+        part = model.forward_timesteps(images, layers=["layer1", "output_3"], steps=[-1, 0, 2])
+        assert part.feature_steps.tolist() == [0, 2, 4]
+        assert torch.equal(part.features["layer1"], full.features["layer1"][[0, 2, 4]])
+        assert torch.equal(part.features["output_3"], full.features["layer3"][[0, 2, 4]])
+        # Given buffers [B, S, ...] are written in place (any prior content overwritten,
+        # zeros at kept steps before the layer is active).
+        buf = {"layer3": torch.full((7, 3, 512, 1, 1), float("nan"))}
+        out = model.forward_timesteps(images, layers=["layer3"], steps=slice(0, 5, 2), buffers=buf)
+        assert out.features["layer3"].data_ptr() == buf["layer3"].data_ptr()
+        assert torch.equal(buf["layer3"].transpose(0, 1), full.features["layer3"][[0, 2, 4]])
+        assert torch.count_nonzero(buf["layer3"][:, :2]) == 0
+        with pytest.raises(StepOutOfRangeError, match="outside the clock"):
+            model.forward_timesteps(images, layers="layer0", steps=[5])
+    assert model.resolve_steps(slice(None, None, -2), 5) == [0, 2, 4]
+    assert model.resolve_layers(["output_1", "layer1", "layer0"]) == ["layer1", "layer0"]
+    shapes = model.layer_shapes(32, 32)
+    assert shapes == {"layer0": (64, 8, 8), "layer1": (128, 4, 4), "layer2": (256, 2, 2),
+                      "layer3": (512, 1, 1)}  # fmt: skip
