@@ -64,17 +64,17 @@ def create_model(
     if pretrained and checkpoint_path is not None:
         raise ValueError("pass either pretrained=True or checkpoint_path=, not both")
 
-    if not pretrained:
+    if not pretrained and (checkpoint_path is None or not tag):
         # Without the tag's weights: keep its preprocessing and timing conventions, but none of
         # the provenance of weights the model does not hold (a saved or extracted model must not
-        # claim training it never had); a checkpoint file is its own source.
+        # claim training it never had). A checkpoint loaded into a named tag keeps its record.
         cfg = cfg.replace(
             hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None, file=None,
-            sha256=None, license=None, training_data=None, description=None, metrics={},
-            source=f"checkpoint_path {os.fspath(checkpoint_path)}" if checkpoint_path else None,
+            sha256=None, license=None, source=None, training_data=None, description=None,
+            metrics={},
         )  # fmt: skip
-        if not tag:  # an architecture: not even the default tag's name and classes
-            cfg = cfg.replace(tag="", class_names=None)
+    if not (pretrained or tag):  # an architecture: not even the default tag's name and classes
+        cfg = cfg.replace(tag="", class_names=None)
 
     build: dict[str, Any] = {}
     if pretrained or tag:
