@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import resource
 import shutil
 import subprocess
@@ -108,14 +108,21 @@ def memory_child(args: argparse.Namespace) -> None:
     model = make_model(args, in_chans=1)
     folder = Path(args.child_folder)
     paths = sorted(folder.glob("*.png"))[: args.child_n]
+    with torch.inference_mode():  # warm up torch / oneDNN so that the baseline includes them
+        model.forward_timesteps(torch.zeros(1, 1, args.mem_img_size, args.mem_img_size))
+    shapes = model.layer_shapes(args.mem_img_size, args.mem_img_size)
+    batch_bytes = sum(math.prod(s) for s in shapes.values()) * args.timesteps * 4 * args.batch_size
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     res = extract_features(model, [str(p) for p in paths], layers="all", out=args.child_out,
                            batch_size=args.batch_size, progress=False, overwrite=True)  # fmt: skip
     elapsed = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    size = os.path.getsize(args.child_out)
+    out = Path(args.child_out)
+    size = sum(f.stat().st_size for f in out.rglob("*")) if out.is_dir() else out.stat().st_size
     print(json.dumps({"n": res.num_images, "peak_rss_mib_before": rss0 / 1024, "peak_rss_mib": rss / 1024,
+                      "batch_mib": batch_bytes / 2**20, "model_mib": model_bytes / 2**20,
                       "file_mib": size / 2**20, "seconds": elapsed}))  # fmt: skip
 
 
@@ -132,15 +139,15 @@ def memory(args: argparse.Namespace) -> dict:
     Image.open(sources[0]).close()
     results = []
     sizes = sorted({args.memory_images // 8, args.memory_images // 2, args.memory_images})
-    for n in sizes:
+    for backend, n in [(b, n) for b in args.backends for n in sizes]:
         threads = ["--threads", str(args.threads)] if args.threads else []
         cmd = [sys.executable, __file__, *threads, "--child-n", str(n), "--child-folder", str(folder),
-               "--child-out", str(tmp / "mem.h5"), "--model", args.model,
+               "--child-out", str(tmp / f"mem.{backend}"), "--model", args.model,
                "--num-layers", str(args.num_layers), "--img-size", str(args.mem_img_size),
                "--timesteps", str(args.timesteps), "--batch-size", str(args.batch_size),
                "--device", args.device]  # fmt: skip
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        results.append({"backend": backend, **json.loads(out.stdout.strip().splitlines()[-1])})
     shutil.rmtree(tmp, ignore_errors=True)
     return {"runs": results}
 
@@ -159,6 +166,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--backends", nargs="+", default=["h5", "zarr"], choices=["h5", "zarr"])
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--child-n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--child-folder", help=argparse.SUPPRESS)
@@ -183,11 +191,18 @@ def main() -> None:
                   f"({100 * row['cpu_relative_to_plain']:5.1f}% of plain)")  # fmt: skip
     if not args.skip_memory:
         mem = memory(args)
-        print(f"\nPeak resident memory extracting a PNG folder to HDF5 (all layers, all steps, "
-              f"unpooled, {args.mem_img_size} px, batch {args.batch_size}):")  # fmt: skip
+        print(f"\nPeak resident memory extracting a PNG folder (all layers, all steps, unpooled, "
+              f"{args.mem_img_size} px, batch {args.batch_size}); 'growth' is peak RSS minus the "
+              "RSS of the process before the call (torch, the model and one warm-up forward "
+              "loaded), against one batch's features plus the model:")  # fmt: skip
         for run in mem["runs"]:
-            print(f"  N={run['n']:>6}  peak RSS {run['peak_rss_mib']:7.1f} MiB  "
-                  f"file {run['file_mib']:8.1f} MiB  {run['n'] / run['seconds']:7.1f} images/s")  # fmt: skip
+            growth = run["peak_rss_mib"] - run["peak_rss_mib_before"]
+            bound = run["batch_mib"] + run["model_mib"]
+            print(f"  {run['backend']:<4} N={run['n']:>5}  peak RSS {run['peak_rss_mib']:7.1f} MiB"
+                  f"  (before {run['peak_rss_mib_before']:6.1f}, growth {growth:6.1f} MiB = "
+                  f"{growth / bound:4.2f} x (batch {run['batch_mib']:.1f} + model "
+                  f"{run['model_mib']:.1f} MiB))  file {run['file_mib']:7.1f} MiB  "
+                  f"{run['n'] / run['seconds']:6.1f} images/s")  # fmt: skip
 
 
 if __name__ == "__main__":

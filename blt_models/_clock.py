@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import MAX_TIMESTEPS, as_int
-from .errors import InputError, TimestepsError
+from .errors import InputError, StepOutOfRangeError, TimestepsError, UnknownLayerError
 
 __all__ = [
     "CONNECTION_KINDS",
@@ -63,15 +64,18 @@ class TimestepOutput:
         logits: ``[R, B, num_classes]``, one row per step that has a readout, in time order.
         steps: ``LongTensor [R]``, the clock step of each row of ``logits`` (on the input's
             device, like every tensor of the output).
-        features: ``{layer: Tensor [T, B, C, H, W]}`` for the requested layers, indexed by clock
-            step ``0 .. T-1`` (a view of batch-major storage; ``.contiguous()`` makes it
-            time-major). Steps at which a layer is absent (nothing has reached it yet, as
+        features: ``{layer: Tensor [S, B, C, H, W]}`` for the requested layers, indexed by the
+            kept steps ``feature_steps`` (by default every clock step ``0 .. T-1``; a view of
+            batch-major storage, ``.contiguous()`` makes it time-major). Steps at which a layer
+            is absent (nothing has reached it yet, as
             in BLT's biological unrolling) hold zeros, which is what no activity means after a
             ReLU. A family whose layers compute something image-independent before the image
             arrives (CORnet-RT's bias response) reports those values as computed.
         first_step: ``{layer: int}``, the first step at which each layer carries information
             about the image.
         timesteps: ``T``, the number of steps the clock ran.
+        feature_steps: ``LongTensor [S]``, the clock step of each index of dimension 0 of
+            ``features`` (all ``0 .. T-1`` unless ``forward_timesteps(steps=...)`` kept fewer).
     """
 
     logits: Tensor
@@ -79,6 +83,7 @@ class TimestepOutput:
     features: dict[str, Tensor] = field(default_factory=dict)
     first_step: dict[str, int] = field(default_factory=dict)
     timesteps: int = 0
+    feature_steps: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def __repr__(self) -> str:  # shapes, not values: print(out) must not dump the tensors
         feats = ", ".join(
@@ -240,7 +245,9 @@ class ClockedModel(nn.Module):
 
     # ----------------------------------------------------------------------------- public
     def resolve_layer(self, name: str) -> str:
-        """Canonical layer name for ``name`` (a layer name or a reference alias)."""
+        """Canonical layer name for ``name`` (a layer name or a reference alias).
+
+        Raises :class:`UnknownLayerError` (also a ``KeyError``) naming close matches."""
         if name in self.layer_names:
             return name
         if name in self.layer_aliases:
@@ -250,7 +257,7 @@ class ClockedModel(nn.Module):
         known = list(self.layer_names) + list(self.layer_aliases)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(
+        raise UnknownLayerError(
             f"{type(self).__name__} has no layer {name!r}.{hint} "
             f"Layers: {', '.join(self.layer_names)}."
         )
@@ -278,8 +285,11 @@ class ClockedModel(nn.Module):
         x: Tensor,
         timesteps: int | None = None,
         layers: Sequence[str] | str | None = None,
+        *,
+        steps: int | Sequence[int] | slice | str | None = None,
+        buffers: dict[str, Tensor] | None = None,
     ) -> TimestepOutput:
-        """Run the clock and return every readout and the requested layers at every step.
+        """Run the clock and return every readout and the requested layers at the kept steps.
 
         Args:
             x: images ``[B, C, H, W]``, floating point, normalised as ``pretrained_cfg`` says
@@ -290,10 +300,21 @@ class ClockedModel(nn.Module):
                 sequence, its length; a given value must equal the length).
             layers: names from ``model.layer_names`` (reference aliases accepted), ``"all"``, or
                 None for no features.
+            steps: clock steps whose features are kept (see :meth:`resolve_steps`); None keeps
+                all ``0 .. T-1``. Every step still runs (later steps need the earlier ones); only
+                the kept ones are stored.
+            buffers: optional ``{canonical layer: Tensor [B, S, C, H, W]}`` to write the kept
+                steps into (any dtype / device; values are converted while copied), e.g. the
+                rows of a preallocated result. Layers without a buffer get a fresh one.
 
         Returns:
             :class:`TimestepOutput` with ``logits [R, B, K]``, ``steps [R]``, ``features
-            {layer: [T, B, C, H, W]}`` (keys as requested) and ``first_step``.
+            {layer: [S, B, C, H, W]}`` (keys as requested; a view of batch-major ``[B, S, ...]``
+            storage), ``feature_steps [S]`` and ``first_step``.
+
+        Raises:
+            UnknownLayerError: a layer the model does not have (also a ``KeyError``).
+            StepOutOfRangeError: a step outside the clock.
         """
         x, timesteps = self._prepare_input(x, timesteps)
         if layers is None:
@@ -302,41 +323,173 @@ class ClockedModel(nn.Module):
             requested = list(self.layer_names) if layers == "all" else [layers]
         else:
             requested = list(layers)
-        canonical = {name: self.resolve_layer(name) for name in requested}
+        canonical = {name: self._canonical_layer(name) for name in requested}
         capture = frozenset(canonical.values())
-        steps = self._readout_steps_for(x, timesteps)
+        readouts = self._readout_steps_for(x, timesteps)
+        kept = self.resolve_steps(steps, timesteps)
+        slot_of = {t: i for i, t in enumerate(kept)}
+        n_kept = len(kept)
 
-        # Stored batch-major ([B, T, ...]) and returned as a [T, B, ...] view: per-image consumers
-        # (extraction to [N, T, ...] files) then read contiguous memory, without another copy.
-        buffers: dict[str, Tensor] = {}
-        written: dict[str, list[int]] = {}
+        # Stored batch-major ([B, S, ...]) and returned as an [S, B, ...] view: per-image
+        # consumers (extraction to [N, S, ...] stores) then read contiguous memory.
+        out_buffers: dict[str, Tensor] = dict(buffers or {})
+        written: dict[str, set[int]] = {name: set() for name in capture}
         logits: list[Tensor] = []
-        for step in self._run_clock(x, timesteps, capture, frozenset(steps)):
-            for name, value in step.features.items():
-                if name not in buffers:
-                    buffers[name] = value.new_empty((value.shape[0], timesteps, *value.shape[1:]))
-                    written[name] = []
-                buffers[name][:, step.t] = value
-                written[name].append(step.t)
+        for step in self._run_clock(x, timesteps, capture, frozenset(readouts)):
+            slot = slot_of.get(step.t)
+            if slot is not None:
+                for name, value in step.features.items():
+                    buffer = out_buffers.get(name)
+                    if buffer is None:
+                        buffer = value.new_empty((value.shape[0], n_kept, *value.shape[1:]))
+                        out_buffers[name] = buffer
+                    buffer[:, slot].copy_(value)
+                    written[name].add(slot)
             if step.logits is not None:
                 logits.append(step.logits)
-        for name, buffer in buffers.items():  # steps at which the layer was absent: zeros
-            for t in sorted(set(range(timesteps)) - set(written[name])):
-                buffer[:, t].zero_()
+        for name in capture:  # kept steps at which the layer was absent: zeros
+            missing = sorted(set(range(n_kept)) - written[name])
+            if missing and name not in out_buffers:  # never active: shape from the probe
+                shape = self.layer_shapes(int(x.shape[-2]), int(x.shape[-1]))[name]
+                out_buffers[name] = x.new_empty((x.shape[0], n_kept, *shape))
+            for i in missing:
+                out_buffers[name][:, i].zero_()
 
         first = self.first_steps(timesteps)
         first_step = dict(first)
         features = {}
         for name, layer in canonical.items():
-            features[name] = buffers[layer].transpose(0, 1)
+            features[name] = out_buffers[layer].transpose(0, 1)
             first_step[name] = first[layer]
         return TimestepOutput(
             logits=torch.stack(logits),
-            steps=torch.tensor(steps, dtype=torch.long, device=x.device),
+            steps=torch.tensor(readouts, dtype=torch.long, device=x.device),
             features=features,
             first_step=first_step,
             timesteps=timesteps,
+            feature_steps=torch.tensor(kept, dtype=torch.long, device=x.device),
         )
+
+    # ----------------------------------------------------------------------------- resolution
+    def resolve_timesteps(self, timesteps: int | None = None) -> int:
+        """The clock length of a run asked for with ``timesteps`` (None: ``model.timesteps``).
+
+        Feed-forward models give 1. Raises :class:`TimestepsError` for a value that is not a
+        positive integer or gives no readout.
+        """
+        return self._resolve_timesteps(timesteps)
+
+    def resolve_layers(self, layers: str | Sequence[str] | None) -> list[str]:
+        """Canonical names of ``layers`` (a name, names, reference aliases, ``"all"``), in the
+        order given, without repeats; None gives ``[]``.
+
+        Raises:
+            UnknownLayerError: a name the model does not have (close matches listed), a
+                non-string, or an empty list.
+        """
+        if layers is None:
+            return []
+        if isinstance(layers, str):
+            return list(self.layer_names) if layers == "all" else [self._canonical_layer(layers)]
+        if not isinstance(layers, (list, tuple)):
+            raise UnknownLayerError(
+                f"layers must be layer names (a string, a list of strings or 'all'); got "
+                f"{layers!r} ({type(layers).__name__}). Layers: {', '.join(self.layer_names)}."
+            )
+        if not layers:
+            raise UnknownLayerError("no layers requested (pass layer names or 'all')")
+        return list(dict.fromkeys(self._canonical_layer(name) for name in layers))
+
+    def resolve_steps(
+        self, steps: int | Sequence[int] | slice | str | None, timesteps: int
+    ) -> list[int]:
+        """Sorted clock steps selected by ``steps`` in a run of ``timesteps`` steps.
+
+        ``steps``: None or ``"all"`` (every step), an int, a sequence of ints (negative counts
+        from the end) or a slice over ``0 .. timesteps-1``.
+
+        Raises:
+            StepOutOfRangeError: a step outside the clock, a non-integer, or no step at all.
+        """
+        if steps is None or (isinstance(steps, str) and steps == "all"):
+            return list(range(timesteps))
+        if isinstance(steps, slice):
+            selected = list(range(timesteps))[steps]
+            if not selected:
+                raise StepOutOfRangeError(
+                    f"steps={steps} selects no steps of a {timesteps}-step clock (0 .. "
+                    f"{timesteps - 1}); pass e.g. slice(0, {timesteps}) or a list of steps"
+                )
+            return sorted(selected)
+        items = [steps] if _is_int(steps) else steps
+        if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
+            raise StepOutOfRangeError(
+                f"steps must be integers, a list of integers or a slice; got {steps!r}"
+            )
+        out: set[int] = set()
+        for s in list(items):
+            s = s.item() if isinstance(s, Tensor) and s.ndim == 0 else s
+            if not _is_int(s):
+                raise StepOutOfRangeError(
+                    f"steps must be integers, a list of integers or a slice; got {s!r} "
+                    f"({type(s).__name__})"
+                )
+            t = int(s) + timesteps if s < 0 else int(s)
+            if not 0 <= t < timesteps:
+                raise StepOutOfRangeError(
+                    f"step {int(s)} is outside the clock: the model runs {timesteps} steps "
+                    f"(0 .. {timesteps - 1}; negative steps count from the end). Pass "
+                    "timesteps= (CLI: --timesteps) to run a longer clock."
+                )
+            out.add(t)
+        if not out:
+            raise StepOutOfRangeError("no steps requested (pass step indices, a slice or None)")
+        return sorted(out)
+
+    def _canonical_layer(self, name: object) -> str:
+        if not isinstance(name, str):
+            raise UnknownLayerError(
+                f"layer names must be strings; got {name!r} ({type(name).__name__}). "
+                f"Layers: {', '.join(self.layer_names)}."
+            )
+        return self.resolve_layer(name)
+
+    def layer_shapes(self, height: int, width: int) -> dict[str, tuple[int, ...]]:
+        """Per-image output shape (``(C, H, W)``) of every layer for ``height x width`` inputs.
+
+        One dry run of a blank image in eval mode without gradients, for just enough steps that
+        every layer is active; cached per input size. :attr:`feature_info` and extraction
+        read their shapes from here.
+        """
+        key = (self.in_chans, height, width, self.layer_names)
+        cache = self.__dict__.setdefault("_layer_shapes_cache", {})
+        if key not in cache:
+            param = next(iter(self.parameters()), None)
+            device = param.device if param is not None else torch.device("cpu")
+            dtype = (
+                param.dtype if param is not None and param.is_floating_point() else torch.float32
+            )
+            # Shapes do not depend on the number of steps: run just until every layer is active.
+            timesteps = self._probe_timesteps()
+            x = torch.zeros(1, self.in_chans, height, width, device=device, dtype=dtype)
+            self._check_input(x)  # an image size the architecture cannot take: InputError
+            # Each submodule's own mode is restored (frozen BatchNorms of a training model stay
+            # eval), and eval mode keeps the probe from updating batch-norm statistics.
+            modes = {m: m.training for m in self.modules()}
+            self.eval()
+            shapes: dict[str, tuple[int, ...]] = {}
+            try:
+                with torch.no_grad():
+                    for step in self._unroll(
+                        x, timesteps, frozenset(self.layer_names), frozenset()
+                    ):
+                        for name, value in step.features.items():
+                            shapes.setdefault(name, tuple(int(d) for d in value.shape[1:]))
+            finally:
+                for m, mode in modes.items():
+                    m.training = mode
+            cache[key] = {name: shapes[name] for name in self.layer_names}
+        return dict(cache[key])
 
     #: Families that can recompute each step in the backward pass set this to True.
     supports_grad_checkpointing: bool = False
@@ -654,29 +807,15 @@ class ClockedModel(nn.Module):
             return default
 
     def _probe_feature_info(self, height: int, width: int) -> list[dict]:
-        param = next(iter(self.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        # Shapes do not depend on the number of steps: run just until every layer is active.
-        timesteps = self._probe_timesteps()
-        first = self.first_steps(timesteps)
-        x = torch.zeros(1, self.in_chans, height, width, device=device, dtype=dtype)
-        # Each submodule's own mode is restored (frozen BatchNorms of a training model stay eval).
-        modes = {m: m.training for m in self.modules()}
-        self.eval()  # no batch-norm statistics updates from the probe
-        try:
-            with torch.no_grad():
-                out = self.forward_timesteps(x, timesteps=timesteps, layers=list(self.layer_names))
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
+        shapes = self.layer_shapes(height, width)
+        first = self.first_steps(self._probe_timesteps())  # the probe's clock (layer_shapes)
         info = []
         for name in self.layer_names:
-            shape = out.features[name].shape  # [T, 1, C, H, W]
-            map_h = int(shape[-2]) if len(shape) >= 5 else 1
+            shape = shapes[name]  # (C, H, W)
+            map_h = int(shape[-2]) if len(shape) >= 3 else 1
             info.append(
                 dict(
-                    num_chs=int(shape[2]),
+                    num_chs=int(shape[0]),
                     reduction=max(1, round(height / max(map_h, 1))),
                     module=name,
                     first_step=int(first[name]),
@@ -754,3 +893,10 @@ class ClockedModel(nn.Module):
             )
         except AssertionError as err:  # timm asserts; users get an IndexError
             raise IndexError(str(err)) from None
+
+
+def _is_int(value: Any) -> bool:
+    """A Python or numpy integer that is not a bool."""
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -192,10 +192,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     import torch
 
     import blt_models as bm
+    from blt_models._registry import split_model_name_tag
     from blt_models.extract import extract_features
 
+    # A name with a tag means its weights (unless a checkpoint file is given instead).
+    tagged = not args.model.startswith(("hf-hub:", "local-dir:")) and bool(
+        split_model_name_tag(args.model)[1]
+    )
+    pretrained = args.pretrained or (tagged and args.checkpoint is None) or None
     model = bm.create_model(
-        args.model, pretrained=args.pretrained, checkpoint_path=args.checkpoint,
+        args.model, pretrained=pretrained, checkpoint_path=args.checkpoint,
         in_chans=args.in_chans, **_parse_model_args(args.model_arg),
     )  # fmt: skip
     if args.img_size is not None and isinstance(model.pretrained_cfg, bm.PretrainedCfg):
@@ -269,7 +275,9 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="image-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--pretrained", action="store_true", help="load the tag's published weights")
+    p.add_argument("--pretrained", action="store_true",
+                   help="load the default tag's published weights (a name with a tag, e.g. "
+                   "blt_bl_tiny.fashion_mnist, always loads its own)")  # fmt: skip
     p.add_argument("--checkpoint", default=None, help="local weight file")
     p.add_argument("--in-chans", type=int, default=None, help="input channels (1 for grayscale)")
     p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")

@@ -14,13 +14,17 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConfigValueError",
     "ExtractionError",
+    "FeatureIndexError",
+    "FeatureWriteError",
     "HashMismatchError",
     "HubUploadError",
     "InputError",
+    "InvalidArgumentError",
     "InvalidWeightsError",
     "KerasWeightsError",
     "MissingExtraError",
     "NoImagesError",
+    "OutputInUseError",
     "OutputMismatchError",
     "PublishedFormatError",
     "SaveTargetError",
@@ -167,3 +171,21 @@ class NoImagesError(ExtractionError):
 
 class OutputMismatchError(ExtractionError):
     """An existing output file written with other settings (model, layers, steps, images...)."""
+
+
+class InvalidArgumentError(ExtractionError, TypeError):
+    """An argument of the wrong type or value (``batch_size``, ``dtype``, ``pool``, source...)."""
+
+
+class OutputInUseError(ExtractionError, OSError):
+    """An output file that another process holds open (HDF5 file locking)."""
+
+
+class FeatureWriteError(BltModelsError, OSError):
+    """Writing a feature file failed (full disk, I/O error); the file keeps every complete batch
+    and a re-run resumes after the last one."""
+
+
+class FeatureIndexError(BltModelsError, IndexError):
+    """An index into file-backed features that numpy would refuse (float, wrong-length mask,
+    out of range)."""

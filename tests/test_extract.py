@@ -66,10 +66,18 @@ def reference(
 # --------------------------------------------------------------------------------- in memory
 def test_tensor_source_equals_forward_timesteps(model, images):
     ref = reference(model, images, list(model.layer_names))
-    # Same batch: bit-identical to forward_timesteps.
-    same = extract_features(model, images, layers="all", batch_size=len(images), progress=False)
+    # Same batch and layout: bit-identical to forward_timesteps.
+    same = extract_features(model, images, layers="all", batch_size=len(images), progress=False,
+                            memory_format="contiguous")  # fmt: skip
     for name in model.layer_names:
         assert torch.equal(same[name], ref[name])
+    # The default layout on CPU (channels_last) agrees to float rounding and leaves the
+    # caller's model as it was.
+    fast = extract_features(model, images, layers="all", batch_size=len(images), progress=False)
+    assert fast.metadata["model"]["name"] == same.metadata["model"]["name"]
+    assert model.conv_input.weight.is_contiguous()
+    for name in model.layer_names:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-5, atol=1e-5)
     # Other batch sizes: equal up to the float rounding of batched convolutions.
     res = extract_features(model, images, layers="all", batch_size=3, progress=False)
     assert res.layers == list(model.layer_names)
@@ -209,17 +217,19 @@ def test_resume_after_interruption(model, images, tmp_path, suffix):
     assert not partial.metadata["complete"] and partial.num_images == 4  # two whole batches
     source = FailingImages(images, None)
     extract_features(model, source, out=out, **kwargs)
-    assert source.calls == 1 + 3  # the shape probe, then only images 4, 5, 6
+    # The shape probe; images 0-3 re-read (not run) to check they are unchanged; then 4, 5, 6.
+    assert source.calls == 1 + 4 + 3
 
     a, b = load_features(whole), load_features(out)
     assert a.image_ids == b.image_ids and b.metadata["complete"]
     for name in a.layers:
         assert torch.equal(a[name], b[name])
     assert {k: v for k, v in a.metadata.items()} == {k: v for k, v in b.metadata.items()}
-    # A complete file is read back without running the model again.
+    # A complete file is read back without running the model again (a Dataset's images are
+    # read once more to check that they are still the ones written).
     source = FailingImages(images, None)
     extract_features(model, source, out=out, **kwargs)
-    assert source.calls == 1
+    assert source.calls == 1 + 7
 
 
 # --------------------------------------------------------------------------------- errors
@@ -250,7 +260,7 @@ def test_named_errors(model, images, tmp_path, folder):
 
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["data"] = np.zeros(3)
-    with pytest.raises(OutputMismatchError, match="not a blt-models feature file"):
+    with pytest.raises(OutputMismatchError, match="not a blt-models feature store"):
         extract_features(
             model, images, layers="layer0", out=tmp_path / "foreign.h5", progress=False
         )
@@ -352,3 +362,26 @@ def test_unreadable_image_with_workers_then_resume(model, folder, tmp_path):
     res = extract_features(model, folder, **kwargs).load()
     ref = extract_features(model, folder, layers="layer1", batch_size=2, progress=False)
     assert res.image_ids == ref.image_ids and torch.equal(res["layer1"], ref["layer1"])
+
+
+def test_forward_timesteps_keeps_only_requested_steps(model, images):
+    with torch.no_grad():
+        full = model.forward_timesteps(images, layers=["layer1", "layer3"])
+        part = model.forward_timesteps(images, layers=["layer1", "output_3"], steps=[-1, 0, 2])
+        assert part.feature_steps.tolist() == [0, 2, 4]
+        assert torch.equal(part.features["layer1"], full.features["layer1"][[0, 2, 4]])
+        assert torch.equal(part.features["output_3"], full.features["layer3"][[0, 2, 4]])
+        # Given buffers [B, S, ...] are written in place (any prior content overwritten,
+        # zeros at kept steps before the layer is active).
+        buf = {"layer3": torch.full((7, 3, 512, 1, 1), float("nan"))}
+        out = model.forward_timesteps(images, layers=["layer3"], steps=slice(0, 5, 2), buffers=buf)
+        assert out.features["layer3"].data_ptr() == buf["layer3"].data_ptr()
+        assert torch.equal(buf["layer3"].transpose(0, 1), full.features["layer3"][[0, 2, 4]])
+        assert torch.count_nonzero(buf["layer3"][:, :2]) == 0
+        with pytest.raises(StepOutOfRangeError, match="outside the clock"):
+            model.forward_timesteps(images, layers="layer0", steps=[5])
+    assert model.resolve_steps(slice(None, None, -2), 5) == [0, 2, 4]
+    assert model.resolve_layers(["output_1", "layer1", "layer0"]) == ["layer1", "layer0"]
+    shapes = model.layer_shapes(32, 32)
+    assert shapes == {"layer0": (64, 8, 8), "layer1": (128, 4, 4), "layer2": (256, 2, 2),
+                      "layer3": (512, 1, 1)}  # fmt: skip

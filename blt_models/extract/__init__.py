@@ -1,0 +1,321 @@
+"""Per-layer, per-step feature extraction for a stimulus set, in memory or to HDF5 / zarr.
+
+>>> feats = extract_features(model, "stimuli/", layers=["layer3", "layer5"])
+>>> feats["layer5"].shape                     # [N, S, C, H, W]
+>>> extract_features(model, "stimuli/", layers="all", out="feats.h5", pool="avg")
+>>> feats = load_features("feats.h5")         # the same result type, read back
+
+Everything is computed by :meth:`ClockedModel.forward_timesteps` (no hooks): a layer at a step
+before it is active holds zeros, and the first active step of every layer is part of the result
+and of the file metadata. Files are written batch by batch (memory bounded by one batch); a
+re-run on the same file resumes after the last complete batch, after checking that the images
+already written are still the same (content fingerprints). Layout: ``docs/extraction.md``.
+
+The package: ``sources`` (stimuli -> batches, fingerprints), ``pooling``, ``stores`` (memory,
+HDF5, zarr behind one writer; reading back), ``result`` (:class:`ExtractedFeatures`), ``plan``
+(everything resolved once, and the loop).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._clock import ClockedModel
+from ..errors import (
+    ExtractionError,
+    InvalidArgumentError,
+    NoImagesError,
+    OutputMismatchError,
+    StepOutOfRangeError,
+    UnknownLayerError,
+    UnreadableImageError,
+)
+from .plan import RunPlan, run
+from .pooling import Pooling, parse_pool
+from .result import ExtractedFeatures
+from .sources import Source, check_fingerprints, list_images
+from .stores import (
+    FileStore,
+    LazyFeatures,
+    MemoryStore,
+    backend_of,
+    inspect_output,
+    load_features,
+    remove_store,
+    to_json,
+)
+
+__all__ = [
+    "extract_features",
+    "load_features",
+    "ExtractedFeatures",
+    "LazyFeatures",
+    "Pooling",
+    "parse_pool",
+    "list_images",
+    "ExtractionError",
+    "UnknownLayerError",
+    "StepOutOfRangeError",
+    "UnreadableImageError",
+    "NoImagesError",
+    "OutputMismatchError",
+]
+
+# Settings that must agree for a file to be resumed or reused.
+_RESUME_KEYS = (
+    "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
+    "pool", "dtype", "data_config", "source", "n_images", "feature_shapes", "stimulus",
+)  # fmt: skip
+
+
+def _model_from_name(name: str) -> ClockedModel:
+    """A name with a tag means its weights: ``arch.tag`` loads them (clear error if it cannot)."""
+    from .._factory import create_model
+    from .._registry import split_model_name_tag
+
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return create_model(name)  # published locations load their weights by default
+    _, tag = split_model_name_tag(name)
+    return create_model(name, pretrained=bool(tag))
+
+
+def _check_int(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{what} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def extract_features(
+    model: ClockedModel | str,
+    source: Any,
+    layers: str | Sequence[str] | None = "all",
+    steps: int | Sequence[int] | slice | None = None,
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    pool: Any = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    *,
+    timesteps: int | None = None,
+    transform: Any = None,
+    image_ids: Sequence[str] | None = None,
+    overwrite: bool = False,
+    store_dtype: torch.dtype | str | None = None,
+    memory_format: str = "auto",
+    stimulus: Any = None,
+) -> ExtractedFeatures:
+    """Run ``model`` on every image of ``source`` and keep ``layers`` at ``steps``.
+
+    Args:
+        model: a zoo model, or a name for :func:`create_model`; a name with a tag
+            (``"blt_bl_tiny.fashion_mnist"``) loads that tag's weights. The model is put in eval
+            mode and moved to ``device``.
+        source: a folder of images (searched recursively, sorted by relative path), a list of
+            image paths, a ``Dataset`` (items: images or ``(image, ...)`` tuples; PIL images are
+            preprocessed), a ``DataLoader`` (its batches as they are), or a tensor ``[N, C, H,
+            W]`` (already preprocessed). Images are preprocessed with
+            ``create_transform(resolve_data_config(model))`` unless ``transform`` is given.
+        layers: layer names (reference aliases accepted), one name, or ``"all"``.
+        steps: clock steps to keep (negative counts from the end), a slice, or None for all
+            ``0 .. timesteps-1``.
+        out: None (result in memory), a ``.h5`` / ``.hdf5`` file, or a ``.zarr`` store. An
+            existing output written with the same settings from the same images is resumed (or,
+            if complete, read back); other settings or changed images raise
+            :class:`OutputMismatchError` unless ``overwrite=True``.
+        batch_size: images per forward pass (a DataLoader source keeps its own).
+        device: where to run; None keeps the model's device.
+        dtype: compute dtype: None keeps the model's; ``torch.bfloat16`` / ``torch.float16`` run
+            under autocast (weights stay float32).
+        pool: None (full maps), ``"avg"`` (global average over space), or a random projection to
+            a width: an int, ``"random:WIDTH[:SEED]"`` or :class:`Pooling`.
+        num_workers: DataLoader workers that read and preprocess images.
+        progress: show a tqdm progress bar.
+        timesteps: clock length; None uses ``model.timesteps``.
+        transform: preprocessing for image sources instead of the model's.
+        image_ids: ids for sources without names (tensor, Dataset, DataLoader).
+        overwrite: replace an existing feature store at ``out`` instead of resuming (only a
+            blt-models feature store is ever replaced).
+        store_dtype: dtype of the stored features; None: the compute dtype (bfloat16 is stored
+            as float32 in files, which have no bfloat16 type).
+        memory_format: ``"auto"`` (channels_last on CPU, where oneDNN runs convolutions
+            fastest), ``"channels_last"`` or ``"contiguous"``. The model is converted in place.
+        stimulus: a presentation protocol (``blt_models.stimuli``) applied to every image: the
+            model sees the protocol's ``[T, ...]`` sequence of the image instead of the image at
+            every step (noise seeded by the image's position in the source); its ``timesteps``
+            sets the clock. Recorded as ``metadata["stimulus"]``; resuming checks it.
+
+    Returns:
+        :class:`ExtractedFeatures`; with ``out``, backed by the file (:class:`LazyFeatures`,
+        read on indexing, so memory stays bounded).
+
+    Raises:
+        UnknownLayerError: a layer name the model does not have (close matches listed).
+        StepOutOfRangeError: a step outside ``0 .. timesteps-1``, or not an integer.
+        InvalidArgumentError: a bad ``batch_size``, ``dtype``, ``pool``, ``source``...
+        UnreadableImageError: an image file that cannot be decoded (named).
+        NoImagesError: a source without images.
+        OutputMismatchError: an existing ``out`` written with other settings or from images that
+            changed since (use ``overwrite``), or something at ``out`` that is not ours.
+        OutputInUseError: another process holds the HDF5 file at ``out``.
+        FeatureWriteError: writing failed (full disk...); the file keeps every complete batch.
+    """
+    if isinstance(model, str):
+        model = _model_from_name(model)
+    if not isinstance(model, ClockedModel):
+        raise InvalidArgumentError(
+            f"model must be a blt_models model or a name; got {type(model).__name__}"
+        )
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    num_workers = _check_int(num_workers, "num_workers", 0)
+    plan = RunPlan.build(
+        model,
+        layers,
+        steps,
+        timesteps,
+        pool,
+        device,
+        dtype,
+        store_dtype,
+        memory_format,
+        stimulus,
+    )
+    backend = backend_of(out) if out is not None else None
+    if backend is not None and plan.store_dtype == torch.bfloat16:
+        if store_dtype is not None:
+            raise InvalidArgumentError(
+                "HDF5 and zarr have no bfloat16 type: store_dtype='float16' or 'float32'"
+            )
+        plan.store_dtype = torch.float32
+
+    data_config: dict[str, Any] = {}
+
+    def make_transform() -> Any:
+        if transform is not None:
+            return transform
+        from ..data import create_transform, resolve_data_config
+
+        data_config["config"] = resolve_data_config(model)
+        return create_transform(data_config["config"])
+
+    src = Source(
+        source, batch_size, num_workers, make_transform, image_ids,
+        pin_memory=plan.device.type == "cuda",
+    )  # fmt: skip
+    src.data_config = data_config.get("config")
+    plan.setup_model()
+    try:
+        return _extract(plan, src, out, backend, batch_size, overwrite, progress)
+    finally:
+        plan.restore_model()
+
+
+def _extract(
+    plan: RunPlan, src: Source, out: str | os.PathLike[str] | None, backend: str | None,
+    batch_size: int, overwrite: bool, progress: bool,
+) -> ExtractedFeatures:  # fmt: skip
+    plan.probe(src.sample())
+    metadata = plan.metadata(src, batch_size)
+
+    if out is None:
+        mem = MemoryStore(src.n, plan.shapes, plan.store_dtype)
+        run(plan, src.batches(0), mem, 0, src.n, progress)
+        if not mem.ids:
+            raise NoImagesError("the source yielded no images")
+        metadata["n_done"], metadata["complete"] = len(mem.ids), True
+        return ExtractedFeatures(
+            features=mem.features(),
+            steps=torch.tensor(plan.steps, dtype=torch.long),
+            first_step=dict(plan.first_step),
+            image_ids=mem.ids,
+            metadata=metadata,
+        )
+
+    path = Path(out)
+    assert backend is not None
+    store = FileStore(path, backend)
+    start, stored = _prepare_file(store, metadata, plan, src, batch_size, overwrite)
+    check = None
+    if stored is not None and not src.cheap_fingerprints:
+        ids_written, fps_written = stored
+
+        def check(row: int, ids: list[str], fps: list[str]) -> None:
+            check_fingerprints(path, ids, fps_written[row : row + len(ids)], fps, row)
+
+    if start is None:  # complete: reuse once the images are known to be the same
+        if check is not None:
+            for _ in src.batches(2**62, check=check):  # reads and checks every row
+                pass
+        if progress:
+            print(f"{path}: already complete ({metadata['n_images']} images)")
+        return load_features(path, lazy=True)
+    # Start the source (DataLoader workers fork here) while the file is closed, so that no
+    # worker inherits an open HDF5 handle (and its lock), then reopen it for writing.
+    batches = src.batches(start, check=check)
+    head = next(batches, None)
+    stream = itertools.chain([head] if head is not None else [], batches)
+    try:
+        store.open()
+        store.start_writing(plan.shapes, batch_size, plan.store_dtype)
+        run(plan, stream, store, start, src.n, progress)
+        store.finish()
+    finally:
+        store.close()
+        batches.close()  # shuts DataLoader workers down now, also after an error
+    return load_features(path, lazy=True)
+
+
+def _prepare_file(
+    store: FileStore, metadata: dict[str, Any], plan: RunPlan, src: Source, batch_size: int,
+    overwrite: bool,
+) -> tuple[int | None, tuple[list[str], list[str]] | None]:  # fmt: skip
+    """Create the store, or check an existing one. Returns where to resume (None: complete)
+    and, for an existing store, the ids and fingerprints already written."""
+    import numpy as np
+
+    path = store.path
+    state = inspect_output(path, store.backend)
+    if state != "absent" and overwrite:
+        remove_store(path)
+        state = "absent"
+    if state == "broken":
+        raise OutputMismatchError(
+            f"{str(path)!r} is a truncated or corrupt blt-models feature file (a copy cut short, "
+            "or a disk that failed while it was written); pass overwrite=True (CLI: --overwrite) "
+            "to extract it again"
+        )
+    store.open()
+    try:
+        if state == "absent":
+            np_dtype = np.dtype(str(plan.store_dtype).replace("torch.", ""))
+            store.create(metadata, plan.shapes, src.n, batch_size, np_dtype)
+            return 0, None
+        existing = store.attrs()
+        assert existing is not None
+        old = existing["metadata"]
+        differ = [k for k in _RESUME_KEYS if to_json(old.get(k)) != to_json(metadata.get(k))]
+        if differ:
+            raise OutputMismatchError(
+                f"{str(path)!r} holds features written with other settings "
+                f"({', '.join(differ)} differ); pass overwrite=True (CLI: --overwrite) to "
+                "replace it, or choose another output"
+            )
+        n_done = existing["n_done"]
+        ids, fps = store.written(n_done)
+        if src.ids is not None and ids != src.ids[:n_done]:
+            raise OutputMismatchError(
+                f"{str(path)!r}: the images already written are not the first {n_done} images "
+                "of this source; pass overwrite=True (CLI: --overwrite) to start again"
+            )
+        if src.cheap_fingerprints:
+            check_fingerprints(path, ids, fps, src.fingerprints(0, n_done))
+        return (None if existing["complete"] else n_done), (ids, fps)
+    finally:
+        store.close()

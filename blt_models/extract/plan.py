@@ -1,0 +1,330 @@
+"""The run plan: everything resolved once before the first batch (layers, steps, clock, pooling,
+device, dtypes, layout, shapes, provenance), and the loop that runs it into a store.
+
+The loop is ``for each batch: x = plan.prepare(x, start); plan.forward(x, rows);
+store.commit(...)``. ``prepare`` is the one place a batch of inputs is transformed before the model
+sees it (checks, device, dtype, memory format, and a stimulus protocol of ``blt_models.stimuli``
+that turns images ``start .. start+B-1`` into their ``[T, B, C, H, W]`` sequence).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._clock import ClockedModel
+from .._version import __version__
+from ..errors import InputError, InvalidArgumentError
+from .pooling import Pooler, parse_pool
+from .sources import Batch, Source
+from .stores import FORMAT_NAME, FORMAT_VERSION, Store, to_json
+
+__all__ = ["RunPlan", "run", "weights_sha256", "weights_provenance", "parse_dtype"]
+
+_DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "float64": torch.float64,
+    "double": torch.float64, "float16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+}  # fmt: skip
+_AUTOCAST = (torch.float16, torch.bfloat16)
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+def parse_dtype(value: Any, what: str = "dtype") -> torch.dtype | None:
+    """None, a floating torch dtype or its name; anything else raises InvalidArgumentError."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        key = value.replace("torch.", "")
+        if key in _DTYPES:
+            return _DTYPES[key]
+    elif isinstance(value, torch.dtype) and value in _DTYPES.values():
+        return value
+    raise InvalidArgumentError(
+        f"{what} must be float32, float16, bfloat16 or float64 (a torch.dtype or its name); "
+        f"got {value!r}"
+    )
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of ``safetensors.torch.save(model.state_dict())``: the tensors actually used.
+
+    Recompute it with ``hashlib.sha256(safetensors.torch.save({k: v.contiguous() for k, v in
+    model.state_dict().items()})).hexdigest()``.
+    """
+    from safetensors.torch import save
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    try:
+        data = save(state)
+    except RuntimeError:  # tensors sharing memory: hash copies
+        data = save({k: v.clone() for k, v in state.items()})
+    return hashlib.sha256(data).hexdigest()
+
+
+def weights_provenance(model: ClockedModel) -> tuple[bool, str | None]:
+    """``(pretrained, source)``: whether the model holds published weights of its tag, and where
+    its weights came from (Hub repo, URL, packaged file, or a local checkpoint)."""
+    cfg = model.pretrained_cfg
+    if cfg is None:
+        return False, None
+    hub = getattr(cfg, "hf_hub_id", None)
+    if hub:
+        rev = getattr(cfg, "hf_hub_revision", None)
+        return True, f"hf-hub:{hub}" + (f"@{rev}" if rev else "")
+    url, file = getattr(cfg, "url", None), getattr(cfg, "file", None)
+    if url:
+        return True, str(url)
+    if file:
+        return True, f"blt_models package file weights/{file}"
+    return False, getattr(cfg, "source", None)
+
+
+def _model_name(model: ClockedModel) -> str:
+    cfg = model.pretrained_cfg
+    return getattr(cfg, "name", "") or getattr(cfg, "architecture", "") or type(model).__name__
+
+
+def _model_config(model: ClockedModel) -> dict[str, Any]:
+    """The model's simple public attributes (its constructor arguments, in practice)."""
+    simple = (int, float, str, bool, type(None))
+    out: dict[str, Any] = {}
+    for key, value in sorted(vars(model).items()):
+        if key.startswith("_") or key == "training":
+            continue
+        if isinstance(value, simple) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, simple) for v in value)
+        ):
+            out[key] = value
+    return out
+
+
+def _dims(shape: Sequence[int], random: bool) -> list[str]:
+    """Dimension names of a stored layer array ``[N, S, ...]`` with per-image shape ``shape``."""
+    if random:
+        return ["image", "step", "component"]
+    rest = {1: ["channel"], 3: ["channel", "height", "width"]}.get(len(shape) - 1)
+    return ["image", "step", *(rest or [f"dim{i}" for i in range(2, len(shape) + 1)])]
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    weight = next((p for p in model.parameters() if p.ndim == 4), None)
+    return (
+        weight is not None
+        and weight.is_contiguous(memory_format=torch.channels_last)
+        and (not weight.is_contiguous())
+    )
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+@dataclass
+class RunPlan:
+    """What one extraction computes and how, resolved once from the arguments."""
+
+    model: ClockedModel
+    layers: list[str]
+    timesteps: int
+    steps: list[int]
+    pooler: Pooler
+    device: torch.device
+    compute_dtype: torch.dtype  # the dtype convolutions run in (autocast for 16-bit)
+    store_dtype: torch.dtype
+    memory_format: torch.memory_format
+    first_step: dict[str, int]
+    maps: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-image C, H, W
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # stored per image
+    input_size: tuple[int, int] | None = None
+    stimulus: Any = None  # a blt_models.stimuli protocol, or None: the image at every step
+    restore_format: torch.memory_format | None = None  # the caller's layout, if changed
+
+    @classmethod
+    def build(
+        cls, model: ClockedModel, layers: Any, steps: Any, timesteps: int | None, pool: Any,
+        device: Any, dtype: Any, store_dtype: Any, memory_format: str, stimulus: Any = None,
+    ) -> RunPlan:  # fmt: skip
+        canon = model.resolve_layers("all" if layers is None else layers)
+        if stimulus is not None:  # the protocol sets the clock (and must fit the model)
+            from ..stimuli import check_for_model
+
+            T = check_for_model(stimulus, model, timesteps)
+        else:
+            T = model.resolve_timesteps(timesteps)
+        step_list = model.resolve_steps(steps, T)
+        pooler = Pooler(parse_pool(pool))
+        first = model.first_steps(T)
+        param = next(iter(model.parameters()), None)
+        try:
+            dev = (
+                torch.device(device)
+                if device is not None
+                else (param.device if param is not None else torch.device("cpu"))
+            )
+        except (RuntimeError, TypeError) as err:
+            raise InvalidArgumentError(f"device {device!r}: {err}") from None
+        model_dtype = param.dtype if param is not None else torch.float32
+        compute = parse_dtype(dtype) or model_dtype
+        stored = parse_dtype(store_dtype, "store_dtype") or compute
+        if memory_format not in MEMORY_FORMATS:
+            raise InvalidArgumentError(
+                f"memory_format must be one of {', '.join(MEMORY_FORMATS)}; got {memory_format!r}"
+            )
+        # channels_last is what oneDNN's convolutions run fastest on (see benchmarks/RESULTS.md);
+        # the results are the same up to float rounding.
+        use_cl = memory_format == "channels_last" or (
+            memory_format == "auto" and dev.type == "cpu" and _has_conv(model)
+        )
+        return cls(
+            model=model, layers=canon, timesteps=T, steps=step_list, pooler=pooler, device=dev,
+            compute_dtype=compute, store_dtype=stored,
+            memory_format=torch.channels_last if use_cl else torch.contiguous_format,
+            first_step={name: int(first[name]) for name in canon}, stimulus=stimulus,
+        )  # fmt: skip
+
+    # -- setup
+    @property
+    def autocast(self) -> bool:
+        return self.compute_dtype in _AUTOCAST
+
+    def setup_model(self) -> None:
+        """Eval mode, device, weights dtype (fp32 weights under 16-bit autocast), layout."""
+        self.model.eval()
+        weights = torch.float32 if self.autocast else self.compute_dtype
+        self.model.to(device=self.device, dtype=weights)
+        self.restore_format = None
+        if self.memory_format is torch.channels_last and not _is_channels_last(self.model):
+            self.restore_format = torch.contiguous_format
+            self.model.to(memory_format=torch.channels_last)
+
+    def restore_model(self) -> None:
+        """Undo the layout change of :meth:`setup_model` (the caller's model keeps its own)."""
+        if self.restore_format is not None:
+            self.model.to(memory_format=self.restore_format)
+            self.restore_format = None
+
+    def probe(self, sample: Tensor) -> None:
+        """Map and stored shapes of every layer for inputs of the sample's size."""
+        if sample.ndim != 4:
+            raise InputError(
+                f"the source gives images of shape {tuple(sample.shape[1:])}; expected [C, H, W]"
+            )
+        h, w = int(sample.shape[-2]), int(sample.shape[-1])
+        self.input_size = (h, w)
+        all_maps = self.model.layer_shapes(h, w)
+        self.maps = {name: all_maps[name] for name in self.layers}
+        S = len(self.steps)
+        self.shapes = {
+            name: (S, *self.pooler.stored_shape(name, shape)) for name, shape in self.maps.items()
+        }
+
+    def metadata(self, source: Source, batch_size: int) -> dict[str, Any]:
+        model = self.model
+        pretrained, weights_source = weights_provenance(model)
+        cfg = model.pretrained_cfg
+        random = self.pooler.spec.kind == "random"
+        return to_json(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "model": {
+                    "name": _model_name(model),
+                    "class": type(model).__name__,
+                    "config": _model_config(model),
+                    "pretrained_cfg": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
+                },
+                "pretrained": pretrained,
+                "weights_source": weights_source,
+                "weights_sha256": weights_sha256(model),
+                "timesteps": self.timesteps,
+                "steps": self.steps,
+                "layers": self.layers,
+                "first_step": self.first_step,
+                "inactive_steps": "zeros (blt_models.TimestepOutput convention); see first_step",
+                "pool": self.pooler.spec.to_dict(),
+                "dtype": str(self.store_dtype).replace("torch.", ""),
+                "compute_dtype": str(self.compute_dtype).replace("torch.", "")
+                + (" (autocast)" if self.autocast else ""),
+                "data_config": source.data_config,
+                "source": {"kind": source.kind, **source.info},
+                "fingerprints": "per image in /fingerprints: file:<blake2b-128>:<size>:<mtime_ns> "
+                "for files, tensor:<blake2b-128 of dtype, shape, bytes> otherwise",
+                "n_images": source.n,
+                "batch_size": batch_size,
+                "feature_shapes": {k: list(v) for k, v in self.shapes.items()},
+                "dims": {k: _dims(v, random) for k, v in self.shapes.items()},
+                "library": {"blt_models": __version__, "torch": torch.__version__},
+                "stimulus": None if self.stimulus is None else self.stimulus.to_dict(),
+            }
+        )
+
+    # -- per batch
+    def prepare(self, x: Tensor, start: int) -> Tensor:
+        """The batch of images ``start .. start+B-1`` as the model takes it: checked, on the
+        device, in the plan's layout, through the stimulus protocol if there is one."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise InputError(
+                f"the source gives {getattr(x, 'dtype', type(x).__name__)} images; tensor "
+                "sources must be preprocessed floating-point images "
+                "(blt_models.create_transform(model) does it for PIL images)"
+            )
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            raise InputError(
+                f"the source gives images of {tuple(x.shape[-2:])} px after images of "
+                f"{self.input_size} px; every image must have the same size (resize them, or "
+                "pass transform= / use the model's preprocessing)"
+            )
+        dtype = torch.float32 if self.autocast else self.compute_dtype
+        x = x.to(device=self.device, dtype=dtype, non_blocking=True)
+        if self.memory_format is torch.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.stimulus is not None:  # [B, ...] -> the protocol's [T, B, ...] sequence
+            from ..stimuli import apply_to_batch
+
+            x = apply_to_batch(self.stimulus, x, start)
+        return x
+
+    def forward(self, x: Tensor, rows: dict[str, Tensor]) -> None:
+        """Run the clock on ``x`` and write the stored features into ``rows`` ([b, S, ...])."""
+        direct = self.pooler.identity and self.device.type == "cpu"
+        buffers = rows if direct else None
+        grad = torch.no_grad() if self.autocast else torch.inference_mode()
+        with grad, torch.autocast(self.device.type, self.compute_dtype, enabled=self.autocast):
+            res = self.model.forward_timesteps(
+                x, timesteps=self.timesteps, layers=self.layers, steps=self.steps,
+                buffers=buffers,
+            )  # fmt: skip
+            if direct:
+                return
+            for name in self.layers:
+                f = res.features[name].transpose(0, 1)  # [b, S, ...], contiguous storage
+                rows[name].copy_(self.pooler(name, f))
+
+
+def run(plan: RunPlan, batches: Iterable[Batch], store: Store, start: int, total: int | None,
+        progress: bool) -> int:  # fmt: skip
+    """Run every batch into ``store``; returns the number of images done."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total, initial=start, disable=not progress, unit="img",
+        desc=f"extract {_model_name(plan.model)}", dynamic_ncols=True,
+    )  # fmt: skip
+    n_done = start
+    try:
+        for x, ids, fps in batches:
+            x = plan.prepare(x, n_done)
+            rows = store.rows(n_done, len(ids))
+            plan.forward(x, rows)
+            store.commit(n_done, ids, fps, rows)
+            n_done += len(ids)
+            bar.update(len(ids))
+    finally:
+        bar.close()
+    return n_done

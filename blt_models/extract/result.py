@@ -1,0 +1,65 @@
+"""The result type of extraction: features ``[N, S, ...]`` with their steps, ids and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["ExtractedFeatures"]
+
+
+@dataclass
+class ExtractedFeatures:
+    """Features of ``N`` images at ``S`` steps.
+
+    Attributes:
+        features: ``{layer: Tensor [N, S, ...]}``; ``...`` is ``C, H, W`` unpooled, ``C`` with
+            ``pool="avg"``, ``width`` with a random projection. Results backed by a file
+            (``extract_features(..., out=...)``, ``load_features(..., lazy=True)``) hold
+            :class:`~blt_models.extract.LazyFeatures` instead, which read on indexing (numpy
+            semantics); ``.load()`` reads them all.
+        steps: ``LongTensor [S]``, the clock step of each index of dimension 1.
+        first_step: ``{layer: int}``, the first clock step at which the layer is active; at
+            earlier steps its features are zeros (as ``forward_timesteps`` documents).
+        image_ids: ``N`` strings (relative paths for a folder, the paths for a list, indices
+            otherwise), in row order.
+        metadata: model, weights, preprocessing, pooling, source and library provenance (see
+            ``docs/extraction.md``).
+    """
+
+    features: dict[str, Any]
+    steps: Tensor
+    first_step: dict[str, int]
+    image_ids: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, layer: str) -> Any:
+        return self.features[layer]
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.features)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    def load(self) -> ExtractedFeatures:
+        """A copy with every layer in memory (reads the layers of a file-backed result)."""
+        feats = {k: v if isinstance(v, Tensor) else v.load() for k, v in self.features.items()}
+        return ExtractedFeatures(
+            feats, self.steps, dict(self.first_step), list(self.image_ids), dict(self.metadata)
+        )
+
+    def active(self, layer: str) -> Tensor:
+        """``BoolTensor [S]``: True where ``layer`` is active at that step."""
+        return self.steps >= self.first_step[layer]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.features.items())
+        return (
+            f"ExtractedFeatures(num_images={self.num_images}, steps={self.steps.tolist()}, "
+            f"features={{{shapes}}})"
+        )

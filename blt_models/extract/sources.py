@@ -1,0 +1,338 @@
+"""Stimulus sources: folders, path lists, Datasets, DataLoaders and tensors as batches of
+model-ready tensors, each image with its id and a content fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import (
+    ExtractionError,
+    InvalidArgumentError,
+    NoImagesError,
+    OutputMismatchError,
+    UnreadableImageError,
+)
+
+__all__ = ["list_images", "Source", "file_fingerprint", "tensor_fingerprint", "same_image"]
+
+Batch = tuple[Tensor, list[str], list[str]]  # images [B, C, H, W], ids, fingerprints
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursively, hidden files skipped), sorted by relative path.
+
+    Raises:
+        NoImagesError: if there are none.
+    """
+    from PIL import Image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise NoImagesError(f"{str(root)!r} is not a folder")
+    exts = {e.lower() for e in Image.registered_extensions()}
+    files: list[Path] = []
+    others: list[Path] = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        (files if path.suffix.lower() in exts else others).append(path)
+    if not files:
+        seen = f"; it holds {len(others)} other file(s), e.g. {others[0].name}" if others else ""
+        raise NoImagesError(
+            f"no image files in {str(root)!r} (searched recursively for .png, .jpg, .jpeg, "
+            f".bmp, .tif, .webp and other PIL formats){seen}"
+        )
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+# ------------------------------------------------------------------------------ fingerprints
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike[str], data: bytes | None = None) -> str:
+    """``"file:<blake2b-128 of the bytes>:<size>:<mtime_ns>"``; the modification time is recorded
+    for information only (a copy with the same bytes is the same image)."""
+    if data is None:
+        data = Path(path).read_bytes()
+    mtime = os.stat(path).st_mtime_ns
+    return f"file:{_digest(data)}:{len(data)}:{mtime}"
+
+
+def tensor_fingerprint(image: Tensor) -> str:
+    """``"tensor:<blake2b-128 of dtype, shape and bytes>"`` of one image tensor."""
+    t = image.detach().to("cpu").contiguous()
+    head = f"{t.dtype}{tuple(t.shape)}".encode()
+    body = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return f"tensor:{_digest(head + body)}"
+
+
+def same_image(a: str, b: str) -> bool:
+    """Whether two fingerprints describe the same content (modification times are ignored)."""
+    if a.startswith("file:") and b.startswith("file:"):
+        return a.split(":")[1:3] == b.split(":")[1:3]
+    return a == b
+
+
+def check_fingerprints(
+    path: Path, ids: Sequence[str], stored: Sequence[str], current: Sequence[str], start: int = 0
+) -> None:
+    """Raise :class:`OutputMismatchError` naming the first image whose content changed."""
+    for i, (old, new) in enumerate(zip(stored, current, strict=True)):
+        if not same_image(old, new):
+            raise OutputMismatchError(
+                f"{str(path)!r} holds features of image {ids[i]!r} (row {start + i}) as it was "
+                "when they were written, and its content has changed since; pass overwrite=True "
+                "(CLI: --overwrite) to extract every image again, or choose another output"
+            )
+
+
+# ------------------------------------------------------------------------------ datasets
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes image files; items are ``(tensor, fingerprint)`` from one read of the bytes."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: Any) -> None:
+        self.paths = [str(p) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, str]:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.paths[index]
+        try:
+            data = Path(path).read_bytes()
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return self.transform(img), file_fingerprint(path, data)
+        except Image.DecompressionBombError as err:
+            raise UnreadableImageError(
+                f"cannot read image {path!r}: {err} Shrink the image, or raise PIL's limit of "
+                "pixels (PIL.Image.MAX_IMAGE_PIXELS) if you trust the file"
+            ) from None
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            raise UnreadableImageError(f"cannot read image {path!r}: {err}") from None
+
+
+def first_of(item: Any) -> Any:
+    if isinstance(item, dict):
+        for key in ("image", "images", "img", "pixel_values", "x"):
+            if key in item:
+                return item[key]
+        raise ExtractionError(f"dataset items are dicts without an 'image' key: {sorted(item)}")
+    if isinstance(item, (tuple, list)):
+        return item[0]
+    return item
+
+
+class DatasetImages(torch.utils.data.Dataset):
+    """Images of a user Dataset: the first element of tuple items, transformed if not tensors."""
+
+    def __init__(self, dataset: Any, transform: Any) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tensor:
+        img = first_of(self.dataset[index])
+        if isinstance(img, np.ndarray):
+            img = torch.from_numpy(img)
+        if not isinstance(img, Tensor):
+            img = self.transform(img)
+        return img
+
+
+# ------------------------------------------------------------------------------ the source
+class Source:
+    """A stimulus source as batches of model-ready tensors with their ids and fingerprints.
+
+    Files and tensors are fingerprinted without running anything (``fingerprints``); Datasets
+    and DataLoaders by the tensors they give, so checking their rows means reading them again
+    (``batches(start, check=...)``).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int,
+        num_workers: int,
+        make_transform: Callable[[], Any],
+        image_ids: Sequence[str] | None,
+        pin_memory: bool,
+    ) -> None:
+        from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.loader: Any = None
+        self.dataset: Any = None
+        self.tensor: Tensor | None = None
+        self.paths: list[str] | None = None
+        self.ids: list[str] | None = None
+        self.n: int | None = None
+        self.info: dict[str, Any]
+        self.data_config: dict[str, Any] | None = None  # the preprocessing, if ours was built
+
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            root = Path(source)
+            files = list_images(root)
+            self.kind, self.info = "folder", {"path": str(root.resolve())}
+            self.ids = [p.relative_to(root).as_posix() for p in files]
+            self.paths = [str(p) for p in files]
+        elif isinstance(source, (str, os.PathLike)):
+            raise NoImagesError(
+                f"source {str(source)!r} is not a folder (pass a folder, a list of image paths, "
+                "a Dataset, a DataLoader or a tensor)"
+                + ("" if Path(source).exists() else "; it does not exist")
+            )
+        elif isinstance(source, (list, tuple)) and all(
+            isinstance(p, (str, os.PathLike)) for p in source
+        ):
+            if not source:
+                raise NoImagesError("the list of image paths is empty")
+            missing = [str(p) for p in source if not Path(p).is_file()]
+            if missing:
+                raise UnreadableImageError(
+                    f"{len(missing)} image file(s) do not exist, e.g. {missing[0]!r}"
+                )
+            self.kind, self.info = "paths", {}
+            self.ids = [str(p) for p in source]
+            self.paths = [str(p) for p in source]
+        elif isinstance(source, (Tensor, np.ndarray)):
+            tensor = torch.as_tensor(source)
+            if tensor.ndim == 3:
+                tensor = tensor.unsqueeze(0)
+            if len(tensor) == 0:
+                raise NoImagesError("the image tensor is empty")
+            self.kind = "tensor"
+            self.info = {"shape": list(tensor.shape), "dtype": str(tensor.dtype)}
+            self.tensor = tensor
+            self.n = len(tensor)
+        elif isinstance(source, DataLoader):
+            self.kind, self.info = "dataloader", {"batch_size": source.batch_size}
+            self.loader = source
+            try:
+                self.n = len(source.dataset)  # type: ignore[arg-type]
+            except TypeError:
+                self.n = None
+        elif isinstance(source, IterableDataset):
+            self.kind, self.info = "dataloader", {"iterable_dataset": type(source).__name__}
+            self.loader = DataLoader(
+                source, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory
+            )
+        elif isinstance(source, Dataset) or (
+            hasattr(source, "__getitem__")
+            and hasattr(source, "__len__")
+            and not isinstance(source, (dict, str, bytes))
+        ):
+            n_items = len(source)  # type: ignore[arg-type]
+            if n_items == 0:
+                raise NoImagesError(f"the dataset {type(source).__name__} is empty")
+            self.kind, self.info = "dataset", {"class": type(source).__name__}
+            samples = getattr(source, "samples", None) or getattr(source, "imgs", None)
+            if isinstance(samples, list) and len(samples) == n_items:
+                self.ids = [str(s[0] if isinstance(s, (tuple, list)) else s) for s in samples]
+            self.dataset = DatasetImages(source, make_transform())
+        else:
+            raise InvalidArgumentError(
+                f"cannot read images from a {type(source).__name__}: pass a folder, a list of "
+                "image paths, a Dataset, a DataLoader or a tensor [N, C, H, W]"
+            )
+        if self.paths is not None:
+            self.dataset = ImageFiles(self.paths, make_transform())
+        if self.dataset is not None:
+            self.n = len(self.dataset)
+        if self.ids is None and image_ids is not None:
+            self.ids = [str(i) for i in image_ids]
+        if self.ids is not None and self.n is not None and len(self.ids) != self.n:
+            raise InvalidArgumentError(f"{len(self.ids)} image ids for {self.n} images")
+
+    # -- what can be known without running the model
+    @property
+    def cheap_fingerprints(self) -> bool:
+        """Whether :meth:`fingerprints` works (files and tensors) without decoding images."""
+        return self.paths is not None or self.tensor is not None
+
+    def fingerprints(self, start: int, stop: int) -> list[str]:
+        if self.paths is not None:
+            return [file_fingerprint(p) for p in self.paths[start:stop]]
+        assert self.tensor is not None
+        return [tensor_fingerprint(t) for t in self.tensor[start:stop]]
+
+    def ids_for(self, i: int, b: int) -> list[str]:
+        return self.ids[i : i + b] if self.ids is not None else [str(j) for j in range(i, i + b)]
+
+    def sample(self) -> Tensor:
+        """One image ``[1, C, H, W]`` (for the size of the inputs)."""
+        if self.tensor is not None:
+            return self.tensor[:1]
+        if self.dataset is not None:
+            item = self.dataset[0]
+            return (item[0] if isinstance(item, tuple) else item).unsqueeze(0)
+        first = next(iter(self.loader), None)
+        if first is None:
+            raise NoImagesError("the DataLoader yields no batches")
+        return torch.as_tensor(first_of(first))[:1]
+
+    # -- batches
+    def batches(
+        self, start: int, check: Callable[[int, list[str], list[str]], None] | None = None
+    ) -> Generator[Batch, None, None]:
+        """Batches from image ``start`` on. Sources without cheap fingerprints read the rows
+        before ``start`` too and hand their ids and fingerprints to ``check(row, ids, fps)``
+        instead of yielding them (the model does not run on them)."""
+        from torch.utils.data import DataLoader, Subset
+
+        if self.tensor is not None:
+            for i in range(start, len(self.tensor), self.batch_size):
+                x = self.tensor[i : i + self.batch_size]
+                yield x, self.ids_for(i, len(x)), [tensor_fingerprint(t) for t in x]
+            return
+        if self.dataset is not None:
+            first = start if self.paths is not None or check is None else 0
+            loader = DataLoader(
+                Subset(self.dataset, range(first, len(self.dataset))),
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
+            batches: Iterator[Any] = iter(loader)
+        else:
+            first = 0
+            batches = iter(self.loader)
+        i = first
+        for batch in batches:
+            if self.paths is not None:
+                x, fps = batch[0], list(batch[1])
+            else:
+                x = first_of(batch) if self.dataset is None else batch
+                if not isinstance(x, Tensor):
+                    x = torch.as_tensor(np.asarray(x))
+                fps = [tensor_fingerprint(t) for t in x]
+            b = len(x)
+            if i + b <= start:  # already written: check, do not run the model
+                if check is not None:
+                    check(i, self.ids_for(i, b), fps)
+                i += b
+                continue
+            skip = max(0, start - i)
+            if skip and check is not None:
+                check(i, self.ids_for(i, skip), fps[:skip])
+            yield x[skip:], self.ids_for(i + skip, b - skip), fps[skip:]
+            i += b

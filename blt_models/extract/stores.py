@@ -1,0 +1,625 @@
+"""Where features go: memory, an HDF5 file or a zarr store, behind one writer interface; and
+reading files back (:func:`load_features`, :class:`LazyFeatures`).
+
+A store hands the run the rows a batch's features go to (:meth:`Store.rows`, ``{layer: Tensor
+[b, S, ...]}``), then commits them with their ids and fingerprints (:meth:`Store.commit`). A
+file commits a batch by writing and flushing its rows first and only then advancing the
+``n_done`` attribute, so a crash or a full disk leaves every complete batch readable and
+resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._optional import require
+from ..errors import (
+    ExtractionError,
+    FeatureIndexError,
+    FeatureWriteError,
+    OutputInUseError,
+    OutputMismatchError,
+    UnknownLayerError,
+)
+from .result import ExtractedFeatures
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Store",
+    "MemoryStore",
+    "FileStore",
+    "LazyFeatures",
+    "load_features",
+    "backend_of",
+]
+
+FORMAT_NAME = "blt-models-features"
+FORMAT_VERSION = 2  # 2: per-image fingerprints, weights provenance
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+ZARR_SUFFIXES = (".zarr",)
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def backend_of(out: str | os.PathLike[str]) -> str:
+    path = Path(out)
+    if path.suffix.lower() in H5_SUFFIXES:
+        return "h5"
+    if path.suffix.lower() in ZARR_SUFFIXES or (path.is_dir() and (path / "zarr.json").exists()):
+        return "zarr"
+    raise ExtractionError(
+        f"cannot tell the output format of {str(out)!r}: use a name ending in .h5 / .hdf5 "
+        "(HDF5) or .zarr (zarr store)"
+    )
+
+
+def to_json(value: Any) -> Any:
+    """JSON-compatible copy (tuples to lists, unknown objects to str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _to_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# ------------------------------------------------------------------------------ what is there
+def _contains_marker(path: Path) -> bool:
+    """Whether the raw bytes of ``path`` contain our format name (attributes are stored
+    uncompressed, so even a truncated feature file of ours still carries it)."""
+    marker = FORMAT_NAME.encode()
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            if marker in tail + block:
+                return True
+            tail = block[-len(marker) :]
+    return False
+
+
+def _is_hdf5(path: Path) -> bool:
+    """The HDF5 signature at offset 0, 512, 1024, 2048... (after a user block)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        offset = 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            if f.read(8) == _HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
+    return False
+
+
+def _describe_dir(path: Path) -> str:
+    entries = sorted(p.name for p in path.iterdir())
+    shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+    return f"a directory holding {shown}"
+
+
+def _in_use(path: Path) -> OutputInUseError:
+    return OutputInUseError(
+        f"{str(path)!r} is open in another process (HDF5 file lock): another extraction or "
+        "program is writing it. Wait for it to finish, or write to another output"
+    )
+
+
+def inspect_output(path: Path, backend: str) -> str:
+    """``"absent"``, ``"ours"`` (a readable feature store) or ``"broken"`` (ours, but truncated
+    or corrupt). Anything else at ``path`` raises :class:`OutputMismatchError` naming it."""
+    if not path.exists():
+        return "absent"
+    not_ours = "it is not a blt-models feature store, so it is neither resumed nor replaced: "
+    fix = "choose another output, or move it away yourself"
+    if backend == "h5":
+        if path.is_dir():
+            raise OutputMismatchError(f"{str(path)!r} is {_describe_dir(path)}; {not_ours}{fix}")
+        if not _is_hdf5(path):
+            head = path.read_bytes()[:40]
+            raise OutputMismatchError(
+                f"{str(path)!r} is not an HDF5 file (it starts with {head!r}); {not_ours}{fix}"
+            )
+        h5py = require("h5py", "reading HDF5 features")
+
+        try:
+            with h5py.File(path, "r") as f:
+                meta = f.attrs.get("metadata")
+                keys = sorted(f.keys())
+        except BlockingIOError:
+            raise _in_use(path) from None
+        except OSError:
+            if _contains_marker(path):
+                return "broken"
+            raise OutputMismatchError(
+                f"{str(path)!r} is an HDF5 file that cannot be read and is not a blt-models "
+                f"feature file; {fix}"
+            ) from None
+        if meta is not None and FORMAT_NAME in _to_str(meta):
+            return "ours"
+        raise OutputMismatchError(
+            f"{str(path)!r} is an HDF5 file holding {', '.join(keys) or 'nothing'}; {not_ours}{fix}"
+        )
+    if not path.is_dir():
+        raise OutputMismatchError(f"{str(path)!r} is a file, not a zarr store; {not_ours}{fix}")
+    if not any(path.iterdir()):
+        return "absent"
+    root_json = path / "zarr.json"
+    if not root_json.is_file():
+        raise OutputMismatchError(f"{str(path)!r} is {_describe_dir(path)}; {not_ours}{fix}")
+    text = root_json.read_text(errors="replace")
+    try:
+        attrs = json.loads(text).get("attributes", {})
+    except (json.JSONDecodeError, AttributeError):
+        if FORMAT_NAME in text:
+            return "broken"
+        raise OutputMismatchError(f"{str(path)!r} has an unreadable zarr.json; {fix}") from None
+    meta = attrs.get("metadata")
+    if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME:
+        return "ours"
+    raise OutputMismatchError(f"{str(path)!r} is a zarr store of another kind; {not_ours}{fix}")
+
+
+def remove_store(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# ------------------------------------------------------------------------------ writers
+class Store:
+    """The writer interface of the run: rows to fill, then a commit per batch."""
+
+    def rows(self, start: int, b: int) -> dict[str, Tensor]:
+        """``{layer: Tensor [b, S, ...]}`` (CPU, the store's dtype) for images ``start ..``."""
+        raise NotImplementedError
+
+    def commit(
+        self, start: int, ids: list[str], fingerprints: list[str],
+        rows: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        """Store the batch written into ``rows`` (as :meth:`rows` returned them)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release files; safe to call twice and after an error."""
+
+
+class MemoryStore(Store):
+    """Result tensors ``[N, S, ...]`` preallocated once; a batch's features land in its rows."""
+
+    def __init__(self, n: int | None, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype):
+        self.n, self.shapes, self.dtype = n, shapes, dtype
+        self.arrays: dict[str, Tensor] = {}
+        self.parts: dict[str, list[Tensor]] = {name: [] for name in shapes}
+        if n is not None:
+            self.arrays = {k: torch.empty((n, *s), dtype=dtype) for k, s in shapes.items()}
+        self.ids: list[str] = []
+
+    def rows(self, start: int, b: int) -> dict[str, Tensor]:
+        if self.n is None:  # unknown length (an iterable dataset): one tensor per batch
+            return {k: torch.empty((b, *s), dtype=self.dtype) for k, s in self.shapes.items()}
+        return {k: a[start : start + b] for k, a in self.arrays.items()}
+
+    def commit(
+        self, start: int, ids: list[str], fingerprints: list[str],
+        rows: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        if self.n is None and rows is not None:
+            for name, value in rows.items():
+                self.parts[name].append(value)
+        self.ids += ids
+
+    def features(self) -> dict[str, Tensor]:
+        if self.n is None:
+            return {k: torch.cat(v) for k, v in self.parts.items()}
+        return {k: a[: len(self.ids)] for k, a in self.arrays.items()}
+
+
+def _rows_per_chunk(bytes_per_image: int, batch_size: int, target: int) -> int:
+    """The largest divisor of ``batch_size`` whose chunk stays within ``target`` bytes (>= 1),
+    so that every batch writes whole chunks."""
+    best = 1
+    for d in range(1, batch_size + 1):
+        if batch_size % d == 0 and d * bytes_per_image <= target:
+            best = d
+    return best
+
+
+class FileStore(Store):
+    """One HDF5 file or zarr store: ``features/<layer>`` arrays ``[N, S, ...]``, ``image_ids``,
+    ``fingerprints``, ``steps``, and attributes ``metadata`` (JSON), ``n_done``, ``complete``.
+
+    Arrays are created at their full length when the number of images is known (a batch then
+    writes chunks and one attribute, no shape change); rows past ``n_done`` are not data.
+    """
+
+    def __init__(self, path: Path, backend: str) -> None:
+        self.path, self.backend = path, backend
+        self.root: Any = None
+        self.arrays: dict[str, Any] = {}
+        self.buffers: dict[str, Tensor] = {}
+        self.np_dtype: np.dtype | None = None
+
+    # -- opening
+    def open(self) -> None:
+        if self.backend == "h5":
+            h5py = require("h5py", "writing features to HDF5 (.h5)")
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # A small chunk cache: batches write whole chunks; a big cache would grow RSS.
+                self.root = h5py.File(self.path, "a", rdcc_nbytes=8 << 20, rdcc_w0=1.0)
+            except BlockingIOError:
+                raise _in_use(self.path) from None
+        else:
+            zarr = require("zarr", "writing features to a zarr store (.zarr)")
+
+            self.root = zarr.open_group(str(self.path), mode="a")
+        self.arrays = {}
+
+    def close(self) -> None:
+        root, self.root = self.root, None
+        if root is not None and self.backend == "h5":
+            try:
+                root.close()
+            except Exception:  # noqa: BLE001 - closing after a write error; the error is raised
+                pass
+
+    # -- attributes
+    def attrs(self) -> dict[str, Any] | None:
+        attrs = self.root.attrs
+        if "metadata" not in attrs:
+            return None
+        meta = attrs["metadata"]
+        return {
+            "metadata": json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta),
+            "n_done": int(attrs.get("n_done", 0)),
+            "complete": bool(attrs.get("complete", False)),
+        }
+
+    def set_attrs(self, **values: Any) -> None:
+        out = {}
+        for key, value in values.items():
+            if key == "metadata" and self.backend == "h5":
+                value = json.dumps(value)
+            elif isinstance(value, (np.integer, np.bool_)):
+                value = value.item()
+            out[key] = value
+        if self.backend == "h5":
+            for key, value in out.items():
+                self.root.attrs[key] = value
+        else:
+            self.root.attrs.update(out)
+
+    def flush(self) -> None:
+        if self.backend == "h5":
+            self.root.flush()
+
+    # -- arrays
+    def _create(self, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]):
+        if self.backend == "h5":
+            h5py = require("h5py", "writing features to HDF5 (.h5)")
+
+            self.arrays[name] = self.root.create_dataset(
+                name, shape=shape, maxshape=(None, *shape[1:]), chunks=chunks,
+                dtype=h5py.string_dtype() if dtype is str else dtype,
+            )  # fmt: skip
+        else:
+            self.arrays[name] = self.root.create_array(
+                name, shape=shape, chunks=chunks, dtype=dtype,
+                fill_value="" if dtype is str else None,
+            )  # fmt: skip
+
+    def _array(self, name: str) -> Any:
+        if name not in self.arrays:
+            self.arrays[name] = self.root[name]
+        return self.arrays[name]
+
+    def _write(self, name: str, start: int, value: np.ndarray) -> None:
+        arr = self._array(name)
+        stop = start + len(value)
+        if arr.shape[0] < stop:
+            arr.resize((stop, *arr.shape[1:]))
+        arr[start:stop] = value
+
+    def create(
+        self, metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], n: int | None,
+        batch_size: int, np_dtype: np.dtype,
+    ) -> None:  # fmt: skip
+        """Lay out a new store (the arrays, ``steps``, the attributes) and flush it."""
+        # The attributes first: they then sit at the start of an HDF5 file, where even a copy
+        # cut short still shows whose file it is (see inspect_output).
+        self.set_attrs(metadata=metadata, n_done=0, complete=False)
+        target = (4 << 20) if self.backend == "h5" else (16 << 20)
+        length = n or 0
+        for name, shape in shapes.items():
+            per_image = math.prod(shape) * np_dtype.itemsize
+            rows = _rows_per_chunk(per_image, batch_size, target)
+            self._create(f"features/{name}", (length, *shape), np_dtype, (rows, *shape))
+            self.arrays[f"features/{name}"].attrs["first_step"] = metadata["first_step"][name]
+        for name in ("image_ids", "fingerprints"):
+            self._create(name, (length,), str, (4096,))
+        steps = np.asarray(metadata["steps"], dtype=np.int64)
+        if self.backend == "h5":
+            self.root.create_dataset("steps", data=steps)
+        else:
+            self.root.create_array("steps", data=steps)
+        self.flush()
+
+    def written(self, n_done: int) -> tuple[list[str], list[str]]:
+        """Ids and fingerprints of the first ``n_done`` images."""
+        ids = [_to_str(s) for s in self._array("image_ids")[:n_done]]
+        fps = [_to_str(s) for s in self._array("fingerprints")[:n_done]]
+        return ids, fps
+
+    # -- the run
+    def start_writing(
+        self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype: torch.dtype
+    ) -> None:
+        self.np_dtype = np.dtype(str(dtype).replace("torch.", ""))
+        self.buffers = {k: torch.empty((batch_size, *s), dtype=dtype) for k, s in shapes.items()}
+
+    def rows(self, start: int, b: int) -> dict[str, Tensor]:
+        return {k: v[:b] for k, v in self.buffers.items()}
+
+    def commit(
+        self, start: int, ids: list[str], fingerprints: list[str],
+        rows: dict[str, Tensor] | None = None,
+    ) -> None:  # fmt: skip
+        b = len(ids)
+        try:
+            if self.backend == "h5":
+                self._reserve(b)
+            for name, buffer in self.buffers.items():
+                self._write(f"features/{name}", start, buffer[:b].numpy())
+            kind = object if self.backend == "h5" else str
+            self._write("image_ids", start, np.asarray(ids, dtype=kind))
+            self._write("fingerprints", start, np.asarray(fingerprints, dtype=kind))
+            self.flush()  # the batch's data is on disk ...
+            self.set_attrs(n_done=start + b)  # ... before the count says so
+            self.flush()
+        except (OSError, RuntimeError) as err:
+            self.close()
+            raise FeatureWriteError(
+                f"writing {str(self.path)!r} failed ({err}); it keeps the {start} images "
+                "written before this batch. Free space (or fix the disk) and run the same "
+                "extraction again to resume after them"
+            ) from err
+
+    def _reserve(self, b: int) -> None:
+        """Allocate the disk space of a batch before HDF5 writes it.
+
+        HDF5 cannot recover from a write that fails half-way (its cached metadata stays dirty,
+        closing fails and the library later crashes the process), so a full disk has to be
+        found before HDF5 touches the file: reserve the batch's bytes (and some for metadata)
+        past HDF5's end of file. HDF5 writes into the reserved blocks.
+        """
+        need = sum(v[:b].numel() * v.element_size() for v in self.buffers.values())
+        need = need + need // 4 + b * 512 + (256 << 10)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, 0, int(self.root.id.get_filesize()) + need)
+        finally:
+            os.close(fd)
+
+    def finish(self) -> None:
+        try:
+            self.set_attrs(complete=True)
+            self.flush()
+        except (OSError, RuntimeError) as err:
+            self.close()
+            raise FeatureWriteError(f"finishing {str(self.path)!r} failed: {err}") from err
+
+
+# ------------------------------------------------------------------------------ reading
+def _open_read(path: Path, backend: str) -> Any:
+    if backend == "h5":
+        h5py = require("h5py", "reading HDF5 features (.h5)")
+
+        try:
+            return h5py.File(path, "r")
+        except BlockingIOError:
+            raise _in_use(path) from None
+    zarr = require("zarr", "reading a zarr feature store (.zarr)")
+
+    return zarr.open_group(str(path), mode="r")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+class LazyFeatures:
+    """One layer of a feature file, read on indexing: ``lazy[10:20]`` reads 10 images.
+
+    Has ``shape`` ``(N, S, ...)``, ``dtype`` (torch), ``len()``; indexing follows numpy (ints,
+    negative ints, slices with any step, integer arrays in any order and with repeats, boolean
+    masks of length ``N``, numpy or torch) and returns tensors; floats, wrong-length masks and
+    out-of-range rows raise :class:`~blt_models.errors.FeatureIndexError` (an ``IndexError``).
+    ``load()`` reads the whole array. The file is opened for each read.
+    """
+
+    def __init__(
+        self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any
+    ) -> None:
+        self.path, self.backend, self.key, self.n = path, backend, key, n
+        self.shape = (n, *shape)
+        self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _rows(self, first: Any) -> int | slice | np.ndarray:
+        """The first index as an int, a positive-step slice or an int array, checked."""
+        if isinstance(first, Tensor):
+            first = first.item() if first.ndim == 0 and not first.is_floating_point() else first
+            first = first.numpy() if isinstance(first, Tensor) else first
+        if isinstance(first, (bool, np.bool_)):
+            raise FeatureIndexError(f"a scalar bool is not a row index; got {first!r}")
+        if _is_int(first):
+            i = int(first) + self.n if first < 0 else int(first)
+            if not 0 <= i < self.n:
+                raise FeatureIndexError(f"index {int(first)} is out of range for {self.n} images")
+            return i
+        if isinstance(first, slice):
+            start, stop, step = first.indices(self.n)
+            if step > 0:
+                return slice(start, stop, step)
+            return np.arange(start, stop, step, dtype=np.int64)
+        if isinstance(first, (list, tuple, np.ndarray)):
+            arr = np.asarray(first)
+            if arr.size == 0 and not isinstance(first, np.ndarray):  # [] indexes no rows
+                arr = arr.astype(np.int64)
+            if arr.dtype == bool:
+                if arr.shape != (self.n,):
+                    raise FeatureIndexError(
+                        f"a boolean mask of shape {list(arr.shape)} for {self.n} images; a mask "
+                        f"needs one entry per image (shape [{self.n}])"
+                    )
+                return np.flatnonzero(arr)
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise FeatureIndexError(
+                    f"only integers, slices, integer arrays and boolean masks index rows; got "
+                    f"an array of {arr.dtype}"
+                )
+            if ((arr < -self.n) | (arr >= self.n)).any():
+                raise FeatureIndexError(f"an index is out of range for {self.n} images")
+            return np.where(arr < 0, arr + self.n, arr).astype(np.int64)
+        raise FeatureIndexError(
+            f"only integers, slices, integer arrays and boolean masks index rows; got {first!r}"
+        )
+
+    def __getitem__(self, index: Any) -> Tensor:
+        index = index if isinstance(index, tuple) else (index,)
+        root = _open_read(self.path, self.backend)
+        try:
+            arr = root[self.key]
+            first = index[0] if index else slice(None)
+            rest = index[1:]
+            basic = all(isinstance(r, slice) or _is_int(r) for r in rest)
+            if first is Ellipsis or first is None or not basic:
+                # General numpy semantics on the rows that hold data (reads the whole array).
+                rows = slice(0, self.n) if first is Ellipsis or first is None else self._rows(first)
+                full = np.asarray(arr[: self.n])
+                if first is Ellipsis or first is None:
+                    data = full[index]
+                else:
+                    data = full[(rows, *rest)]
+            else:
+                rows = self._rows(first)
+                if isinstance(rows, np.ndarray):
+                    data = self._take(arr, rows, rest)
+                else:
+                    data = np.asarray(arr[(rows, *rest)])
+        finally:
+            if self.backend == "h5":
+                root.close()
+        return torch.from_numpy(np.ascontiguousarray(data))
+
+    def _take(self, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
+        """Rows in any order with repeats: read each distinct row once, in increasing order."""
+        uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
+        if len(uniq) == 0:
+            data = np.asarray(arr[(slice(0, 0), *rest)])
+        elif self.backend == "h5":
+            data = np.asarray(arr[(uniq.tolist(), *rest)])
+        else:
+            data = np.asarray(arr.oindex[(uniq, *rest)])
+        data = data[inverse.reshape(-1)]
+        return data.reshape(*rows.shape, *data.shape[1:])
+
+    def load(self) -> Tensor:
+        return self[:]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self.load().numpy()
+        return data.astype(dtype) if dtype is not None else data
+
+    def __repr__(self) -> str:
+        return f"LazyFeatures({str(self.path)!r}, {self.key!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def load_features(
+    path: str | os.PathLike[str], layers: str | Sequence[str] | None = None, lazy: bool = False
+) -> ExtractedFeatures:
+    """Read a file written by :func:`extract_features` into an :class:`ExtractedFeatures`.
+
+    Args:
+        path: the ``.h5`` / ``.hdf5`` file or ``.zarr`` store.
+        layers: a subset of layers to read (None: all).
+        lazy: give :class:`LazyFeatures` (read on indexing) instead of tensors, for files
+            larger than memory. ``result.load()`` turns a lazy result into tensors.
+
+    An interrupted file gives the images written so far (``metadata["complete"]`` is False).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        OutputMismatchError: ``path`` is not a feature file, or is truncated / corrupt.
+        OutputInUseError: another process holds the HDF5 file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no feature file at {str(path)!r}")
+    backend = backend_of(path)
+    state = inspect_output(path, backend)
+    if state == "broken":
+        raise OutputMismatchError(
+            f"{str(path)!r} is a truncated or corrupt blt-models feature file (a copy that was "
+            "cut short, or a disk that failed); extract again with overwrite=True"
+        )
+    if state == "absent":
+        raise FileNotFoundError(f"no feature file at {str(path)!r} (an empty directory)")
+    root = _open_read(path, backend)
+    try:
+        attrs = root.attrs
+        meta = attrs["metadata"]
+        metadata = json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+        n = int(attrs.get("n_done", 0))
+        metadata["n_done"], metadata["complete"] = n, bool(attrs.get("complete", False))
+        names = metadata["layers"] if layers is None else _names(layers, metadata["layers"])
+        features: dict[str, Any] = {}
+        for name in names:
+            arr = root[f"features/{name}"]
+            if lazy:
+                features[name] = LazyFeatures(
+                    path, backend, f"features/{name}", n, tuple(arr.shape[1:]),
+                    np.dtype(str(arr.dtype)),
+                )  # fmt: skip
+            else:
+                features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
+        ids = [_to_str(s) for s in root["image_ids"][:n]]
+        steps = torch.from_numpy(np.asarray(root["steps"][:], dtype=np.int64))
+    finally:
+        if backend == "h5":
+            root.close()
+    return ExtractedFeatures(
+        features=features,
+        steps=steps,
+        first_step={k: int(v) for k, v in metadata["first_step"].items() if k in names},
+        image_ids=ids,
+        metadata=metadata,
+    )
+
+
+def _names(layers: str | Sequence[str], known: list[str]) -> list[str]:
+    import difflib
+
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    for name in wanted:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.4)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise UnknownLayerError(
+                f"the file has no layer {name!r}.{hint} Layers: {', '.join(known)}."
+            )
+    return wanted
