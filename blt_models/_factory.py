@@ -24,7 +24,7 @@ from ._checkpoint import (
 )
 from ._clock import ClockedModel
 from ._pretrained import PretrainedCfg
-from ._published import is_published_name, read_location
+from ._published import is_published_name, read_location, without_provenance
 from ._registry import get_model_entrypoint
 from ._validate import check_common_args, with_origin
 from .errors import BltModelsError, ConfigValueError
@@ -149,6 +149,9 @@ def create_with_origins(
                 build[key], origins[key] = explicit[key], given.get(key, "argument")
 
     weights = loc.weights if pretrained else checkpoint_path
+    cfg = loc.cfg
+    if weights is None:  # built without its weights: keep none of their provenance
+        cfg = without_provenance(cfg)
     what = loc.weights_origin or (os.fspath(checkpoint_path) if checkpoint_path else "")
 
     def load(model: ClockedModel) -> None:
@@ -162,7 +165,7 @@ def create_with_origins(
             load_checkpoint(model, weights, check_values=check_values)
 
     return build_model(
-        loc.arch, loc.cfg, build,
+        loc.arch, cfg, build,
         load=load if weights is not None else None,
         num_classes=explicit.get("num_classes") if with_weights else None,
         in_chans=explicit.get("in_chans") if with_weights else None,

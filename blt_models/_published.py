@@ -862,14 +862,21 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
     )
 
 
-def _untrained(cfg: PretrainedCfg) -> PretrainedCfg:
-    """Keep a tag's preprocessing conventions but none of its provenance (a model without its
-    weights must not claim training it never had)."""
+def without_provenance(cfg: PretrainedCfg) -> PretrainedCfg:
+    """``cfg`` of a model built without the weights it describes: the preprocessing, timing,
+    tag name and classes stay; the weights' location, hash, license, source, training data,
+    description and metrics go (a model must not claim training it never had)."""
     return cfg.replace(
-        tag="", hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None,
-        file=None, sha256=None, license=None, source=None, training_data=None,
-        description=None, metrics={}, class_names=None,
+        hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None, file=None,
+        sha256=None, license=None, source=None, training_data=None, description=None,
+        metrics={},
     )  # fmt: skip
+
+
+def _untrained(cfg: PretrainedCfg) -> PretrainedCfg:
+    """An architecture name: the default tag's preprocessing conventions, nothing of its weights,
+    not even its tag name and classes."""
+    return without_provenance(cfg).replace(tag="", class_names=None)
 
 
 def _registry_location(name: str, fetch: bool, verify: bool) -> Location:

@@ -50,7 +50,8 @@ class Images(Dataset):
 def test_extraction_equals_forward_timesteps_on_the_protocol_sequence(model, images):
     protocol = BackwardMask(timesteps=T, soa=2, noise_std=0.1, seed=3)
     feats = extract_features(
-        model, images, layers="all", stimulus=protocol, batch_size=3, progress=False
+        model, images, layers="all", stimulus=protocol, batch_size=3, progress=False,
+        memory_format="contiguous",  # bit-equal to forward_timesteps in the model's own layout
     )
     with torch.no_grad():  # the same batches (convolutions may round differently per batch size)
         refs = [
@@ -117,7 +118,10 @@ def test_extraction_protocol_errors(model, images):
 def test_feedforward_model_extracts_one_sweep_per_frame(images):
     model = bm.create_model("cornet_z", num_classes=3, in_chans=1).eval()
     protocol = Presentation(timesteps=3, on=1, off=2)
-    feats = extract_features(model, images[:2], layers=["IT"], stimulus=protocol, progress=False)
+    feats = extract_features(
+        model, images[:2], layers=["IT"], stimulus=protocol, progress=False,
+        memory_format="contiguous",
+    )
     assert feats["IT"].shape[:2] == (2, 3)
     with torch.no_grad():
         one = model.forward_timesteps(images[:2], layers=["IT"]).features["IT"][0]
