@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="models to fetch")
     p.add_argument(
-        "--all", action="store_true", help="every name of `blt-models list --pretrained`"
+        "--all", action="store_true", help="every name that 'blt-models list --pretrained' prints"
     )
     p.set_defaults(func=_cmd_prefetch)
 

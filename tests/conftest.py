@@ -7,6 +7,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _private_torch_hub(tmp_path_factory, monkeypatch):
+    """Downloads in tests never touch the user's torch.hub cache (a served test file left there
+    would be found, hash-checked and refused by later runs)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` run only where CUDA is present."""
     if torch.cuda.is_available():

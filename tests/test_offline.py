@@ -40,9 +40,8 @@ def online(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("BLT_MODELS_PROBE_TIMEOUT", "2")
     monkeypatch.setattr(_hub, "_probe_cache", {})
-    hub_dir = tmp_path / "torch"
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub_dir))
+    # torch.hub.set_dir would pin the dir for the rest of the session (TORCH_HOME ignored after).
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch"))
 
     def set_endpoint(url: str) -> None:  # what HF_ENDPOINT=url does at import
         monkeypatch.setattr(hf_constants, "ENDPOINT", url)
@@ -50,8 +49,7 @@ def online(tmp_path, monkeypatch):
         monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
 
     set_endpoint(f"http://127.0.0.1:{_closed_port()}")
-    yield set_endpoint
-    torch.hub.set_dir(old)
+    return set_endpoint
 
 
 @pytest.fixture
