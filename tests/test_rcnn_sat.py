@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision
 from _rcnn_fixtures import LAYOUTS, VARIANTS, load, write_keras_file
+from conftest import randomize_
 
 import blt_models as bm
 from blt_models import _convert_rcnn_sat as rcnn_convert
@@ -616,6 +617,130 @@ def test_input_stage_is_one_method(monkeypatch):
     monkeypatch.setattr(model, "input_drive", lambda image: torch.zeros_like(original(image)))
     with torch.no_grad():
         assert not torch.allclose(model.forward_timesteps(x).logits, out.logits)
+
+
+SMALL_BL = [3, 4, 4, 5, 5, 6, 6]
+
+
+def small_bl(timesteps=4, **kw):
+    torch.manual_seed(0)
+    model = bm.create_model("rcnn_bl", channels=SMALL_BL, timesteps=timesteps, **kw)
+    return randomize_(model).eval()  # non-trivial per-step BatchNorm scale and shift
+
+
+def seq_frames(t, seed, b=2):
+    return torch.randn(t, b, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def run_all(model, x, **kw):
+    with torch.no_grad():
+        return model.forward_timesteps(x, layers="all", **kw)
+
+
+def differing_steps(a, b):
+    return [t for t in range(a.shape[0]) if not torch.equal(a[t], b[t])]
+
+
+def test_bl_arrival_rule_is_the_same_step_everywhere():
+    """Layer n reads maxpool(a[t][n-1]) of the same step: frame t reaches every layer at t."""
+    model = small_bl()
+    assert model.supports_sequences and not model.feedforward
+    assert model.arrival_steps(0) == model.first_steps() == dict.fromkeys(model.layer_names, 0)
+    assert model.arrival_steps(3, 4) == dict.fromkeys(model.layer_names, 3)
+
+
+@pytest.mark.parametrize("cumulative", [False, True])
+def test_bl_sequence_causality_delays_and_constant_sequence(cumulative):
+    T = 4
+    model = small_bl(T, cumulative_readout=cumulative)
+    image = seq_frames(1, seed=1)[0]
+    constant = image[None].repeat(T, 1, 1, 1, 1)  # materialised: takes the per-frame path
+    static = run_all(model, image)
+    base = run_all(model, constant)
+    # A constant sequence is the static image, bit for bit.
+    assert torch.equal(base.steps, static.steps) and base.first_step == static.first_step
+    assert torch.equal(base.logits, static.logits)
+    for name in model.layer_names:
+        assert torch.equal(base.features[name], static.features[name]), name
+    with torch.no_grad():
+        assert torch.equal(model(constant), static.logits[-1])
+
+    other = seq_frames(1, seed=2)[0]
+    for onset in range(T):
+        seq = constant.clone()
+        seq[onset] = other  # only the frame of step `onset` changes
+        out = run_all(model, seq)
+        arrival = model.arrival_steps(onset, T)
+        for name in model.layer_names:
+            diff = differing_steps(out.features[name], base.features[name])
+            # Nothing before the arrival step changes, the arrival step does, and the lateral
+            # term carries the change on to every later step.
+            assert diff == list(range(arrival[name], T)), (onset, name, diff)
+        assert differing_steps(out.logits, base.logits) == list(range(onset, T)), onset
+
+
+def test_bl_sequence_recomputes_the_input_drive_per_frame(monkeypatch):
+    model = small_bl(4)
+    calls = []
+    original = model.input_drive
+
+    def counted(image):
+        calls.append(image)
+        return original(image)
+
+    monkeypatch.setattr(model, "input_drive", counted)
+    seq = seq_frames(4, seed=3)
+    with torch.no_grad():
+        out = model.forward_timesteps(seq, layers=["layer0"])
+    assert len(calls) == 4 and all(torch.equal(c, seq[t]) for t, c in enumerate(calls))
+    with torch.no_grad():  # layer 0 at step t is built from frame t's drive
+        rcl, a0 = model.layers[0], out.features["layer0"]
+        assert torch.equal(a0[0], torch.relu(rcl.norms[0](rcl.bconv(seq[0]))))
+        for t in range(1, 4):
+            z = rcl.bconv(seq[t]) + rcl.lconv(a0[t - 1])
+            assert torch.equal(a0[t], torch.relu(rcl.norms[t](z))), t
+        calls.clear()
+        expanded = model.forward_timesteps(seq[0][None].expand(4, -1, -1, -1, -1))
+        assert len(calls) == 1  # an expanded image is the static image: one drive
+        assert torch.equal(expanded.logits, model.forward_timesteps(seq[0]).logits)
+        calls.clear()
+        short = model.forward_timesteps(seq[:2])  # fewer frames: the first steps of the network
+        assert len(calls) == 2 and short.logits.shape[0] == 2
+        assert torch.equal(short.logits, model.forward_timesteps(seq).logits[:2])
+
+
+def test_bl_sequence_longer_than_its_batchnorms_is_refused():
+    model = small_bl(3)
+    with pytest.raises(bm.errors.TimestepsError, match="at most 3 steps"):
+        model(seq_frames(4, seed=4))
+    with pytest.raises(bm.errors.TimestepsError, match="T=3"):
+        model.forward_timesteps(seq_frames(3, seed=4), timesteps=2)
+
+
+B_SMALL = {
+    "rcnn_b": [3, 4, 4, 5, 5, 6, 6],
+    "rcnn_b_k": [3, 4, 4, 5, 5, 6, 6],
+    "rcnn_b_f": [3, 4, 4, 5, 5, 6, 6],
+    "rcnn_b_d": list(range(3, 17)),
+}
+
+
+@pytest.mark.parametrize("arch", list(B_SMALL))
+def test_b_variants_sweep_each_frame(arch):
+    torch.manual_seed(0)
+    model = randomize_(bm.create_model(arch, channels=B_SMALL[arch], num_classes=5)).eval()
+    assert model.feedforward
+    seq = seq_frames(3, seed=5, b=1)
+    out = run_all(model, seq)
+    assert out.steps.tolist() == [0, 1, 2] and out.logits.shape == (3, 1, 5)
+    assert model.arrival_steps(2) == dict.fromkeys(model.layer_names, 2)
+    for t in range(3):
+        single = run_all(model, seq[t])
+        assert torch.equal(out.logits[t], single.logits[0])
+        for name in model.layer_names:
+            assert torch.equal(out.features[name][t], single.features[name][0]), name
+    with torch.no_grad():
+        assert torch.equal(model(seq), out.logits[-1])
 
 
 def test_timm_style_head_and_intermediates():

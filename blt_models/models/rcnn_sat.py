@@ -28,6 +28,11 @@ Time on the zoo's clock (standard unrolling):
   presoftmax[t]``; their softmax is the Keras model's output ``t``. ``T`` is fixed by the weights
   (one BatchNorm per layer and step; published: 8). A run of ``t < T`` steps gives exactly the
   first ``t`` steps of the ``T``-step network; more than ``T`` steps is an error.
+
+Time-varying input ``[T, B, C, H, W]`` (frame ``t`` at step ``t``): BL recomputes layer 0's
+bottom-up drive from each frame (a static image still computes it once). Every layer reads the
+layer below at the same step, so frame ``t`` reaches every layer at step ``t``
+(:meth:`RcnnSatBL.arrival_steps`). The B variants sweep each frame, one readout per frame.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._clock import ClockedModel, Step
+from .._clock import ClockedModel, InputStage, Step
 from .._pretrained import PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
 from ..errors import InputError, TimestepsError
@@ -232,6 +237,7 @@ class RcnnSatB(_RcnnSat):
     """
 
     first_conv_name = "layers.0.conv"
+    feedforward = True
 
     def __init__(
         self,
@@ -332,11 +338,13 @@ class RcnnSatBL(_RcnnSat):
 
     Shapes: ``[B, in_chans, H, W]`` (H, W >= 64; 128 for the published weights) ->
     ``[B, num_classes]`` (``model(x)``: the readout at the last step). Layer ``layerN`` at step t
-    is Keras ``ReLU_Layer_N_Time_t``; maps at 128 px are 128, 64, 32, 16, 8, 4, 2.
+    is Keras ``ReLU_Layer_N_Time_t``; maps at 128 px are 128, 64, 32, 16, 8, 4, 2. A sequence
+    ``[T, B, in_chans, H, W]`` (``T <= timesteps``) gives frame ``t`` to layer 0 at step ``t``.
     """
 
     first_conv_name = "layers.0.bconv"
     arch_name = "rcnn_bl"
+    supports_sequences = True
 
     def __init__(
         self,
@@ -380,6 +388,12 @@ class RcnnSatBL(_RcnnSat):
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         return list(range(self.timesteps if timesteps is None else timesteps))
 
+    def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
+        """Frame ``onset`` is layer 0's bottom-up drive at step ``onset``, and layer ``n`` reads
+        ``maxpool(a[t][n-1])`` of the same step (a full sweep inside every step), so the frame
+        reaches every layer at step ``onset``; the lateral term carries it on to later steps."""
+        return dict.fromkeys(self.layer_names, onset)
+
     def _resolve_timesteps(self, timesteps: int | None) -> int:
         t = super()._resolve_timesteps(timesteps)
         if t > self.timesteps:
@@ -399,10 +413,11 @@ class RcnnSatBL(_RcnnSat):
         return _convert_keras_state_dict(state_dict, bl=True)
 
     def input_drive(self, image: Tensor) -> Tensor:
-        """The input stage: layer 0's bottom-up convolution of the image.
+        """The input stage: layer 0's bottom-up convolution of one frame ``[B, C, H, W]``.
 
         The reference computes it once and reuses it at every step, because its image does not
-        change; an input that changes over time (one frame per step) recomputes it per frame.
+        change; so does a static image here. A sequence ``[T, B, C, H, W]`` recomputes it per
+        frame (``_unroll`` calls it through :class:`~blt_models._clock.InputStage`).
         """
         return self.rcls[0].bconv(image)
 
@@ -414,13 +429,14 @@ class RcnnSatBL(_RcnnSat):
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
     ) -> Iterator[Step]:
-        drive0 = self.input_drive(x)  # the same image at every step: computed once
+        # A static image: computed once and reused; a sequence: once per frame, at its step.
+        drive0 = InputStage(x, self.input_drive)
         previous: list[Tensor] | None = None
         running: Tensor | None = None
         for t in range(timesteps):
             current: list[Tensor] = []
             for n, layer in enumerate(self.rcls):
-                drive = drive0 if n == 0 else layer.bottom_up(current[n - 1])
+                drive = drive0(t) if n == 0 else layer.bottom_up(current[n - 1])
                 current.append(layer.step(drive, None if previous is None else previous[n], t))
             logits = None
             if self.cumulative_readout:  # every step's readout enters the running sum
