@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 
@@ -138,7 +139,9 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         try:
-            loc = read_location(name, fetch_weights=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", bm.UnverifiedWeightsWarning)
+                loc = read_location(name, fetch_weights=True)
         except bm.BltModelsError as err:
             failed += 1
             print(f"{name}: FAILED: {err}", file=sys.stderr)
@@ -146,7 +149,9 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
         assert loc.weights is not None
         size = loc.weights.stat().st_size / 2**20
         sha = getattr(loc.cfg, "sha256", None)
-        print(f"{name}: {loc.weights} ({size:.1f} MiB, sha256 {sha}, verified)")
+        unverified = any(issubclass(w.category, bm.UnverifiedWeightsWarning) for w in caught)
+        status = "UNVERIFIED: no SHA-256 is pinned for it" if unverified else "verified"
+        print(f"{name}: {loc.weights} ({size:.1f} MiB, sha256 {sha}, {status})")
     if failed:
         print(f"{failed} of {len(names)} failed", file=sys.stderr)
     return 1 if failed else 0

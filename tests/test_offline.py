@@ -140,6 +140,17 @@ def test_prefetch_file_url_fills_the_torch_hub_cache(online, registered, tmp_pat
     assert "does not match the pinned hash" in capsys.readouterr().err
 
 
+def test_prefetch_of_unpinned_weights_says_unverified(online, registered, tmp_path, capsys):
+    path, _ = _weights(tmp_path)
+    name = registered(PretrainedCfg(
+        architecture="blt_bl", tag="nopin", url=path.as_uri(), sha256=None, num_classes=3,
+        timesteps=4, model_args={"num_layers": 4},
+    ))  # fmt: skip
+    assert main(["prefetch", name]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{name}: ") and line.endswith("UNVERIFIED: no SHA-256 is pinned for it)")
+
+
 def test_prefetch_hub_name_from_the_cache(tmp_path, capsys, monkeypatch):
     import shutil
 
