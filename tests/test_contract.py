@@ -61,7 +61,7 @@ def _case(name: str) -> tuple[str, dict, int]:
     if name.startswith("blt_vs"):
         variants = {
             "blt_vs": dict(timesteps=3),
-            "blt_vs-bio": dict(unroll="biological", timesteps=6),
+            "blt_vs-bio": dict(unroll="biological", timesteps=10),  # every edge reaches a readout
             "blt_vs-single": dict(readout_type="single", timesteps=3),
         }
         return "blt_vs", dict(image_size=128, num_classes=7, **variants[name]), 128

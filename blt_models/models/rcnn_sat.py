@@ -180,7 +180,7 @@ class _RcnnSat(ClockedModel):
     #: Every layer is active from step 0, a readout at every step (the library's standard unrolling).
     unroll = "standard"
     layers: nn.ModuleList
-    readout: nn.Linear
+    readout: nn.Module  # nn.Linear, or nn.Identity with num_classes=0 (pooled features)
     pools: tuple[bool, ...]
 
     @property
@@ -264,7 +264,7 @@ class RcnnSatB(_RcnnSat):
         self.layers = nn.ModuleList(
             _BLayer(widths[n], widths[n + 1], kernels[n], pools[n]) for n in range(len(kernels))
         )
-        self.readout = nn.Linear(self.channels[-1], num_classes)
+        self.readout = self._make_classifier(self.channels[-1], num_classes)
 
     @property
     def layer_aliases(self) -> dict[str, str]:  # type: ignore[override]
@@ -374,7 +374,7 @@ class RcnnSatBL(_RcnnSat):
             RecurrentConvLayer(widths[n], widths[n + 1], self.kernels[n], timesteps, self.pools[n])
             for n in range(len(self.kernels))
         )
-        self.readout = nn.Linear(self.channels[-1], num_classes)
+        self.readout = self._make_classifier(self.channels[-1], num_classes)
 
     @property
     def layer_aliases(self) -> dict[str, str]:  # type: ignore[override]
