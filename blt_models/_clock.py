@@ -559,10 +559,11 @@ class ClockedModel(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """timm's ``forward_features``: the unpooled map ``[B, C, H, W]`` of :attr:`head_layer`
-        at the last readout step of the default clock, what the readout of ``forward`` pools."""
-        timesteps = self._resolve_timesteps(None)
-        last = self.readout_steps(timesteps)[-1]
+        at the last readout step of the run (the default clock, or a sequence's ``T`` steps),
+        what the readout of ``forward`` pools."""
         out = self.forward_timesteps(x, layers=[self.head_layer])
+        # The step the run really ended its readouts on: a sequence sets its own clock length.
+        last = int(out.steps[-1])
         return out.features[self.head_layer][last]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

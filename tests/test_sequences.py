@@ -217,3 +217,15 @@ def test_cornet_s_refuses_sequences_with_the_reason():
     with pytest.raises(InputError, match="does not take input sequences"):
         model.arrival_steps(2)
     assert model.arrival_steps(0) == model.first_steps()
+
+
+def test_forward_features_of_a_sequence_reads_its_own_last_step():
+    """A sequence longer than the default clock: features and head at the sequence's last
+    readout (it read the default clock's step before, silently)."""
+    model = bm.create_model("blt_bl_tiny").eval()
+    seq = torch.randn(model.timesteps + 2, 2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = model.forward_features(seq)
+        ref = model.forward_timesteps(seq, layers=[model.head_layer])
+        assert torch.equal(feats, ref.features[model.head_layer][-1])
+        assert torch.equal(model.forward_head(feats), model(seq))
