@@ -9,6 +9,7 @@ errors answer without importing torch. Failures print one clear line to stderr a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -190,6 +191,18 @@ def _parse_model_args(items: Sequence[str]) -> dict:
     return out
 
 
+def _init_process_group() -> bool:
+    """Under torchrun with several processes: a gloo group, so that the ranks of ``extract``
+    wait for each other and the join (any device: the group only synchronises)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return True
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
@@ -205,6 +218,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         split_model_name_tag(args.model)[1]
     )
     pretrained = args.pretrained or (tagged and args.checkpoint is None) or None
+    # Untrained weights are drawn from --seed: the same in every torchrun process and on a
+    # re-run, so shards join and an interrupted extraction resumes.
+    torch.manual_seed(args.seed)
     model = bm.create_model(
         args.model, pretrained=pretrained, checkpoint_path=args.checkpoint,
         in_chans=args.in_chans, **_parse_model_args(args.model_arg),
@@ -227,17 +243,40 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if layers == ["all"]:
         layers = "all"
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    group = _init_process_group()
     t0 = time.perf_counter()
     res = extract_features(
         model, source, layers=layers, steps=_parse_steps(args.steps), out=args.out,
         batch_size=args.batch_size, device=device, dtype=args.dtype, pool=args.pool,
         num_workers=args.num_workers, progress=not args.no_progress, timesteps=args.timesteps,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
+    if group:
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:  # rank 0 prints the summary of the joined file
+            return 0
     meta = res.metadata
     out = Path(args.out)
-    size = sum(f.stat().st_size for f in out.rglob("*")) if out.is_dir() else out.stat().st_size
+    if meta.get("shard"):  # this rank finished first; the last one writes the join
+        shard = meta["shard"]
+        print(
+            f"rank {shard['rank']} of {shard['world_size']}: images {shard['rows'][0]} .. "
+            f"{shard['rows'][1] - 1} done; {out} is written when every rank is done"
+        )
+        return 0
+    parts = [out, out.with_name(out.name + ".shards")] if meta.get("shards") else [out]
+    size = sum(
+        sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        if p.is_dir()
+        else p.stat().st_size
+        for p in parts
+    )
     rows = [
         ("model", meta["model"]["name"]),
         ("images", f"{res.num_images}" + ("" if meta.get("complete") else " (incomplete)")),
@@ -284,11 +323,19 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
                    help="load the default tag's published weights (a name with a tag, e.g. "
                    "blt_bl_tiny.fashion_mnist, always loads its own)")  # fmt: skip
     p.add_argument("--checkpoint", default=None, help="local weight file")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random initialisation of an untrained model (default 0)")  # fmt: skip
     p.add_argument("--in-chans", type=int, default=None, help="input channels (1 for grayscale)")
     p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. num_layers=4 (repeatable)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace OUT instead of resuming")
+    p.add_argument("--rank", type=int, default=None,
+                   help="this process's share of SOURCE (with --world-size; default: torchrun's "
+                   "RANK, else one process)")  # fmt: skip
+    p.add_argument("--world-size", type=int, default=None,
+                   help="number of processes sharing SOURCE, e.g. a job array's size "
+                   "(default: torchrun's WORLD_SIZE)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_extract)
 

@@ -39,14 +39,17 @@ from ..errors import (
 from .plan import RunPlan, run
 from .pooling import Pooling, parse_pool
 from .result import ExtractedFeatures
+from .shards import join_if_complete, resolve_ranks, shard_path, split_rows
 from .sources import Source, check_fingerprints, list_images
 from .stores import (
+    RESUME_KEYS,
     FileStore,
     LazyFeatures,
     MemoryStore,
     backend_of,
     inspect_output,
     load_features,
+    read_metadata,
     remove_store,
     to_json,
 )
@@ -66,12 +69,6 @@ __all__ = [
     "NoImagesError",
     "OutputMismatchError",
 ]
-
-# Settings that must agree for a file to be resumed or reused.
-_RESUME_KEYS = (
-    "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
-    "pool", "dtype", "data_config", "source", "n_images", "feature_shapes", "stimulus",
-)  # fmt: skip
 
 
 def _model_from_name(name: str) -> ClockedModel:
@@ -111,6 +108,8 @@ def extract_features(
     store_dtype: torch.dtype | str | None = None,
     memory_format: str = "auto",
     stimulus: Any = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> ExtractedFeatures:
     """Run ``model`` on every image of ``source`` and keep ``layers`` at ``steps``.
 
@@ -151,6 +150,16 @@ def extract_features(
             model sees the protocol's ``[T, ...]`` sequence of the image instead of the image at
             every step (noise seeded by the image's position in the source); its ``timesteps``
             sets the clock. Recorded as ``metadata["stimulus"]``; resuming checks it.
+        rank, world_size: split the source across ``world_size`` processes, this one being
+            ``rank``. None (both): taken from an initialised ``torch.distributed`` process group
+            or torchrun's ``RANK`` / ``WORLD_SIZE``, else one process. With several processes
+            ``out`` must be an HDF5 file: each rank writes its rows (whole batches) to
+            ``OUT.shards/rank-R-of-W.h5``, and once every shard is complete ``out`` joins them
+            (HDF5 virtual datasets), equal byte for byte to a one-process run. With a process
+            group every rank waits for the others and returns the joined result; without one,
+            the last rank to finish writes the join and a rank that finishes earlier returns its
+            own rows (``metadata["shard"]``). A result in memory (``out=None``) is never split
+            unless ``rank`` / ``world_size`` are passed, which is then an error.
 
     Returns:
         :class:`ExtractedFeatures`; with ``out``, backed by the file (:class:`LazyFeatures`,
@@ -210,19 +219,94 @@ def extract_features(
         pin_memory=plan.device.type == "cuda",
     )  # fmt: skip
     src.data_config = data_config.get("config")
+    explicit = rank is not None or world_size is not None
+    rank, world_size = resolve_ranks(rank, world_size)
+    if out is None and explicit and world_size > 1:
+        raise InvalidArgumentError(
+            "splitting an extraction across processes needs out= (an .h5 file the ranks write "
+            "their rows to); in memory every process computes the whole result"
+        )
     plan.setup_model()
     try:
+        if out is not None and world_size > 1:
+            assert backend is not None
+            return _extract_across_ranks(
+                plan, src, Path(out), backend, batch_size, overwrite, progress, rank, world_size
+            )
         return _extract(plan, src, out, backend, batch_size, overwrite, progress)
     finally:
         plan.restore_model()
 
 
+def _extract_across_ranks(
+    plan: RunPlan, src: Source, out: Path, backend: str, batch_size: int, overwrite: bool,
+    progress: bool, rank: int, world_size: int,
+) -> ExtractedFeatures:  # fmt: skip
+    """This rank's rows into its shard, then the join (see :mod:`.shards`)."""
+    import torch.distributed as dist
+
+    if backend != "h5":
+        raise InvalidArgumentError(
+            f"extraction across {world_size} processes writes HDF5 shards joined by a virtual "
+            f"dataset: use an out= ending in .h5 (got {str(out)!r})"
+        )
+    if src.n is None or src.loader is not None:
+        src.restrict(0, 0)  # raises: the source cannot be divided up in advance
+    assert src.n is not None
+    plan.probe(src.sample())
+    metadata = plan.metadata(src, batch_size)
+    ranges = split_rows(src.n, batch_size, world_size)
+    start, stop = ranges[rank]
+    mine = shard_path(out, rank, world_size)
+    group = dist.is_available() and dist.is_initialized()
+    result, failure = None, None
+    try:
+        if overwrite:
+            if rank == 0 and inspect_output(out, "h5") != "absent":
+                remove_store(out)  # only ever one of ours (inspect_output refuses the rest)
+        else:
+            _check_existing_join(out, metadata, world_size)
+        if stop > start:
+            shard = {"rank": rank, "world_size": world_size, "rows": [start, stop], "of": out.name}
+            result = _extract(
+                plan, src.restrict(start, stop), mine, "h5", batch_size, overwrite,
+                progress and rank == 0, shard=shard,
+            )  # fmt: skip
+        if not group:  # the last rank to finish joins, checking the other ranks' images
+            join_if_complete(out, metadata, world_size, ranges, _row_check(src, out))
+    except Exception as err:
+        if not group:
+            raise
+        failure = err
+    if group:  # every rank learns whether every shard is done (no rank waits forever)
+        _raise_if_any_failed(failure, rank, world_size)
+        if rank == 0:
+            try:
+                if not join_if_complete(out, metadata, world_size, ranges):
+                    raise ExtractionError(f"joining the shards of {str(out)!r}: one is missing")
+            except Exception as err:
+                failure = err
+        _raise_if_any_failed(failure, rank, world_size)
+    if out.exists():
+        return load_features(out, lazy=True)
+    if result is not None:
+        return result
+    empty = MemoryStore(0, plan.shapes, plan.store_dtype)
+    return ExtractedFeatures(
+        features=empty.features(), steps=torch.tensor(plan.steps, dtype=torch.long),
+        first_step=dict(plan.first_step), image_ids=[],
+        metadata=dict(metadata, shard={"rank": rank, "world_size": world_size, "rows": [0, 0]}),
+    )  # fmt: skip
+
+
 def _extract(
     plan: RunPlan, src: Source, out: str | os.PathLike[str] | None, backend: str | None,
-    batch_size: int, overwrite: bool, progress: bool,
+    batch_size: int, overwrite: bool, progress: bool, shard: dict[str, Any] | None = None,
 ) -> ExtractedFeatures:  # fmt: skip
     plan.probe(src.sample())
     metadata = plan.metadata(src, batch_size)
+    if shard is not None:
+        metadata["shard"] = shard
 
     if out is None:
         mem = MemoryStore(src.n, plan.shapes, plan.store_dtype)
@@ -264,7 +348,7 @@ def _extract(
     try:
         store.open()
         store.start_writing(plan.shapes, batch_size, plan.store_dtype)
-        run(plan, stream, store, start, src.n, progress)
+        run(plan, stream, store, start, src.n, progress, offset=src.offset)
         store.finish()
     finally:
         store.close()
@@ -300,7 +384,7 @@ def _prepare_file(
         existing = store.attrs()
         assert existing is not None
         old = existing["metadata"]
-        differ = [k for k in _RESUME_KEYS if to_json(old.get(k)) != to_json(metadata.get(k))]
+        differ = [k for k in RESUME_KEYS if to_json(old.get(k)) != to_json(metadata.get(k))]
         if differ:
             raise OutputMismatchError(
                 f"{str(path)!r} holds features written with other settings "
@@ -319,3 +403,61 @@ def _prepare_file(
         return (None if existing["complete"] else n_done), (ids, fps)
     finally:
         store.close()
+
+
+def _row_check(src: Source, out: Path) -> Any:
+    """For a join without a process group: other ranks checked their images when they ran,
+    which may be before some changed; check them again where that is cheap (files, tensors)."""
+    if not src.cheap_fingerprints:
+        return None
+
+    def check(row: int, ids: list[str], fps: list[str]) -> None:
+        check_fingerprints(out, ids, fps, src.fingerprints(row, row + len(ids)), row)
+
+    return check
+
+
+def _raise_if_any_failed(failure: BaseException | None, rank: int, world_size: int) -> None:
+    """With a process group: raise on every rank if any rank failed (its own error on the
+    failing rank, a summary elsewhere), so that no rank waits for one that is gone."""
+    import torch.distributed as dist
+
+    messages: list[Any] = [None] * world_size
+    dist.all_gather_object(
+        messages, None if failure is None else f"{type(failure).__name__}: {failure}"
+    )
+    if failure is not None:
+        raise failure
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        r, message = failed[0]
+        raise ExtractionError(f"extraction failed on rank {r} of {world_size}: {message}")
+
+
+def _check_existing_join(out: Path, metadata: dict[str, Any], world_size: int) -> None:
+    """Before a run across processes: refuse what is at ``out`` unless it is a join of the same
+    settings and number of processes (which the run then completes or rewrites)."""
+    state = inspect_output(out, "h5")
+    if state == "absent":
+        return
+    fix = "pass overwrite=True (CLI: --overwrite) to replace it, or choose another output"
+    if state == "broken":
+        raise OutputMismatchError(f"{str(out)!r} is a truncated or corrupt feature file; {fix}")
+    old = read_metadata(out, "h5")
+    differ = [k for k in RESUME_KEYS if to_json(old.get(k)) != to_json(metadata.get(k))]
+    if differ:
+        raise OutputMismatchError(
+            f"{str(out)!r} holds features written with other settings ({', '.join(differ)} "
+            f"differ); {fix}"
+        )
+    written = (old.get("shards") or {}).get("world_size")
+    if written is None:
+        raise OutputMismatchError(
+            f"{str(out)!r} holds this extraction written by one process; read it with "
+            f"load_features, or {fix}"
+        )
+    if written != world_size:
+        raise OutputMismatchError(
+            f"{str(out)!r} was written by {written} processes, and this run has {world_size}: "
+            f"run with {written} processes to resume it, or {fix}"
+        )

@@ -308,8 +308,9 @@ class RunPlan:
 
 
 def run(plan: RunPlan, batches: Iterable[Batch], store: Store, start: int, total: int | None,
-        progress: bool) -> int:  # fmt: skip
-    """Run every batch into ``store``; returns the number of images done."""
+        progress: bool, offset: int = 0) -> int:  # fmt: skip
+    """Run every batch into ``store`` (rows from ``start``; ``offset``: position of the store's
+    first row in the whole source); returns the number of images done."""
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -319,7 +320,7 @@ def run(plan: RunPlan, batches: Iterable[Batch], store: Store, start: int, total
     n_done = start
     try:
         for x, ids, fps in batches:
-            x = plan.prepare(x, n_done)
+            x = plan.prepare(x, offset + n_done)
             rows = store.rows(n_done, len(ids))
             plan.forward(x, rows)
             store.commit(n_done, ids, fps, rows)

@@ -187,6 +187,7 @@ class Source:
         self.n: int | None = None
         self.info: dict[str, Any]
         self.data_config: dict[str, Any] | None = None  # the preprocessing, if ours was built
+        self.offset = 0  # position of the first image in the whole source (see restrict)
 
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             root = Path(source)
@@ -261,6 +262,32 @@ class Source:
             self.ids = [str(i) for i in image_ids]
         if self.ids is not None and self.n is not None and len(self.ids) != self.n:
             raise InvalidArgumentError(f"{len(self.ids)} image ids for {self.n} images")
+
+    def restrict(self, start: int, stop: int) -> Source:
+        """A copy that gives only images ``start .. stop-1`` (one process's rows), keeping their
+        ids and their positions in the whole source (``offset``; stimulus noise is seeded by
+        position)."""
+        import copy
+
+        from torch.utils.data import Subset
+
+        if self.n is None or self.loader is not None:
+            raise InvalidArgumentError(
+                "splitting a source across processes needs its images by index: pass a folder, "
+                "a list of image paths, a Dataset or a tensor (not a DataLoader or an iterable "
+                "dataset, whose batches cannot be divided up in advance)"
+            )
+        part = copy.copy(self)
+        part.ids = self.ids_for(0, self.n)[start:stop]
+        part.n, part.offset = stop - start, self.offset + start
+        if self.tensor is not None:
+            part.tensor = self.tensor[start:stop]
+        if self.paths is not None:
+            part.paths = self.paths[start:stop]
+            part.dataset = ImageFiles(part.paths, self.dataset.transform)
+        elif self.dataset is not None:
+            part.dataset = Subset(self.dataset, range(start, stop))
+        return part
 
     # -- what can be known without running the model
     @property

@@ -50,6 +50,12 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_SUFFIXES = (".zarr",)
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
+# Settings that must agree for a file to be resumed or reused.
+RESUME_KEYS = (
+    "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
+    "pool", "dtype", "data_config", "source", "n_images", "feature_shapes", "stimulus", "shard",
+)  # fmt: skip
+
 
 def backend_of(out: str | os.PathLike[str]) -> str:
     path = Path(out)
@@ -431,6 +437,18 @@ def _open_read(path: Path, backend: str) -> Any:
     return zarr.open_group(str(path), mode="r")
 
 
+def read_metadata(path: Path, backend: str) -> dict[str, Any]:
+    """The ``metadata`` attribute of a feature store (JSON), read without opening it for
+    writing."""
+    root = _open_read(path, backend)
+    try:
+        meta = root.attrs["metadata"]
+        return json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+    finally:
+        if backend == "h5":
+            root.close()
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -584,6 +602,10 @@ def load_features(
         attrs = root.attrs
         meta = attrs["metadata"]
         metadata = json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+        if metadata.get("shards"):  # a join of per-process shards: are they all still there?
+            from .shards import check_shards
+
+            check_shards(path, root, metadata)
         n = int(attrs.get("n_done", 0))
         metadata["n_done"], metadata["complete"] = n, bool(attrs.get("complete", False))
         names = metadata["layers"] if layers is None else _names(layers, metadata["layers"])

@@ -1,0 +1,232 @@
+"""Extraction across processes: each rank writes its rows of the source to a shard (an ordinary
+feature file of its own), and one small HDF5 file joins the shards with virtual datasets, so that
+:func:`load_features` and plain ``h5py`` read them as one array.
+
+For ``out="feats.h5"`` and 4 processes::
+
+    feats.h5                                   the joined file (written once every shard is done)
+    feats.h5.shards/rank-00000-of-00004.h5     rows of rank 0 ...
+    feats.h5.shards/rank-00003-of-00004.h5     ... rows of rank 3
+
+Ranks split the source at multiples of ``batch_size``, so every batch holds the same images as in
+a one-process run and the arrays are the same, byte for byte. A rank that dies leaves the other
+shards complete; running the same command again resumes each shard after its last complete batch
+and writes the join. Reading a joined file checks that every shard is present, complete, written
+with the same settings and holds the images the join lists: HDF5 itself would silently read
+zeros for a missing shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from ..errors import InvalidArgumentError, OutputMismatchError
+
+__all__ = ["resolve_ranks", "split_rows", "shard_path", "join_if_complete", "check_shards"]
+
+# Settings a shard must share with its join (``n_images`` and ``source`` differ by design).
+SHARED_KEYS = (
+    "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
+    "pool", "dtype", "data_config", "feature_shapes", "stimulus",
+)  # fmt: skip
+
+
+def resolve_ranks(rank: Any, world_size: Any) -> tuple[int, int]:
+    """``(rank, world_size)``: as given, else from an initialised ``torch.distributed`` process
+    group, else from torchrun's ``RANK`` / ``WORLD_SIZE`` environment, else ``(0, 1)``."""
+    if rank is None and world_size is None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        env_rank, env_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+        if env_rank is None or env_world is None:
+            return 0, 1
+        try:
+            rank, world_size = int(env_rank), int(env_world)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"the environment's RANK={env_rank!r} / WORLD_SIZE={env_world!r} are not integers"
+            ) from None
+    if rank is None or world_size is None:
+        raise InvalidArgumentError("pass both rank and world_size (or neither)")
+    for value, what in ((rank, "rank"), (world_size, "world_size")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidArgumentError(f"{what} must be an integer; got {value!r}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InvalidArgumentError(
+            f"rank must be in 0 .. world_size-1 and world_size >= 1; got rank={rank}, "
+            f"world_size={world_size}"
+        )
+    return int(rank), int(world_size)
+
+
+def split_rows(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
+    """Rows ``[start, stop)`` of every rank: contiguous runs of whole batches, as even as
+    possible (a rank gets no rows when there are fewer batches than ranks)."""
+    n_batches = -(-n // batch_size)
+    bounds = [min(r * n_batches // world_size * batch_size, n) for r in range(world_size + 1)]
+    return [(bounds[r], bounds[r + 1]) for r in range(world_size)]
+
+
+def shard_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".shards")
+
+
+def shard_path(out: Path, rank: int, world_size: int) -> Path:
+    return shard_dir(out) / f"rank-{rank:05d}-of-{world_size:05d}.h5"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_meta(f: Any) -> dict[str, Any]:
+    meta = f.attrs["metadata"]
+    return json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+
+
+def _shard_state(path: Path, metadata: dict[str, Any], rows: tuple[int, int]) -> str | None:
+    """None if the shard at ``path`` is complete and belongs to this join, else why not.
+
+    Raises :class:`OutputMismatchError` for a shard that cannot become part of the join by
+    waiting (other settings or rows): e.g. ranks that built their models with different random
+    weights.
+    """
+    h5py = require("h5py", "joining HDF5 feature shards")
+    if not path.is_file():
+        return "missing"
+    try:
+        with h5py.File(path, "r") as f:
+            meta = _read_meta(f)
+            n_done, complete = int(f.attrs.get("n_done", 0)), bool(f.attrs.get("complete", False))
+    except BlockingIOError:
+        return "still being written by another process"
+    except (OSError, KeyError, ValueError):
+        return "unreadable"
+    differ = [k for k in SHARED_KEYS if _json(meta.get(k)) != _json(metadata.get(k))]
+    got = (meta.get("shard") or {}).get("rows")
+    if differ or got != list(rows):
+        why = (
+            f"was written with other settings ({', '.join(differ)} differ)"
+            if differ
+            else f"holds images {got}, not {list(rows)}"
+        )
+        hint = (
+            "; every process must hold the same weights (seed the random initialisation the "
+            "same in every process, e.g. torch.manual_seed(0), or load trained weights)"
+            if "weights_sha256" in differ
+            else ""
+        )
+        raise OutputMismatchError(
+            f"the shard {str(path)!r} {why}, so it cannot be joined with this process's "
+            f"rows{hint}. Run every process with the same settings, or pass overwrite=True "
+            "(CLI: --overwrite) to replace the shards"
+        )
+    if not complete or n_done != rows[1] - rows[0]:
+        return f"incomplete ({n_done} of {rows[1] - rows[0]} images)"
+    return None
+
+
+def join_if_complete(
+    out: Path, metadata: dict[str, Any], world_size: int, ranges: list[tuple[int, int]],
+    check: Callable[[int, list[str], list[str]], None] | None = None,
+) -> bool:  # fmt: skip
+    """Write the joined file at ``out`` if every shard is complete; returns whether it did
+    (False: a shard is still missing or being written). A complete shard of other settings
+    raises :class:`OutputMismatchError`; so does ``check(first_row, ids, fingerprints)``, called
+    with every shard's rows, for images that changed since the shard was written.
+
+    Written to a temporary name and renamed, so a reader (or a second rank joining at the same
+    moment) never sees half a file.
+    """
+    h5py = require("h5py", "joining HDF5 feature shards")
+    parts = [(r, rows) for r, rows in enumerate(ranges) if rows[1] > rows[0]]
+    for r, rows in parts:
+        if _shard_state(shard_path(out, r, world_size), metadata, rows) is not None:
+            return False
+    n = ranges[-1][1]
+    files = [
+        {
+            "rank": r,
+            "rows": list(rows),
+            "path": shard_path(out, r, world_size).relative_to(out.parent).as_posix(),
+        }
+        for r, rows in parts
+    ]
+    joined = dict(metadata, shards={"world_size": world_size, "files": files})
+    tmp = out.with_name(f".{out.name}.join-{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["metadata"] = json.dumps(joined)  # first: whose file it is (inspect_output)
+            f.attrs["n_done"], f.attrs["complete"] = n, False
+            ids: list[Any] = []
+            fps: list[Any] = []
+            for r, rows in parts:
+                with h5py.File(shard_path(out, r, world_size), "r") as s:
+                    shard_ids = [_str(v) for v in s["image_ids"][: rows[1] - rows[0]]]
+                    shard_fps = [_str(v) for v in s["fingerprints"][: rows[1] - rows[0]]]
+                    if check is not None:
+                        check(rows[0], shard_ids, shard_fps)
+                    ids += shard_ids
+                    fps += shard_fps
+                    if r == parts[0][0]:
+                        steps = s["steps"][:]
+                        specs = {
+                            name: (s[f"features/{name}"].dtype, s[f"features/{name}"].shape[1:])
+                            for name in metadata["layers"]
+                        }
+            for name, (dtype, shape) in specs.items():
+                layout = h5py.VirtualLayout(shape=(n, *shape), dtype=dtype)
+                for (_, (a, b)), info in zip(parts, files, strict=True):
+                    layout[a:b] = h5py.VirtualSource(
+                        info["path"], f"features/{name}", shape=(b - a, *shape)
+                    )
+                ds = f.create_virtual_dataset(f"features/{name}", layout, fillvalue=0)
+                ds.attrs["first_step"] = metadata["first_step"][name]
+            for key, values in (("image_ids", ids), ("fingerprints", fps)):
+                f.create_dataset(key, data=np.asarray(values, dtype=object),
+                                 dtype=h5py.string_dtype())  # fmt: skip
+            f.create_dataset("steps", data=steps)
+            f.attrs["complete"] = True
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def check_shards(out: Path, root: Any, metadata: dict[str, Any]) -> None:
+    """Refuse a joined file whose shards are missing, incomplete, of other settings, or hold
+    other images than the join lists (``root``: the joined file, open)."""
+    shards = metadata["shards"]
+    fps = root["fingerprints"]
+    h5py = require("h5py", "reading HDF5 feature shards")
+    for info in shards["files"]:
+        rows = tuple(info["rows"])
+        path = out.parent / info["path"]
+        try:
+            why = _shard_state(path, metadata, rows)  # type: ignore[arg-type]
+        except OutputMismatchError as err:
+            why = f"not part of it ({err})"
+        if why is None:
+            with h5py.File(path, "r") as s:
+                if list(s["fingerprints"][: rows[1] - rows[0]]) != list(fps[rows[0] : rows[1]]):
+                    why = "holds other images than the joined file lists"
+        if why is not None:
+            raise OutputMismatchError(
+                f"{str(out)!r} joins {len(shards['files'])} shard files, and the one of rank "
+                f"{info['rank']} ({str(path)!r}, images {rows[0]} .. {rows[1] - 1}) is {why}; "
+                "keep the .shards folder next to the joined file (move them together), or run "
+                "the extraction again to complete it"
+            )
