@@ -252,6 +252,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=device, dtype=args.dtype, pool=args.pool,
         num_workers=args.num_workers, progress=not args.no_progress, timesteps=args.timesteps,
         overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
+        compile=args.compile,
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
     if group:
@@ -330,6 +331,9 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. num_layers=4 (repeatable)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace OUT instead of resuming")
+    p.add_argument("--compile", action="store_true",
+                   help="run the clock through torch.compile (minutes to compile; pays on long "
+                   "runs and GPUs)")  # fmt: skip
     p.add_argument("--rank", type=int, default=None,
                    help="this process's share of SOURCE (with --world-size; default: torchrun's "
                    "RANK, else one process)")  # fmt: skip

@@ -51,6 +51,30 @@ def parse_dtype(value: Any, what: str = "dtype") -> torch.dtype | None:
     )
 
 
+def parse_compile(value: Any) -> dict[str, Any] | None:
+    """``compile=`` of :func:`extract_features`: False (eager), True (``torch.compile`` with
+    ``dynamic=False``) or a dict of ``torch.compile`` arguments (e.g. ``{"mode":
+    "reduce-overhead"}`` for CUDA graphs on a GPU)."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {"dynamic": False}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        import inspect
+
+        known = set(inspect.signature(torch.compile).parameters) - {"model"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise InvalidArgumentError(
+                f"compile: torch.compile has no argument {', '.join(map(repr, unknown))} "
+                f"(it takes {', '.join(sorted(known))})"
+            )
+        return {"dynamic": False, **value}
+    raise InvalidArgumentError(
+        f"compile must be True, False or a dict of torch.compile arguments; got {value!r}"
+    )
+
+
 def weights_sha256(model: nn.Module) -> str:
     """SHA-256 of ``safetensors.torch.save(model.state_dict())``: the tensors actually used.
 
@@ -144,11 +168,14 @@ class RunPlan:
     input_size: tuple[int, int] | None = None
     stimulus: Any = None  # a blt_models.stimuli protocol, or None: the image at every step
     restore_format: torch.memory_format | None = None  # the caller's layout, if changed
+    compile_options: dict[str, Any] | None = None  # torch.compile arguments, None: eager
+    forward_fn: Any = None  # model.forward_timesteps, compiled or not (setup_model)
 
     @classmethod
     def build(
         cls, model: ClockedModel, layers: Any, steps: Any, timesteps: int | None, pool: Any,
         device: Any, dtype: Any, store_dtype: Any, memory_format: str, stimulus: Any = None,
+        compile: Any = False,
     ) -> RunPlan:  # fmt: skip
         canon = model.resolve_layers("all" if layers is None else layers)
         if stimulus is not None:  # the protocol sets the clock (and must fit the model)
@@ -169,6 +196,7 @@ class RunPlan:
             )
         except (RuntimeError, TypeError) as err:
             raise InvalidArgumentError(f"device {device!r}: {err}") from None
+        compile_options = parse_compile(compile)
         model_dtype = param.dtype if param is not None else torch.float32
         compute = parse_dtype(dtype) or model_dtype
         stored = parse_dtype(store_dtype, "store_dtype") or compute
@@ -186,6 +214,7 @@ class RunPlan:
             compute_dtype=compute, store_dtype=stored,
             memory_format=torch.channels_last if use_cl else torch.contiguous_format,
             first_step={name: int(first[name]) for name in canon}, stimulus=stimulus,
+            compile_options=compile_options,
         )  # fmt: skip
 
     # -- setup
@@ -202,6 +231,11 @@ class RunPlan:
         if self.memory_format is torch.channels_last and not _is_channels_last(self.model):
             self.restore_format = torch.contiguous_format
             self.model.to(memory_format=torch.channels_last)
+        self.forward_fn = self.model.forward_timesteps
+        if self.compile_options is not None:
+            # One graph for the whole clock (no graph breaks, tested); a fixed batch size keeps it
+            # to two compilations (full batches and the last one).
+            self.forward_fn = torch.compile(self.model.forward_timesteps, **self.compile_options)
 
     def restore_model(self) -> None:
         """Undo the layout change of :meth:`setup_model` (the caller's model keeps its own)."""
@@ -261,6 +295,7 @@ class RunPlan:
                 "dims": {k: _dims(v, random) for k, v in self.shapes.items()},
                 "library": {"blt_models": __version__, "torch": torch.__version__},
                 "stimulus": None if self.stimulus is None else self.stimulus.to_dict(),
+                "compile": self.compile_options,  # informational: results equal to float rounding
             }
         )
 
@@ -296,7 +331,7 @@ class RunPlan:
         buffers = rows if direct else None
         grad = torch.no_grad() if self.autocast else torch.inference_mode()
         with grad, torch.autocast(self.device.type, self.compute_dtype, enabled=self.autocast):
-            res = self.model.forward_timesteps(
+            res = self.forward_fn(
                 x, timesteps=self.timesteps, layers=self.layers, steps=self.steps,
                 buffers=buffers,
             )  # fmt: skip
