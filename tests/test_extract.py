@@ -92,6 +92,28 @@ def test_tensor_source_equals_forward_timesteps(model, images):
     assert res.active("layer2").tolist() == [False, False, True, True, True]
 
 
+def test_in_memory_maps_are_stored_channels_last_on_cpu(model, images):
+    """The CPU default writes each layer's channels-last output into its rows as they are: the
+    same shape and values as NCHW storage, only the memory order differs."""
+    cl = extract_features(model, images, layers="all", batch_size=3, progress=False)
+    nchw = extract_features(model, images, layers="all", batch_size=3, progress=False,
+                            memory_format="contiguous")  # fmt: skip
+    for name in model.layer_names:
+        t = cl[name]  # [N, S, C, H, W] over N, S, H, W, C memory
+        assert t.shape == nchw[name].shape
+        assert t.is_contiguous() == (t.shape[-1] * t.shape[-2] == 1)  # 1x1 maps: the same
+        assert t.permute(0, 1, 3, 4, 2).is_contiguous()
+        torch.testing.assert_close(t, nchw[name], rtol=1e-5, atol=1e-5)
+        # what analyses do with it: flattening follows C, H, W order like NCHW storage
+        torch.testing.assert_close(t.reshape(len(t), -1), nchw[name].reshape(len(t), -1),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    # pooled features and a DataLoader of unknown length keep plain layouts / same values
+    avg = extract_features(model, images, layers=["layer0"], pool="avg", progress=False)
+    assert avg["layer0"].is_contiguous()
+    torch.testing.assert_close(avg["layer0"], nchw["layer0"].mean((-2, -1)), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+
+
 def test_folder_source_uses_model_preprocessing(model, folder):
     res = extract_features(
         model, folder, layers=["output_3", "layer1"], steps=[-1, 1], progress=False

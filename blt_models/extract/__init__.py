@@ -315,7 +315,7 @@ def _extract(
         metadata["shard"] = shard
 
     if out is None:
-        mem = MemoryStore(src.n, plan.shapes, plan.store_dtype)
+        mem = MemoryStore(src.n, plan.shapes, plan.store_dtype, plan.writes_channels_last)
         run(plan, src.batches(0), mem, 0, src.n, progress)
         if not mem.ids:
             raise NoImagesError("the source yielded no images")

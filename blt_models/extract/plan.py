@@ -219,6 +219,15 @@ class RunPlan:
 
     # -- setup
     @property
+    def writes_channels_last(self) -> bool:
+        """Whether layers write straight into channels-last result rows (see MemoryStore)."""
+        return (
+            self.memory_format is torch.channels_last
+            and self.pooler.identity
+            and self.device.type == "cpu"
+        )
+
+    @property
     def autocast(self) -> bool:
         return self.compute_dtype in _AUTOCAST
 

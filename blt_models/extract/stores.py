@@ -197,19 +197,35 @@ class Store:
 
 
 class MemoryStore(Store):
-    """Result tensors ``[N, S, ...]`` preallocated once; a batch's features land in its rows."""
+    """Result tensors ``[N, S, ...]`` preallocated once; a batch's features land in its rows.
 
-    def __init__(self, n: int | None, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype):
+    With ``channels_last``, unpooled maps ``[N, S, C, H, W]`` are stored channels-last (memory
+    ordered ``N, S, H, W, C``): the layout the convolutions produce on CPU, so that writing a
+    layer's output into its slot is a plain copy instead of a transposition (about a tenth of
+    the extraction time at 224 px). Shapes and values are the same either way.
+    """
+
+    def __init__(
+        self, n: int | None, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
+        channels_last: bool = False,
+    ) -> None:  # fmt: skip
         self.n, self.shapes, self.dtype = n, shapes, dtype
+        self.channels_last = channels_last
         self.arrays: dict[str, Tensor] = {}
         self.parts: dict[str, list[Tensor]] = {name: [] for name in shapes}
         if n is not None:
-            self.arrays = {k: torch.empty((n, *s), dtype=dtype) for k, s in shapes.items()}
+            self.arrays = {k: self._empty(n, s) for k, s in shapes.items()}
         self.ids: list[str] = []
+
+    def _empty(self, n: int, shape: tuple[int, ...]) -> Tensor:
+        if self.channels_last and len(shape) == 4:  # [S, C, H, W] maps
+            S, C, H, W = shape
+            return torch.empty((n, S, H, W, C), dtype=self.dtype).permute(0, 1, 4, 2, 3)
+        return torch.empty((n, *shape), dtype=self.dtype)
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
         if self.n is None:  # unknown length (an iterable dataset): one tensor per batch
-            return {k: torch.empty((b, *s), dtype=self.dtype) for k, s in self.shapes.items()}
+            return {k: self._empty(b, s) for k, s in self.shapes.items()}
         return {k: a[start : start + b] for k, a in self.arrays.items()}
 
     def commit(
