@@ -178,6 +178,20 @@ def remove_store(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ writers
+_NUMPY_TWIN = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
+               torch.bfloat16: np.int16}  # fmt: skip
+
+
+def empty_cpu(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """``torch.empty(shape, dtype=dtype)`` in memory that numpy allocates: numpy asks Linux for
+    transparent huge pages on large arrays (``madvise``), so the first write of a result costs
+    one page fault per 2 MiB instead of per 4 KiB (2-3x faster to fill here)."""
+    twin = _NUMPY_TWIN.get(dtype)
+    if twin is None:
+        return torch.empty(tuple(shape), dtype=dtype)
+    return torch.from_numpy(np.empty(tuple(shape), dtype=twin)).view(dtype)
+
+
 class Store:
     """The writer interface of the run: rows to fill, then a commit per batch."""
 
@@ -220,8 +234,8 @@ class MemoryStore(Store):
     def _empty(self, n: int, shape: tuple[int, ...]) -> Tensor:
         if self.channels_last and len(shape) == 4:  # [S, C, H, W] maps
             S, C, H, W = shape
-            return torch.empty((n, S, H, W, C), dtype=self.dtype).permute(0, 1, 4, 2, 3)
-        return torch.empty((n, *shape), dtype=self.dtype)
+            return empty_cpu((n, S, H, W, C), self.dtype).permute(0, 1, 4, 2, 3)
+        return empty_cpu((n, *shape), self.dtype)
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
         if self.n is None:  # unknown length (an iterable dataset): one tensor per batch
@@ -385,7 +399,7 @@ class FileStore(Store):
         self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype: torch.dtype
     ) -> None:
         self.np_dtype = np.dtype(str(dtype).replace("torch.", ""))
-        self.buffers = {k: torch.empty((batch_size, *s), dtype=dtype) for k, s in shapes.items()}
+        self.buffers = {k: empty_cpu((batch_size, *s), dtype) for k, s in shapes.items()}
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
         return {k: v[:b] for k, v in self.buffers.items()}
