@@ -26,6 +26,7 @@ the extracted last layer at the last step) against the fp32 reference's (<= 1e-2
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -67,6 +68,8 @@ def main() -> None:
     T, B = args.timesteps, args.batch
     x = torch.randn(B, 3, args.size, args.size)
     L = model.num_layers
+    print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')} "
+          "(transparent huge pages for torch's CPU tensors; the CLI sets 1)")  # fmt: skip
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}; {args.model} ({L} layers), batch {B}, "
           f"{args.size} px, T={T}, every layer at every step; medians of {args.repeats} "
@@ -173,6 +176,22 @@ def main() -> None:
         gflops = flops[name] / med[name]
         print(f"{name:<30} {rate:7.2f} {flops[name] / B:9.2f} {gflops:8.0f} "
               f"{100 * gflops / peaks[dt]:6.0f}% {med[ref] / med[name]:6.2f}")  # fmt: skip
+    # Where the time goes: the convolutions' own rate at BLT's shapes is the bound of a run that
+    # keeps every layer at every step (everything else is one pass over memory per op).
+    print("\nprofile (one run each): share of time per op; the convolutions' own GFLOP/s")
+    for name in ("reference loop fp32 (hooks)", "extract_features fp32", "extract_features bf16"):
+        dt, fn = cases[name]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        rows = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+        total = sum(rows.values())
+        conv = sum(v for k, v in rows.items() if "convolution" in k and k.startswith("aten::mkldnn"))
+        conv_gflops = flops[name] / (conv / 1e6) if conv else float("nan")
+        top = sorted(rows.items(), key=lambda kv: -kv[1])[:6]
+        shares = ", ".join(f"{k.replace('aten::', '')} {100 * v / total:.0f}%" for k, v in top)
+        print(f"  {name:<28} {shares}")
+        print(f"  {'':<28} convolutions alone: {conv_gflops:.0f} GFLOP/s = "
+              f"{100 * conv_gflops / peaks[dt]:.0f}% of the {dt} peak (the bound of this run)")  # fmt: skip
     print(
         f"\nchecks: fp32 features vs reference, max relative error over layers {err32:.2e} "
         f"(target < 1e-5); bf16 last readout vs fp32 reference {err16:.2e} (target <= 1e-2)"

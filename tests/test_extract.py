@@ -114,6 +114,26 @@ def test_in_memory_maps_are_stored_channels_last_on_cpu(model, images):
                                atol=1e-6)  # fmt: skip
 
 
+def test_channels_last_runs_without_converting_the_model(model, images):
+    """oneDNN follows the input's layout: a channels-last input through the caller's NCHW model
+    gives bit for bit what a channels-last copy of the model gives, and the caller's weights are
+    neither copied nor converted; also for a grayscale input, which is NCHW and channels-last
+    at once (it must still get channels-last strides)."""
+    import copy
+
+    before = {n: p.data_ptr() for n, p in model.named_parameters()}
+    assert model.conv_input.in_channels == 1
+    res = extract_features(model, images, layers="all", batch_size=len(images), progress=False)
+    assert {n: p.data_ptr() for n, p in model.named_parameters()} == before
+    assert all(p.is_contiguous() for p in model.parameters())
+    converted = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = images.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = converted.forward_timesteps(x, layers="all")
+    for name in model.layer_names:
+        assert torch.equal(res[name], ref.features[name].transpose(0, 1)), name
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_result_memory_from_numpy_behaves_like_torch_empty(dtype):
     from blt_models.extract.stores import empty_cpu

@@ -136,15 +136,6 @@ def _dims(shape: Sequence[int], random: bool) -> list[str]:
     return ["image", "step", *(rest or [f"dim{i}" for i in range(2, len(shape) + 1)])]
 
 
-def _is_channels_last(model: nn.Module) -> bool:
-    weight = next((p for p in model.parameters() if p.ndim == 4), None)
-    return (
-        weight is not None
-        and weight.is_contiguous(memory_format=torch.channels_last)
-        and (not weight.is_contiguous())
-    )
-
-
 def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -167,7 +158,6 @@ class RunPlan:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # stored per image
     input_size: tuple[int, int] | None = None
     stimulus: Any = None  # a blt_models.stimuli protocol, or None: the image at every step
-    restore_format: torch.memory_format | None = None  # the caller's layout, if changed
     compile_options: dict[str, Any] | None = None  # torch.compile arguments, None: eager
     forward_fn: Any = None  # model.forward_timesteps, compiled or not (setup_model)
 
@@ -232,25 +222,21 @@ class RunPlan:
         return self.compute_dtype in _AUTOCAST
 
     def setup_model(self) -> None:
-        """Eval mode, device, weights dtype (fp32 weights under 16-bit autocast), layout."""
+        """Eval mode, device, weights dtype (fp32 weights under 16-bit autocast).
+
+        The layout is set by the inputs alone (:meth:`prepare`): oneDNN runs a convolution
+        channels-last when its input has channels-last strides, whatever the weights' layout (it
+        reorders the weights into its own blocked format on every call either way), with
+        bit-identical results. So the caller's model is never converted or copied.
+        """
         self.model.eval()
         weights = torch.float32 if self.autocast else self.compute_dtype
         self.model.to(device=self.device, dtype=weights)
-        self.restore_format = None
-        if self.memory_format is torch.channels_last and not _is_channels_last(self.model):
-            self.restore_format = torch.contiguous_format
-            self.model.to(memory_format=torch.channels_last)
         self.forward_fn = self.model.forward_timesteps
         if self.compile_options is not None:
             # One graph for the whole clock (no graph breaks, tested); a fixed batch size keeps it
             # to two compilations (full batches and the last one).
             self.forward_fn = torch.compile(self.model.forward_timesteps, **self.compile_options)
-
-    def restore_model(self) -> None:
-        """Undo the layout change of :meth:`setup_model` (the caller's model keeps its own)."""
-        if self.restore_format is not None:
-            self.model.to(memory_format=self.restore_format)
-            self.restore_format = None
 
     def probe(self, sample: Tensor) -> None:
         """Map and stored shapes of every layer for inputs of the sample's size."""
@@ -327,11 +313,17 @@ class RunPlan:
         dtype = torch.float32 if self.autocast else self.compute_dtype
         x = x.to(device=self.device, dtype=dtype, non_blocking=True)
         if self.memory_format is torch.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+            # .to restrides even a one-channel batch, which is NCHW-contiguous and channels-last
+            # at once (.contiguous would keep NCHW strides, and PyTorch would then run NCHW)
+            x = x.to(memory_format=torch.channels_last)
         if self.stimulus is not None:  # [B, ...] -> the protocol's [T, B, ...] sequence
             from ..stimuli import apply_to_batch
 
             x = apply_to_batch(self.stimulus, x, start)
+            if self.memory_format is torch.channels_last:  # every frame [B, C, H, W] channels-last
+                T, B, C, H, W = x.shape
+                strides = (B * H * W * C, H * W * C, 1, W * C, C)  # explicit, also for C = 1
+                x = torch.empty_strided(x.shape, strides, dtype=x.dtype, device=x.device).copy_(x)
         return x
 
     def forward(self, x: Tensor, rows: dict[str, Tensor]) -> None:
