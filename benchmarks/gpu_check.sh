@@ -3,7 +3,8 @@
 # the inference benchmark (img/s and TFLOP/s of blt_bl and blt_blt at batch 64 and 256, 224 px,
 # T=10: the reference loop fp32, blt-models fp32 / bf16 / compiled / CUDA graphs, and a cuDNN
 # conv peak measured in the same run), the extraction benchmark, the training-step benchmark and
-# a one-process nccl smoke test of the training recipe. Sized to finish in ~8 minutes on an H200
+# extraction across 2 processes (torchrun) against one, and a one-process nccl smoke test of
+# the training recipe. Sized to finish in ~8 minutes on an H200
 # (the stage limits add up to 9 minutes at most); every stage has its own time limit, and a stage
 # that fails or times out does not stop the rest (its log keeps the rows it printed).
 #
@@ -45,6 +46,7 @@ if [[ $DRY == 1 ]]; then
     TRAIN_ARGS=(--img-size 32 --batch-size 2 --num-layers 4 --timesteps 5 --rounds 1 --steps 1
         --threads 1 --skip-memory)
     EXTRACT_ARGS=(--num-layers 4 --img-size 32 --batch-size 4 --batches 1 --repeats 1)
+    RANKS_ARGS=(--images 8 --size 32 --batch-size 2 --timesteps 5 --num-layers 4 --threads 2)
     SMOKE_DEVICE=cpu
     LIMIT_SCALE=${LIMIT_SCALE:-8}  # a shared 2-core CPU, not an H200
 else
@@ -53,6 +55,7 @@ else
     TP_SETTINGS=(ref-fp32 fp32 bf16 compiled cudagraphs)
     TRAIN_ARGS=(--batch-size 64 --rounds 3 --steps 2)
     EXTRACT_ARGS=(--num-layers 6 --img-size 224 --batch-size 16 --batches 2 --repeats 1)
+    RANKS_ARGS=(--images 512 --size 224 --batch-size 64 --timesteps 10 --nproc 2)
     SMOKE_DEVICE=cuda
     LIMIT_SCALE=${LIMIT_SCALE:-1}
 fi
@@ -122,6 +125,10 @@ stage train_step 60 "$PY" benchmarks/train_step_benchmark.py --device "$DEVICE" 
 # ----------------------------------------------------------------------------- extraction
 # extract_benchmark.py writes HDF5; the zarr output path arrives with the extraction package.
 stage extraction 30 "$PY" benchmarks/extract_benchmark.py --device "$DEVICE" --skip-memory "${EXTRACT_ARGS[@]}"
+
+# ----------------------------------------------------------------------------- across processes
+# torchrun with 2 ranks sharing the GPU against one process: time, and byte-identical arrays.
+stage extract_ranks 60 "$PY" benchmarks/extract_ranks.py --device "$DEVICE" "${RANKS_ARGS[@]}"
 
 # ----------------------------------------------------------------------------- recipe smoke
 # One process through torchrun: init_process_group (nccl on CUDA, gloo on CPU), a few steps with
