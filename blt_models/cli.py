@@ -191,18 +191,6 @@ def _parse_model_args(items: Sequence[str]) -> dict:
     return out
 
 
-def _init_process_group() -> bool:
-    """Under torchrun with several processes: a gloo group, so that the ranks of ``extract``
-    wait for each other and the join (any device: the group only synchronises)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
-        return False
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return True
-
-
 def _cmd_extract(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
@@ -250,7 +238,6 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    group = _init_process_group()
     t0 = time.perf_counter()
     res = extract_features(
         model, source, layers=layers, steps=_parse_steps(args.steps), out=args.out,
@@ -260,22 +247,19 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         compile=args.compile,
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
-    if group:
-        import torch.distributed as dist
-
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank != 0:  # rank 0 prints the summary of the joined file
-            return 0
     meta = res.metadata
     out = Path(args.out)
     if meta.get("shard"):  # this rank finished first; the last one writes the join
         shard = meta["shard"]
+        rows = shard["rows"]
+        done = f"images {rows[0]} .. {rows[1] - 1} done" if rows[1] > rows[0] else "no images"
         print(
-            f"rank {shard['rank']} of {shard['world_size']}: images {shard['rows'][0]} .. "
-            f"{shard['rows'][1] - 1} done; {out} is written when every rank is done"
+            f"rank {shard['rank']} of {shard['world_size']}: {done}; {out} is written when "
+            "every rank is done"
         )
         return 0
+    if args.rank is None and os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun every rank has the joined result; rank 0 reports it
     parts = [out, out.with_name(out.name + ".shards")] if meta.get("shards") else [out]
     size = sum(
         sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

@@ -293,3 +293,113 @@ def test_torchrun_two_gloo_processes_cli(tmp_path: Path) -> None:
 
 def test_explicit_error_type_hierarchy() -> None:
     assert issubclass(OutputMismatchError, ExtractionError)
+
+
+# ------------------------------------------------------------------ found by review (issue 17)
+def test_ranks_with_other_dtypes_or_preprocessing_are_refused(model, images, tmp_path) -> None:
+    """Settings that change the features but not the file layout: the compute dtype, and a custom
+    transform (recorded through the first image as the model sees it)."""
+    out = tmp_path / "feats.h5"
+    kw = dict(out=out, batch_size=2, progress=False, world_size=2)
+    extract_features(model, images, rank=0, dtype=torch.bfloat16, store_dtype="float32", **kw)
+    with pytest.raises(OutputMismatchError, match="compute_dtype"):
+        extract_features(model, images, rank=1, **kw)
+
+    folder = tmp_path / "stimuli"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(SAMPLES / f"test0000{i}.png", folder / f"img{i}.png")
+    import torchvision.transforms as T
+
+    plain = T.Compose([T.Grayscale(), T.Resize(32), T.ToTensor()])
+    normed = T.Compose([*plain.transforms, T.Normalize([0.5], [0.5])])
+    out2 = tmp_path / "pre.h5"
+    extract_features(model, folder, out=out2, batch_size=2, progress=False, rank=0,
+                     world_size=2, transform=plain)  # fmt: skip
+    with pytest.raises(OutputMismatchError, match="first_input: the first image as the model"):
+        extract_features(model, folder, out=out2, batch_size=2, progress=False, rank=1,
+                         world_size=2, transform=normed)  # fmt: skip
+    # one process: resuming or reusing with another transform is refused the same way
+    one = tmp_path / "one.h5"
+    extract_features(model, folder, out=one, progress=False, transform=plain)
+    with pytest.raises(OutputMismatchError, match="first_input"):
+        extract_features(model, folder, out=one, progress=False, transform=normed)
+
+
+def test_lazy_reads_refuse_moved_shards_and_follow_the_file(model, images, tmp_path,
+                                                           monkeypatch) -> None:  # fmt: skip
+    out = tmp_path / "a" / "feats.h5"
+    run_ranks(model, images, out, 2)
+    ref = load_features(out).features["layer1"]
+    monkeypatch.chdir(tmp_path / "a")
+    lazy = load_features("feats.h5", lazy=True).features["layer1"]
+    other = tmp_path / "b"
+    other.mkdir()
+    monkeypatch.chdir(other)  # another feats.h5 here must not be read instead
+    extract_features(model, images[:4] * 0, out=other / "feats.h5", progress=False)
+    assert torch.equal(lazy[8:11], ref[8:11])
+    (tmp_path / "a" / "feats.h5.shards").rename(tmp_path / "a" / "moved")
+    with pytest.raises(OutputMismatchError, match="changed since"):
+        lazy[8:11]  # HDF5 alone would give zeros here
+
+
+def test_a_symlink_to_a_join_reads_its_shards(model, images, tmp_path) -> None:
+    out = tmp_path / "a" / "feats.h5"
+    run_ranks(model, images, out, 2)
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.h5"
+    link.symlink_to(out)
+    assert torch.equal(
+        load_features(link).features["layer0"], load_features(out).features["layer0"]
+    )
+
+
+def test_overwrite_one_rank_at_a_time(model, images, tmp_path) -> None:
+    """A job array re-run with new settings and overwrite: the first rank to finish waits for
+    the others instead of failing on their old shards; the last one joins."""
+    out = tmp_path / "feats.h5"
+    run_ranks(model, images, out, 2)
+    kw = dict(out=out, batch_size=2, progress=False, world_size=2, overwrite=True, pool="avg")
+    first = extract_features(model, images, rank=1, **kw)
+    assert first.metadata["shard"]["rank"] == 1 and not out.exists()
+    joined = extract_features(model, images, rank=0, **kw)
+    assert joined.metadata["pool"]["kind"] == "avg" and joined.num_images == 11
+    ref = extract_features(model, images, batch_size=2, progress=False, pool="avg")
+    assert torch.equal(joined.load().features["layer3"], ref.features["layer3"])
+
+
+def test_another_batch_size_is_refused_before_any_work(model, images, tmp_path) -> None:
+    out = tmp_path / "feats.h5"
+    extract_features(model, images, out=out, batch_size=4, progress=False, rank=0, world_size=2)
+    shard0 = tmp_path / "feats.h5.shards" / "rank-00000-of-00002.h5"
+    before = shard0.stat().st_mtime_ns
+    with pytest.raises(OutputMismatchError, match=r"batch_size=4 \(this run: batch_size=2"):
+        extract_features(model, images, out=out, batch_size=2, progress=False, rank=1,
+                         world_size=2)  # fmt: skip
+    assert not (tmp_path / "feats.h5.shards" / "rank-00001-of-00002.h5").exists()
+    assert shard0.stat().st_mtime_ns == before
+
+
+def test_another_order_names_the_rank_to_run_again(model, tmp_path) -> None:
+    folder = tmp_path / "stimuli"
+    folder.mkdir()
+    for i in range(6):
+        shutil.copy(SAMPLES / f"test0000{i}.png", folder / f"img{i}.png")
+    paths = sorted(str(p) for p in folder.iterdir())
+    out = tmp_path / "feats.h5"
+    kw = dict(out=out, batch_size=2, progress=False, world_size=3)
+    extract_features(model, paths, rank=0, **kw)
+    extract_features(model, paths, rank=1, **kw)  # rows 2, 3
+    swapped = [*paths[:2], paths[3], paths[2], *paths[4:]]
+    with pytest.raises(OutputMismatchError, match=r"\(rank 1\).*another order.*run rank 1 again"):
+        extract_features(model, swapped, rank=2, **kw)
+    assert not out.exists()
+
+
+def test_one_process_overwrite_of_a_join_removes_its_shards(model, images, tmp_path) -> None:
+    out = tmp_path / "feats.h5"
+    run_ranks(model, images, out, 2)
+    (tmp_path / "feats.h5.shards" / "mine.txt").write_text("keep")
+    extract_features(model, images, out=out, batch_size=2, progress=False, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "feats.h5.shards").iterdir()) == ["mine.txt"]
+    assert "shards" not in load_features(out).metadata

@@ -39,10 +39,10 @@ from ..errors import (
 from .plan import RunPlan, run
 from .pooling import Pooling, parse_pool
 from .result import ExtractedFeatures
-from .shards import join_if_complete, resolve_ranks, shard_path, split_rows
-from .sources import Source, check_fingerprints, list_images
+from .settings import RESUME_KEYS, differing
+from .shards import check_split, join_if_complete, resolve_ranks, shard_path, split_rows
+from .sources import Source, check_fingerprints, list_images, same_image
 from .stores import (
-    RESUME_KEYS,
     FileStore,
     LazyFeatures,
     MemoryStore,
@@ -51,7 +51,6 @@ from .stores import (
     load_features,
     read_metadata,
     remove_store,
-    to_json,
 )
 
 __all__ = [
@@ -226,9 +225,9 @@ def extract_features(
         pin_memory=plan.device.type == "cuda",
     )  # fmt: skip
     src.data_config = data_config.get("config")
-    explicit = rank is not None or world_size is not None
-    rank, world_size = resolve_ranks(rank, world_size)
-    if out is None and explicit and world_size > 1:
+    src.transform_repr = None if transform is None else repr(transform)
+    rank, world_size, origin = resolve_ranks(rank, world_size)
+    if out is None and origin == "arguments" and world_size > 1:
         raise InvalidArgumentError(
             "splitting an extraction across processes needs out= (an .h5 file the ranks write "
             "their rows to); in memory every process computes the whole result"
@@ -237,16 +236,42 @@ def extract_features(
     if out is not None and world_size > 1:
         assert backend is not None
         return _extract_across_ranks(
-            plan, src, Path(out), backend, batch_size, overwrite, progress, rank, world_size
-        )
+            plan, src, Path(out), backend, batch_size, overwrite, progress, rank, world_size,
+            origin,
+        )  # fmt: skip
     return _extract(plan, src, out, backend, batch_size, overwrite, progress)
 
 
 def _extract_across_ranks(
     plan: RunPlan, src: Source, out: Path, backend: str, batch_size: int, overwrite: bool,
+    progress: bool, rank: int, world_size: int, origin: str,
+) -> ExtractedFeatures:  # fmt: skip
+    """This rank's rows into its shard, then the join (see :mod:`.shards`).
+
+    Under torchrun without a process group of the caller's, a gloo group is made for the run
+    (and destroyed after), so that every rank waits for the join and returns all rows; its
+    timeout is long, since resumed ranks can have very different amounts left to do.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    own_group = origin == "torchrun" and "MASTER_ADDR" in os.environ and dist.is_available()
+    if own_group:
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    try:
+        return _extract_ranks(
+            plan, src, out, backend, batch_size, overwrite, progress, rank, world_size
+        )
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _extract_ranks(
+    plan: RunPlan, src: Source, out: Path, backend: str, batch_size: int, overwrite: bool,
     progress: bool, rank: int, world_size: int,
 ) -> ExtractedFeatures:  # fmt: skip
-    """This rank's rows into its shard, then the join (see :mod:`.shards`)."""
     import torch.distributed as dist
 
     if backend != "h5":
@@ -266,10 +291,16 @@ def _extract_across_ranks(
     result, failure = None, None
     try:
         if overwrite:
-            if rank == 0 and inspect_output(out, "h5") != "absent":
-                remove_store(out)  # only ever one of ours (inspect_output refuses the rest)
+            # Every overwriting rank removes an earlier join (only ever one of ours:
+            # inspect_output refuses the rest); the shards are each rank's own to replace.
+            try:
+                if inspect_output(out, "h5") != "absent":
+                    remove_store(out)
+            except FileNotFoundError:
+                pass  # another rank removed it first
         else:
             _check_existing_join(out, metadata, world_size)
+            check_split(out, metadata, world_size, ranges)
         if stop > start:
             shard = {"rank": rank, "world_size": world_size, "rows": [start, stop], "of": out.name}
             result = _extract(
@@ -277,7 +308,9 @@ def _extract_across_ranks(
                 progress and rank == 0, shard=shard,
             )  # fmt: skip
         if not group:  # the last rank to finish joins, checking the other ranks' images
-            join_if_complete(out, metadata, world_size, ranges, _row_check(src, out))
+            join_if_complete(
+                out, metadata, world_size, ranges, _row_check(src, out, world_size), overwrite
+            )
     except Exception as err:
         if not group:
             raise
@@ -286,8 +319,9 @@ def _extract_across_ranks(
         _raise_if_any_failed(failure, rank, world_size)
         if rank == 0:
             try:
-                if not join_if_complete(out, metadata, world_size, ranges):
-                    raise ExtractionError(f"joining the shards of {str(out)!r}: one is missing")
+                why = join_if_complete(out, metadata, world_size, ranges)
+                if why is not None:  # every rank has passed the gather: its shard is done
+                    raise ExtractionError(f"joining the shards of {str(out)!r} failed: {why}")
             except Exception as err:
                 failure = err
         _raise_if_any_failed(failure, rank, world_size)
@@ -307,7 +341,8 @@ def _extract(
     plan: RunPlan, src: Source, out: str | os.PathLike[str] | None, backend: str | None,
     batch_size: int, overwrite: bool, progress: bool, shard: dict[str, Any] | None = None,
 ) -> ExtractedFeatures:  # fmt: skip
-    plan.probe(src.sample())
+    if shard is None:  # a shard keeps the probe of the whole source (its first image)
+        plan.probe(src.sample())
     metadata = plan.metadata(src, batch_size)
     if shard is not None:
         metadata["shard"] = shard
@@ -371,7 +406,7 @@ def _prepare_file(
     path = store.path
     state = inspect_output(path, store.backend)
     if state != "absent" and overwrite:
-        remove_store(path)
+        remove_store(path, with_shards=True)
         state = "absent"
     if state == "broken":
         raise OutputMismatchError(
@@ -388,11 +423,11 @@ def _prepare_file(
         existing = store.attrs()
         assert existing is not None
         old = existing["metadata"]
-        differ = [k for k in RESUME_KEYS if to_json(old.get(k)) != to_json(metadata.get(k))]
+        differ = differing(old, metadata, RESUME_KEYS)
         if differ:
             raise OutputMismatchError(
                 f"{str(path)!r} holds features written with other settings "
-                f"({', '.join(differ)} differ); pass overwrite=True (CLI: --overwrite) to "
+                f"({differ}); pass overwrite=True (CLI: --overwrite) to "
                 "replace it, or choose another output"
             )
         n_done = existing["n_done"]
@@ -409,14 +444,33 @@ def _prepare_file(
         store.close()
 
 
-def _row_check(src: Source, out: Path) -> Any:
+def _row_check(src: Source, out: Path, world_size: int) -> Any:
     """For a join without a process group: other ranks checked their images when they ran,
     which may be before some changed; check them again where that is cheap (files, tensors)."""
     if not src.cheap_fingerprints:
         return None
 
-    def check(row: int, ids: list[str], fps: list[str]) -> None:
-        check_fingerprints(out, ids, fps, src.fingerprints(row, row + len(ids)), row)
+    def check(rank: int, row: int, ids: list[str], fps: list[str]) -> None:
+        shard = str(shard_path(out, rank, world_size))
+        fix = (
+            f"run rank {rank} again with overwrite=True (CLI: --overwrite) to extract its images "
+            "again, or restore the images"
+        )
+        now = src.ids_for(row, len(ids))
+        for i, (old, new) in enumerate(zip(ids, now, strict=True)):
+            if old != new:
+                raise OutputMismatchError(
+                    f"the shard {shard!r} (rank {rank}) holds image {old!r} at row {row + i}, "
+                    f"where this run's source has {new!r} (other images, or another order); "
+                    f"{fix}"
+                )
+        current = src.fingerprints(row, row + len(ids))
+        for i, (old, new) in enumerate(zip(fps, current, strict=True)):
+            if not same_image(old, new):
+                raise OutputMismatchError(
+                    f"image {ids[i]!r} (row {row + i}) changed since rank {rank} wrote its "
+                    f"features to {shard!r}; {fix}"
+                )
 
     return check
 
@@ -448,11 +502,10 @@ def _check_existing_join(out: Path, metadata: dict[str, Any], world_size: int) -
     if state == "broken":
         raise OutputMismatchError(f"{str(out)!r} is a truncated or corrupt feature file; {fix}")
     old = read_metadata(out, "h5")
-    differ = [k for k in RESUME_KEYS if to_json(old.get(k)) != to_json(metadata.get(k))]
+    differ = differing(old, metadata, RESUME_KEYS)
     if differ:
         raise OutputMismatchError(
-            f"{str(out)!r} holds features written with other settings ({', '.join(differ)} "
-            f"differ); {fix}"
+            f"{str(out)!r} holds features written with other settings ({differ}); {fix}"
         )
     written = (old.get("shards") or {}).get("world_size")
     if written is None:

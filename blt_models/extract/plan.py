@@ -21,7 +21,7 @@ from .._clock import ClockedModel
 from .._version import __version__
 from ..errors import InputError, InvalidArgumentError
 from .pooling import Pooler, parse_pool
-from .sources import Batch, Source
+from .sources import Batch, Source, tensor_fingerprint
 from .stores import FORMAT_NAME, FORMAT_VERSION, Store, to_json
 
 __all__ = ["RunPlan", "run", "weights_sha256", "weights_provenance", "parse_dtype"]
@@ -157,6 +157,7 @@ class RunPlan:
     maps: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-image C, H, W
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # stored per image
     input_size: tuple[int, int] | None = None
+    first_input: str | None = None  # fingerprint of the first preprocessed image (probe)
     stimulus: Any = None  # a blt_models.stimuli protocol, or None: the image at every step
     compile_options: dict[str, Any] | None = None  # torch.compile arguments, None: eager
     forward_fn: Any = None  # model.forward_timesteps, compiled or not (setup_model)
@@ -246,6 +247,9 @@ class RunPlan:
             )
         h, w = int(sample.shape[-2]), int(sample.shape[-1])
         self.input_size = (h, w)
+        # The first image as the model sees it: a resume, a reuse or a join of shards with
+        # another preprocessing (a custom transform= is not otherwise recorded) is refused.
+        self.first_input = tensor_fingerprint(sample[0])
         all_maps = self.model.layer_shapes(h, w)
         self.maps = {name: all_maps[name] for name in self.layers}
         S = len(self.steps)
@@ -281,6 +285,8 @@ class RunPlan:
                 "compute_dtype": str(self.compute_dtype).replace("torch.", "")
                 + (" (autocast)" if self.autocast else ""),
                 "data_config": source.data_config,
+                "transform": source.transform_repr,
+                "first_input": self.first_input,
                 "source": {"kind": source.kind, **source.info},
                 "fingerprints": "per image in /fingerprints: file:<blake2b-128>:<size>:<mtime_ns> "
                 "for files, tensor:<blake2b-128 of dtype, shape, bytes> otherwise",

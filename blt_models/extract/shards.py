@@ -28,33 +28,31 @@ import numpy as np
 
 from .._optional import require
 from ..errors import InvalidArgumentError, OutputMismatchError
+from .settings import SHARED_KEYS, differing
 
 __all__ = ["resolve_ranks", "split_rows", "shard_path", "join_if_complete", "check_shards"]
 
-# Settings a shard must share with its join (``n_images`` and ``source`` differ by design).
-SHARED_KEYS = (
-    "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
-    "pool", "dtype", "data_config", "feature_shapes", "stimulus",
-)  # fmt: skip
 
-
-def resolve_ranks(rank: Any, world_size: Any) -> tuple[int, int]:
-    """``(rank, world_size)``: as given, else from an initialised ``torch.distributed`` process
-    group, else from torchrun's ``RANK`` / ``WORLD_SIZE`` environment, else ``(0, 1)``."""
+def resolve_ranks(rank: Any, world_size: Any) -> tuple[int, int, str]:
+    """``(rank, world_size, origin)``: as given (origin ``"arguments"``), else from an
+    initialised ``torch.distributed`` process group (``"group"``), else from torchrun's ``RANK`` /
+    ``WORLD_SIZE`` environment (``"torchrun"``), else ``(0, 1, "none")``."""
+    origin = "arguments"
     if rank is None and world_size is None:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
+            return dist.get_rank(), dist.get_world_size(), "group"
         env_rank, env_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
         if env_rank is None or env_world is None:
-            return 0, 1
+            return 0, 1, "none"
         try:
             rank, world_size = int(env_rank), int(env_world)
         except ValueError:
             raise InvalidArgumentError(
                 f"the environment's RANK={env_rank!r} / WORLD_SIZE={env_world!r} are not integers"
             ) from None
+        origin = "torchrun"
     if rank is None or world_size is None:
         raise InvalidArgumentError("pass both rank and world_size (or neither)")
     for value, what in ((rank, "rank"), (world_size, "world_size")):
@@ -65,7 +63,7 @@ def resolve_ranks(rank: Any, world_size: Any) -> tuple[int, int]:
             f"rank must be in 0 .. world_size-1 and world_size >= 1; got rank={rank}, "
             f"world_size={world_size}"
         )
-    return int(rank), int(world_size)
+    return int(rank), int(world_size), origin
 
 
 def split_rows(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
@@ -84,10 +82,6 @@ def shard_path(out: Path, rank: int, world_size: int) -> Path:
     return shard_dir(out) / f"rank-{rank:05d}-of-{world_size:05d}.h5"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -97,7 +91,9 @@ def _read_meta(f: Any) -> dict[str, Any]:
     return json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
 
 
-def _shard_state(path: Path, metadata: dict[str, Any], rows: tuple[int, int]) -> str | None:
+def _shard_state(
+    path: Path, metadata: dict[str, Any], rows: tuple[int, int], stale_ok: bool = False
+) -> str | None:
     """None if the shard at ``path`` is complete and belongs to this join, else why not.
 
     Raises :class:`OutputMismatchError` for a shard that cannot become part of the join by
@@ -115,18 +111,21 @@ def _shard_state(path: Path, metadata: dict[str, Any], rows: tuple[int, int]) ->
         return "still being written by another process"
     except (OSError, KeyError, ValueError):
         return "unreadable"
-    differ = [k for k in SHARED_KEYS if _json(meta.get(k)) != _json(metadata.get(k))]
+    differ = differing(meta, metadata, SHARED_KEYS)
     got = (meta.get("shard") or {}).get("rows")
+    if (differ or got != list(rows)) and stale_ok:  # its rank has yet to be run again
+        return "from an earlier run with other settings"
     if differ or got != list(rows):
         why = (
-            f"was written with other settings ({', '.join(differ)} differ)"
+            f"was written with other settings ({differ})"
             if differ
-            else f"holds images {got}, not {list(rows)}"
+            else f"holds images {got}, not {list(rows)} (the split follows batch_size: it was "
+            f"{meta.get('batch_size')}, now {metadata.get('batch_size')})"
         )
         hint = (
             "; every process must hold the same weights (seed the random initialisation the "
             "same in every process, e.g. torch.manual_seed(0), or load trained weights)"
-            if "weights_sha256" in differ
+            if differ and "weights_sha256" in differ
             else ""
         )
         raise OutputMismatchError(
@@ -141,11 +140,13 @@ def _shard_state(path: Path, metadata: dict[str, Any], rows: tuple[int, int]) ->
 
 def join_if_complete(
     out: Path, metadata: dict[str, Any], world_size: int, ranges: list[tuple[int, int]],
-    check: Callable[[int, list[str], list[str]], None] | None = None,
-) -> bool:  # fmt: skip
-    """Write the joined file at ``out`` if every shard is complete; returns whether it did
-    (False: a shard is still missing or being written). A complete shard of other settings
-    raises :class:`OutputMismatchError`; so does ``check(first_row, ids, fingerprints)``, called
+    check: Callable[[int, int, list[str], list[str]], None] | None = None,
+    stale_ok: bool = False,
+) -> str | None:  # fmt: skip
+    """Write the joined file at ``out`` if every shard is complete; returns None if it did, else
+    why not (a shard missing, being written, or, with ``stale_ok`` (an overwriting run), left
+    from an earlier run). A complete shard of other settings raises
+    :class:`OutputMismatchError`; so does ``check(rank, first_row, ids, fingerprints)``, called
     with every shard's rows, for images that changed since the shard was written.
 
     Written to a temporary name and renamed, so a reader (or a second rank joining at the same
@@ -154,8 +155,9 @@ def join_if_complete(
     h5py = require("h5py", "joining HDF5 feature shards")
     parts = [(r, rows) for r, rows in enumerate(ranges) if rows[1] > rows[0]]
     for r, rows in parts:
-        if _shard_state(shard_path(out, r, world_size), metadata, rows) is not None:
-            return False
+        why = _shard_state(shard_path(out, r, world_size), metadata, rows, stale_ok)
+        if why is not None:
+            return f"the shard of rank {r} is {why}"
     n = ranges[-1][1]
     files = [
         {
@@ -178,7 +180,7 @@ def join_if_complete(
                     shard_ids = [_str(v) for v in s["image_ids"][: rows[1] - rows[0]]]
                     shard_fps = [_str(v) for v in s["fingerprints"][: rows[1] - rows[0]]]
                     if check is not None:
-                        check(rows[0], shard_ids, shard_fps)
+                        check(r, rows[0], shard_ids, shard_fps)
                     ids += shard_ids
                     fps += shard_fps
                     if r == parts[0][0]:
@@ -203,7 +205,7 @@ def join_if_complete(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return True
+    return None
 
 
 def check_shards(out: Path, root: Any, metadata: dict[str, Any]) -> None:
@@ -229,4 +231,30 @@ def check_shards(out: Path, root: Any, metadata: dict[str, Any]) -> None:
                 f"{info['rank']} ({str(path)!r}, images {rows[0]} .. {rows[1] - 1}) is {why}; "
                 "keep the .shards folder next to the joined file (move them together), or run "
                 "the extraction again to complete it"
+            )
+
+
+def check_split(out: Path, metadata: dict[str, Any], world_size: int,
+                ranges: list[tuple[int, int]]) -> None:  # fmt: skip
+    """Before any work: refuse shards of this output whose rows follow another split (another
+    batch size or number of images), which could never be joined with this run's."""
+    h5py = require("h5py", "reading HDF5 feature shards")
+    for r, rows in enumerate(ranges):
+        path = shard_path(out, r, world_size)
+        if not path.is_file():
+            continue
+        try:
+            with h5py.File(path, "r") as f:
+                meta = _read_meta(f)
+        except (OSError, KeyError, ValueError):
+            continue  # being written, or unreadable: the shard's own rank deals with it
+        got = (meta.get("shard") or {}).get("rows")
+        if got is not None and got != list(rows):
+            raise OutputMismatchError(
+                f"the shard {str(path)!r} holds images {got[0]} .. {got[1] - 1}, and this run "
+                f"gives rank {r} images {rows[0]} .. {rows[1] - 1}: ranks split the source in "
+                f"whole batches, and the shards were written with batch_size="
+                f"{meta.get('batch_size')} (this run: batch_size={metadata.get('batch_size')}, "
+                f"{metadata.get('n_images')} images). Resume with the same batch_size and images, "
+                "or pass overwrite=True (CLI: --overwrite) in every rank"
             )

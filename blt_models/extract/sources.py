@@ -188,6 +188,7 @@ class Source:
         self.info: dict[str, Any]
         self.data_config: dict[str, Any] | None = None  # the preprocessing, if ours was built
         self.offset = 0  # position of the first image in the whole source (see restrict)
+        self.transform_repr: str | None = None  # a custom transform, as recorded (informational)
 
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             root = Path(source)

@@ -50,12 +50,6 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_SUFFIXES = (".zarr",)
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
-# Settings that must agree for a file to be resumed or reused.
-RESUME_KEYS = (
-    "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
-    "pool", "dtype", "data_config", "source", "n_images", "feature_shapes", "stimulus", "shard",
-)  # fmt: skip
-
 
 def backend_of(out: str | os.PathLike[str]) -> str:
     path = Path(out)
@@ -173,8 +167,21 @@ def inspect_output(path: Path, backend: str) -> str:
     raise OutputMismatchError(f"{str(path)!r} is a zarr store of another kind; {not_ours}{fix}")
 
 
-def remove_store(path: Path) -> None:
+def remove_store(path: Path, with_shards: bool = False) -> None:
+    """Remove a feature store of ours (checked by :func:`inspect_output`); ``with_shards``: also
+    the shard files a join lists, and their folder once empty (a one-process overwrite)."""
+    shards: list[Path] = []
+    if with_shards and path.is_file():
+        try:
+            meta = read_metadata(path, "h5")
+        except Exception:  # noqa: BLE001 - truncated: nothing listed to remove
+            meta = {}
+        shards = [path.parent / f["path"] for f in (meta.get("shards") or {}).get("files", [])]
     shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+    if shards and shards[0].parent.is_dir() and not any(shards[0].parent.iterdir()):
+        shards[0].parent.rmdir()
 
 
 # ------------------------------------------------------------------------------ writers
@@ -479,6 +486,17 @@ def read_metadata(path: Path, backend: str) -> dict[str, Any]:
             root.close()
 
 
+def file_identity(path: Path) -> tuple[int, ...]:
+    """Device, inode, size and modification time of a file (of ``zarr.json`` for a store), or
+    ``()`` if it is gone: what changes when a file is replaced, moved away or rewritten."""
+    target = path / "zarr.json" if path.is_dir() else path
+    try:
+        st = target.stat()
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -494,11 +512,23 @@ class LazyFeatures:
     """
 
     def __init__(
-        self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any
-    ) -> None:
+        self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any,
+        files: dict[str, tuple[int, ...]] | None = None,
+    ) -> None:  # fmt: skip
         self.path, self.backend, self.key, self.n = path, backend, key, n
         self.shape = (n, *shape)
         self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+        self.files = files or {}  # {file: identity} as loaded: the file, and a join's shards
+
+    def _check_unchanged(self) -> None:
+        """Refuse to read if the file (or a shard of a join) was replaced, moved or rewritten
+        since it was loaded: HDF5 would read another file's rows, or zeros for a missing shard."""
+        for name, identity in self.files.items():
+            if file_identity(Path(name)) != identity:
+                raise OutputMismatchError(
+                    f"{name!r} changed since {str(self.path)!r} was loaded (moved, replaced or "
+                    "being rewritten); load_features it again"
+                )
 
     @property
     def ndim(self) -> int:
@@ -549,6 +579,7 @@ class LazyFeatures:
 
     def __getitem__(self, index: Any) -> Tensor:
         index = index if isinstance(index, tuple) else (index,)
+        self._check_unchanged()
         root = _open_read(self.path, self.backend)
         try:
             arr = root[self.key]
@@ -569,6 +600,8 @@ class LazyFeatures:
                     data = self._take(arr, rows, rest)
                 else:
                     data = np.asarray(arr[(rows, *rest)])
+        except BlockingIOError:  # a shard of a join held open for writing by another process
+            raise _in_use(self.path) from None
         finally:
             if self.backend == "h5":
                 root.close()
@@ -618,6 +651,9 @@ def load_features(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no feature file at {str(path)!r}")
+    # The real location: lazy reads later do not depend on the working directory, and a join's
+    # shards are found next to the file itself, not next to a symbolic link to it.
+    path = path.resolve()
     backend = backend_of(path)
     state = inspect_output(path, backend)
     if state == "broken":
@@ -632,10 +668,13 @@ def load_features(
         attrs = root.attrs
         meta = attrs["metadata"]
         metadata = json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+        files = [path]
         if metadata.get("shards"):  # a join of per-process shards: are they all still there?
             from .shards import check_shards
 
             check_shards(path, root, metadata)
+            files += [path.parent / info["path"] for info in metadata["shards"]["files"]]
+        identities = {str(f): file_identity(f) for f in files}
         n = int(attrs.get("n_done", 0))
         metadata["n_done"], metadata["complete"] = n, bool(attrs.get("complete", False))
         names = metadata["layers"] if layers is None else _names(layers, metadata["layers"])
@@ -645,7 +684,7 @@ def load_features(
             if lazy:
                 features[name] = LazyFeatures(
                     path, backend, f"features/{name}", n, tuple(arr.shape[1:]),
-                    np.dtype(str(arr.dtype)),
+                    np.dtype(str(arr.dtype)), files=identities,
                 )  # fmt: skip
             else:
                 features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
