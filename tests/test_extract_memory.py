@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -173,3 +174,21 @@ def test_zarr_writes_bound_chunks_in_flight(tmp_path, monkeypatch):
     ref = extract_features(model, x, layers="all", batch_size=4, progress=False)
     for name in ref.layers:
         np.testing.assert_array_equal(res[name][:].numpy(), ref[name].numpy())
+
+
+def test_docs_recipe_gives_the_recorded_hash():
+    """The recomputation printed in docs/extraction.md, run as written."""
+    import contextlib
+    import io
+    import re
+
+    docs = (Path(__file__).parents[1] / "docs" / "extraction.md").read_text()
+    after = docs.split("`weights_sha256` of a model, recomputed", 1)[1]
+    code = re.search(r"```python\n(.*?)```", after, re.S).group(1)
+    model = small_model().to(memory_format=torch.channels_last)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {"model": model})
+    x = torch.randn(2, 1, 32, 32)
+    meta = extract_features(model, x, layers="layer0", steps=[0], progress=False).metadata
+    assert printed.getvalue().strip() == meta["weights_sha256"] == documented_sha256(model)
