@@ -120,7 +120,7 @@ KNOCKOUTS = [
     ("this tree", ""),
     ("+ h5py / zarr / PIL imported before", "preimport"),
     ("+ model already channels_last", "preimport,cl"),
-    ("+ one forward at the batch size before", "preimport,cl,warm"),
+    ("+ a forward at the batch size before", "preimport,cl,warm"),
     ("+ MALLOC_ARENA_MAX=1 (glibc arenas)", "preimport,cl,warm,arena1"),
 ]
 
@@ -238,10 +238,17 @@ def memory(args: argparse.Namespace) -> dict:
     results = []
     for point in points:
         for backend, n in [(b, n) for b in args.backends for n in point["sizes"]]:
-            run = run_child(args, folder, tmp / f"mem.{backend}", n, point)
+            runs = [
+                run_child(args, folder, tmp / f"mem.{backend}", n, point)
+                for _ in range(args.memory_repeats)
+            ]
+            runs.sort(key=lambda r: r["peak_rss_mib"] - r["peak_rss_mib_before"])
+            growths = [round(r["peak_rss_mib"] - r["peak_rss_mib_before"], 1) for r in runs]
+            run = runs[len(runs) // 2]  # the median growth
             results.append(
-                {"point": point["name"], "backend": backend, "batch": point["batch"], **run}
-            )
+                {"point": point["name"], "backend": backend, "batch": point["batch"],
+                 "growths": growths, **run}
+            )  # fmt: skip
     attribution = []
     if args.attribute:
         for point in points:
@@ -273,6 +280,7 @@ def main() -> None:
         default=0,
         help="also measure full-size blt_bl at 224 px, batch 16, on this many images",
     )
+    p.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per point")
     p.add_argument("--attribute", action="store_true", help="where the memory growth goes")
     p.add_argument("--attribute-images", type=int, default=500)
     p.add_argument("--attribute-repeats", type=int, default=3)
@@ -311,7 +319,7 @@ def main() -> None:
     if not args.skip_memory:
         mem = memory(args)
         print("\nPeak resident memory extracting a PNG folder (all layers, all steps, unpooled; "
-              "each run a fresh process); 'growth' is peak RSS minus the peak RSS of the process "
+              "median of --memory-repeats fresh processes); 'growth' is peak RSS minus the peak RSS of the process "
               "before the call (torch, the model and one warm-up forward of one image loaded), "
               "against one batch's features plus the model (target: <= 1.5x):")  # fmt: skip
         for run in mem["runs"]:
@@ -321,7 +329,7 @@ def main() -> None:
                   f"  peak {run['peak_rss_mib']:7.1f} MiB  growth {growth:6.1f} MiB = "
                   f"{growth / bound:4.2f} x (batch {run['batch_mib']:.1f} + model "
                   f"{run['model_mib']:.1f} MiB)  file {run['file_mib']:7.1f} MiB  "
-                  f"{run['n'] / run['seconds']:6.1f} images/s")  # fmt: skip
+                  f"{run['n'] / run['seconds']:6.1f} images/s  growths {run['growths']}")  # fmt: skip
         if mem["attribution"]:
             print(f"\nWhere the growth goes (causes taken away one after another; median of "
                   f"{args.attribute_repeats} fresh processes; 'step' is the change from the row "
