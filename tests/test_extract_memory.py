@@ -70,6 +70,27 @@ def test_weights_hash_is_the_documented_recipe_without_serialising(monkeypatch):
     assert weights_sha256(half) == documented_sha256(half) != expected
 
 
+def test_weights_hash_copies_rows_not_tensors(monkeypatch):
+    """A channels_last model (as extraction runs it) is hashed one row ``t[i]`` at a time: no
+    copy of a whole weight tensor, let alone of the model."""
+    model = small_model().to(memory_format=torch.channels_last)
+    expected = documented_sha256(model)
+    copies: list[int] = []
+    contiguous = torch.Tensor.contiguous
+
+    def spy(self, *args, **kwargs):
+        out = contiguous(self, *args, **kwargs)
+        if out.data_ptr() != self.data_ptr():
+            copies.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "contiguous", spy)
+    assert weights_sha256(model) == expected
+    monkeypatch.undo()
+    largest_row = max(t.numel() // t.shape[0] for t in model.state_dict().values() if t.ndim)
+    assert copies and max(copies) <= largest_row
+
+
 def test_weights_hash_sees_every_value_name_and_shape():
     model = small_model()
     base = weights_sha256(model)

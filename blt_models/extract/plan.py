@@ -69,16 +69,20 @@ def weights_sha256(model: nn.Module) -> str:
             h.update(t.reshape(-1).view(torch.uint8).numpy())
         h.hexdigest()
 
-    Only one tensor at a time is copied (to the CPU, or to row-major order), never the whole
-    model: the value of feature-file format 2 (``sha256(safetensors.torch.save(state_dict))``)
-    held two or three serialised copies of the weights while it was computed.
+    Nothing of the size of the model is copied: a row-major CPU tensor is hashed in place, any
+    other (channels_last, on a GPU) one row ``t[i]`` at a time. The value of feature-file
+    format 2 (``sha256(safetensors.torch.save(state_dict))``) held two or three serialised
+    copies of the weights while it was computed.
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
+        t = tensor.detach()
         header = [name, str(t.dtype).replace("torch.", ""), list(t.shape)]
         digest.update(json.dumps(header).encode() + b"\n")
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        in_place = t.device.type == "cpu" and t.is_contiguous()
+        for part in [t] if in_place or t.ndim < 2 else t:  # rows: the row-major order
+            part = part.to("cpu").contiguous()
+            digest.update(part.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
