@@ -8,6 +8,7 @@ folder, a full disk, bad arguments.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import struct
@@ -59,11 +60,15 @@ def folder(tmp_path: Path) -> Path:
 
 
 def tensors_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 of the safetensors serialisation of the model's state dict."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return hashlib.sha256(save(state)).hexdigest()
+    """The recipe of docs/extraction.md: the state dict sorted by name, a JSON line per tensor,
+    then its row-major bytes."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        dtype = str(t.dtype).removeprefix("torch.")
+        h.update(json.dumps([name, dtype, list(t.shape)]).encode() + b"\n")
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ 1. a trained name, untrained

@@ -10,6 +10,7 @@ that turns images ``start .. start+B-1`` into their ``[T, B, C, H, W]`` sequence
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,19 +77,37 @@ def parse_compile(value: Any) -> dict[str, Any] | None:
 
 
 def weights_sha256(model: nn.Module) -> str:
-    """SHA-256 of ``safetensors.torch.save(model.state_dict())``: the tensors actually used.
+    """SHA-256 of the tensors actually used (``model.state_dict()``), streamed tensor by tensor.
 
-    Recompute it with ``hashlib.sha256(safetensors.torch.save({k: v.contiguous() for k, v in
-    model.state_dict().items()})).hexdigest()``.
+    The hash runs over the state dict's entries sorted by name; each entry adds one line
+    ``json.dumps([name, dtype, shape])`` + ``"\\n"`` (dtype without ``torch.``, e.g.
+    ``["layer0.weight", "float32", [64, 3, 3, 3]]``) and then the tensor's bytes in C
+    (row-major) order, so the value does not depend on the memory layout (channels_last or not)
+    or on the device. Recompute it with::
+
+        h = hashlib.sha256()
+        for name, t in sorted(model.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(json.dumps([name, str(t.dtype).removeprefix("torch."), list(t.shape)])
+                     .encode() + b"\\n")
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.hexdigest()
+
+    Nothing of the size of the model is copied: a row-major CPU tensor is hashed in place, any
+    other (channels_last, on a GPU) one row ``t[i]`` at a time. The value of feature-file
+    format 2 (``sha256(safetensors.torch.save(state_dict))``) held two or three serialised
+    copies of the weights while it was computed.
     """
-    from safetensors.torch import save
-
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    try:
-        data = save(state)
-    except RuntimeError:  # tensors sharing memory: hash copies
-        data = save({k: v.clone() for k, v in state.items()})
-    return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach()
+        header = [name, str(t.dtype).replace("torch.", ""), list(t.shape)]
+        digest.update(json.dumps(header).encode() + b"\n")
+        in_place = t.device.type == "cpu" and t.is_contiguous()
+        for part in [t] if in_place or t.ndim < 2 else t:  # rows: the row-major order
+            part = part.to("cpu").contiguous()
+            digest.update(part.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def weights_provenance(model: ClockedModel) -> tuple[bool, str | None]:

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "blt-models-features"
-FORMAT_VERSION = 2  # 2: per-image fingerprints, weights provenance
+FORMAT_VERSION = 3  # 2: per-image fingerprints, weights provenance; 3: streamed weights_sha256
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_SUFFIXES = (".zarr",)
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -264,6 +264,16 @@ class MemoryStore(Store):
         return {k: a[: len(self.ids)] for k, a in self.arrays.items()}
 
 
+#: Bytes of feature chunks zarr may encode at once while a batch is written.
+ZARR_BYTES_IN_FLIGHT = 32 << 20
+
+
+def zarr_concurrency(chunk_bytes: int, limit: int) -> int:
+    """Chunks zarr may encode at once: as many as fit in :data:`ZARR_BYTES_IN_FLIGHT` (at least
+    one), at most ``limit`` (zarr's own ``async.concurrency``)."""
+    return max(1, min(limit, ZARR_BYTES_IN_FLIGHT // max(chunk_bytes, 1)))
+
+
 def _rows_per_chunk(bytes_per_image: int, batch_size: int, target: int) -> int:
     """The largest divisor of ``batch_size`` whose chunk stays within ``target`` bytes (>= 1),
     so that every batch writes whole chunks."""
@@ -296,8 +306,10 @@ class FileStore(Store):
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                # A small chunk cache: batches write whole chunks; a big cache would grow RSS.
-                self.root = h5py.File(self.path, "a", rdcc_nbytes=8 << 20, rdcc_w0=1.0)
+                # No chunk cache: a batch writes whole chunks, which then go straight to the
+                # file. HDF5 keeps one cache per dataset, so any cache would hold up to its size
+                # per layer (8 MiB each was 3x one batch's features at 32 px).
+                self.root = h5py.File(self.path, "a", rdcc_nbytes=0)
             except BlockingIOError:
                 raise _in_use(self.path) from None
         else:
@@ -369,7 +381,17 @@ class FileStore(Store):
         stop = start + len(value)
         if arr.shape[0] < stop:
             arr.resize((stop, *arr.shape[1:]))
-        arr[start:stop] = value
+        if self.backend == "zarr" and value.dtype != object:
+            zarr = require("zarr", "writing features to a zarr store (.zarr)")
+
+            # zarr encodes up to async.concurrency chunks at once, each held two or three times
+            # (chunk, encoded bytes) on its own worker thread: bound the bytes in flight.
+            chunk = math.prod(arr.chunks) * value.dtype.itemsize
+            limit = int(zarr.config.get("async.concurrency"))
+            with zarr.config.set({"async.concurrency": zarr_concurrency(chunk, limit)}):
+                arr[start:stop] = value
+        else:
+            arr[start:stop] = value
 
     def create(
         self, metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], n: int | None,
