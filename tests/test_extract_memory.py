@@ -134,7 +134,7 @@ def test_file_with_the_format2_hash_is_refused(tmp_path, suffix):
 
         g = zarr.open_group(str(out), mode="a")
         g.attrs.update({"metadata": meta, "n_done": 2, "complete": False})
-    with pytest.raises(OutputMismatchError, match=r"format_version, .*weights_sha256 differ"):
+    with pytest.raises(OutputMismatchError, match=r"format_version; .*weights_sha256"):
         extract_features(model, x, out=out, **kwargs)
     res = extract_features(model, x, out=out, overwrite=True, **kwargs)
     assert res.metadata["weights_sha256"] == documented_sha256(model)

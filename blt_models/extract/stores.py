@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "blt-models-features"
-FORMAT_VERSION = 3  # 2: per-image fingerprints, weights provenance; 3: streamed weights_sha256
+FORMAT_VERSION = 3  # 2: fingerprints, provenance; 3: streamed weights_sha256, first_input, shards
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_SUFFIXES = (".zarr",)
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
