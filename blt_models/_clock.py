@@ -347,6 +347,7 @@ class ClockedModel(nn.Module):
                     written[name].add(slot)
             if step.logits is not None:
                 logits.append(step.logits)
+            del step  # lets the family free this step's maps while it computes the next
         for name in capture:  # kept steps at which the layer was absent: zeros
             missing = sorted(set(range(n_kept)) - written[name])
             if missing and name not in out_buffers:  # never active: shape from the probe

@@ -292,3 +292,27 @@ def test_gradients_flow_through_every_readout(rand_images):
     out = model.forward_timesteps(rand_images(2, size=64))
     out.logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_inference_releases_previous_maps_without_changing_a_value():
+    """In inference the step frees each previous output after its last reader; every variant,
+    both unrollings (also one switched after construction), all layers, bit for bit what the
+    autograd path (which releases nothing) computes."""
+    names = [n for n in bm.list_models("blt_*") if n not in ("blt_vs", "blt_bl_tiny")]
+    for name in names:
+        layers = 6 if name.endswith(("top2linear", "pm")) else 5
+        torch.manual_seed(0)
+        model = bm.create_model(name, num_layers=layers, timesteps=7, unroll="standard").eval()
+        if model.feedforward:
+            continue
+        side = 224 if name.endswith("top2linear") else 64  # a Linear edge fixes the size
+        x = torch.randn(1 if side == 224 else 2, 3, side, side)
+        for mode in ("biological", "standard"):  # the unrolling as set now, not at construction
+            model.unroll = mode
+            with torch.no_grad():
+                freed = model.forward_timesteps(x, layers="all")
+            with torch.enable_grad():
+                kept = model.forward_timesteps(x, layers="all")
+            for layer in model.layer_names:
+                assert torch.equal(freed.features[layer], kept.features[layer]), (name, mode, layer)
+            assert torch.equal(freed.logits, kept.logits), (name, mode)

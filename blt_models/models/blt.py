@@ -480,13 +480,32 @@ class BLT(ClockedModel):
             )
         return F.relu(out, inplace=True)
 
+    def _last_readers(self) -> dict[int, list[int]]:
+        """``{k: [j, ...]}``: the previous step's outputs ``j`` that no layer after ``k`` reads
+        within a step (for the unrolling set now)."""
+        last: dict[int, int] = {}
+        for k in range(self.num_layers):
+            for e in self.sources[k]:
+                if not (self.unroll == "standard" and e.src < k):  # reads prev[e.src]
+                    last[e.src] = max(last.get(e.src, -1), k)
+        readers: dict[int, list[int]] = {}
+        for j, k in last.items():
+            readers.setdefault(k, []).append(j)
+        return readers
+
     def _step(
         self, needed: list[bool], prev: list[Tensor | None], drive: Tensor | None
     ) -> list[Tensor | None]:
         """Outputs of every needed layer at one step, from the previous step's outputs."""
         standard = self.unroll == "standard"
         cur: list[Tensor | None] = [None] * self.num_layers
+        # In inference, drop each previous output after its last reader in this step (memory:
+        # up to one step of all layers less at the peak). Never under autograd: checkpointing
+        # recomputes the step from the same list.
+        release = self._last_readers() if not torch.is_grad_enabled() else {}
         for k in range(self.num_layers):
+            for j in release.get(k - 1, ()):
+                prev[j] = None
             if not needed[k]:
                 continue
             z: Tensor | None = None
@@ -525,6 +544,7 @@ class BLT(ClockedModel):
             if t in readouts and cur[-1] is not None:
                 logits = self.read_out(cur[-1])
             yield Step(t, features, logits)  # type: ignore[arg-type]
+            del features, logits  # the consumer has them; _step may release prev's entries
             prev = cur
 
     def extra_repr(self) -> str:
