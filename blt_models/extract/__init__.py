@@ -145,8 +145,8 @@ def extract_features(
         store_dtype: dtype of the stored features; None: the compute dtype (bfloat16 is stored
             as float32 in files, which have no bfloat16 type).
         memory_format: ``"auto"`` (channels_last on CPU, where oneDNN runs convolutions
-            fastest), ``"channels_last"`` or ``"contiguous"``: the layout of the inputs, which
-            the convolutions follow; the model itself is not converted.
+            fastest), ``"channels_last"`` or ``"contiguous"``. For channels_last the model's
+            weights are converted for the run and converted back afterwards.
         stimulus: a presentation protocol (``blt_models.stimuli``) applied to every image: the
             model sees the protocol's ``[T, ...]`` sequence of the image instead of the image at
             every step (noise seeded by the image's position in the source); its ``timesteps``
@@ -233,13 +233,16 @@ def extract_features(
             "their rows to); in memory every process computes the whole result"
         )
     plan.setup_model()
-    if out is not None and world_size > 1:
-        assert backend is not None
-        return _extract_across_ranks(
-            plan, src, Path(out), backend, batch_size, overwrite, progress, rank, world_size,
-            origin,
-        )  # fmt: skip
-    return _extract(plan, src, out, backend, batch_size, overwrite, progress)
+    try:
+        if out is not None and world_size > 1:
+            assert backend is not None
+            return _extract_across_ranks(
+                plan, src, Path(out), backend, batch_size, overwrite, progress, rank,
+                world_size, origin,
+            )  # fmt: skip
+        return _extract(plan, src, out, backend, batch_size, overwrite, progress)
+    finally:
+        plan.restore_model()
 
 
 def _extract_across_ranks(
