@@ -185,18 +185,11 @@ def remove_store(path: Path, with_shards: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------ writers
-_NUMPY_TWIN = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
-               torch.bfloat16: np.int16}  # fmt: skip
-
-
 def empty_cpu(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
-    """``torch.empty(shape, dtype=dtype)`` in memory that numpy allocates: numpy asks Linux for
-    transparent huge pages on large arrays (``madvise``), so the first write of a result costs
-    one page fault per 2 MiB instead of per 4 KiB (2-3x faster to fill here)."""
-    twin = _NUMPY_TWIN.get(dtype)
-    if twin is None:
-        return torch.empty(tuple(shape), dtype=dtype)
-    return torch.from_numpy(np.empty(tuple(shape), dtype=twin)).view(dtype)
+    """``torch.empty`` for result rows and batch buffers. Not numpy's huge-page memory: faster
+    to fill in a fresh process, but in a long one the kernel's compaction for huge pages made
+    extraction 1.2x slower (224 px, interleaved in one process; benchmarks/RESULTS.md)."""
+    return torch.empty(tuple(shape), dtype=dtype)
 
 
 class Store:
