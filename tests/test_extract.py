@@ -133,17 +133,6 @@ def test_channels_last_on_a_grayscale_input_and_the_model_given_back(model, imag
         assert torch.equal(res[name], ref.features[name].transpose(0, 1)), name
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-def test_result_memory_from_numpy_behaves_like_torch_empty(dtype):
-    from blt_models.extract.stores import empty_cpu
-
-    t = empty_cpu((3, 4, 5), dtype)
-    assert t.dtype == dtype and t.shape == (3, 4, 5) and t.is_contiguous()
-    src = torch.randn(3, 4, 5).to(dtype)
-    t.copy_(src)
-    assert torch.equal(t, src) and t.sum().dtype == dtype
-
-
 def test_folder_source_uses_model_preprocessing(model, folder):
     res = extract_features(
         model, folder, layers=["output_3", "layer1"], steps=[-1, 1], progress=False

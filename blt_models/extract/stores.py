@@ -185,11 +185,6 @@ def remove_store(path: Path, with_shards: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------ writers
-def empty_cpu(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
-    """``torch.empty`` for result rows and batch buffers. Not numpy's huge-page memory: faster
-    to fill in a fresh process, but in a long one the kernel's compaction for huge pages made
-    extraction 1.2x slower (224 px, interleaved in one process; benchmarks/RESULTS.md)."""
-    return torch.empty(tuple(shape), dtype=dtype)
 
 
 class Store:
@@ -234,8 +229,8 @@ class MemoryStore(Store):
     def _empty(self, n: int, shape: tuple[int, ...]) -> Tensor:
         if self.channels_last and len(shape) == 4:  # [S, C, H, W] maps
             S, C, H, W = shape
-            return empty_cpu((n, S, H, W, C), self.dtype).permute(0, 1, 4, 2, 3)
-        return empty_cpu((n, *shape), self.dtype)
+            return torch.empty((n, S, H, W, C), dtype=self.dtype).permute(0, 1, 4, 2, 3)
+        return torch.empty((n, *shape), dtype=self.dtype)
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
         if self.n is None:  # unknown length (an iterable dataset): one tensor per batch
@@ -421,7 +416,7 @@ class FileStore(Store):
         self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype: torch.dtype
     ) -> None:
         self.np_dtype = np.dtype(str(dtype).replace("torch.", ""))
-        self.buffers = {k: empty_cpu((batch_size, *s), dtype) for k, s in shapes.items()}
+        self.buffers = {k: torch.empty((batch_size, *s), dtype=dtype) for k, s in shapes.items()}
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
         return {k: v[:b] for k, v in self.buffers.items()}

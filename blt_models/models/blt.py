@@ -494,17 +494,16 @@ class BLT(ClockedModel):
         return readers
 
     def _step(
-        self, needed: list[bool], prev: list[Tensor | None], drive: Tensor | None
-    ) -> list[Tensor | None]:
+        self, needed: list[bool], prev: list[Tensor | None], drive: Tensor | None,
+        release: dict[int, list[int]] | None = None,
+    ) -> list[Tensor | None]:  # fmt: skip
         """Outputs of every needed layer at one step, from the previous step's outputs."""
         standard = self.unroll == "standard"
         cur: list[Tensor | None] = [None] * self.num_layers
-        # In inference, drop each previous output after its last reader in this step (memory:
-        # up to one step of all layers less at the peak). Never under autograd: checkpointing
-        # recomputes the step from the same list.
-        release = self._last_readers() if not torch.is_grad_enabled() else {}
+        # ``release`` (inference only, see _unroll): drop each previous output after its last
+        # reader in this step (up to one step of all layers less at the peak).
         for k in range(self.num_layers):
-            for j in release.get(k - 1, ()):
+            for j in (release or {}).get(k - 1, ()):
                 prev[j] = None
             if not needed[k]:
                 continue
@@ -531,12 +530,14 @@ class BLT(ClockedModel):
         # Layer-0 drive of frame t: computed once for a static image, once per step for a sequence.
         stem = InputStage(x, lambda frame: self.pool_input(self.conv_input(frame)))
         prev: list[Tensor | None] = [None] * self.num_layers
+        # Never under autograd: checkpointing recomputes a step from the same list.
+        release = self._last_readers() if not torch.is_grad_enabled() else None
         for t in range(timesteps):
             drive = stem(t) if needed[t][0] else None
             if checkpointed:  # keep only the step outputs; recompute the step in backward
                 cur = checkpoint(self._step, needed[t], prev, drive, use_reentrant=False)
             else:
-                cur = self._step(needed[t], prev, drive)
+                cur = self._step(needed[t], prev, drive, release)
             features = {
                 n: cur[k] for k, n in enumerate(names) if n in capture and cur[k] is not None
             }
