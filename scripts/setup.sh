@@ -27,8 +27,8 @@ fi
 STAMP=.venv/.blt-models-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -nt "$STAMP" ]; then
   echo "setup: installing blt-models and its dependencies into .venv (log: $LOG)"
-  if ! { .venv/bin/python -m pip install --upgrade pip &&
-         .venv/bin/python -m pip install "torch==2.14.1" "torchvision==0.29.1" \
+  if ! { .venv/bin/python -m pip install --no-cache-dir --upgrade pip &&
+         .venv/bin/python -m pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1" \
            -e ".[dev,extract,analysis,train,docs]"; } >>"$LOG" 2>&1; then
     tail -n 30 "$LOG"
     echo "setup: pip install failed; full log in $LOG" >&2

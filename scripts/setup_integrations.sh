@@ -7,11 +7,14 @@
 # Each is installed in ONE resolver run together with the torch/torchvision pins, so pip cannot
 # swap torch for another build. Usage: bash scripts/setup_integrations.sh [brainscore|thingsvision]
 # (no argument: both). Re-running is cheap: a stamp skips an environment whose inputs are unchanged.
+# The torch stack (~5.3 GB: torch, triton, nvidia-*) is hard-linked from the main .venv
+# (scripts/share_torch.py), not installed again: three copies overflowed a CI disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
 mkdir -p .venvs
+bash scripts/setup.sh  # the main .venv, whose torch the integration environments share
 
 build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one package, see below)
   local name=$1 nodeps=$2
@@ -24,9 +27,17 @@ build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one pac
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
   echo "setup_integrations: installing $* into $venv (log: $log)"
   local start=$SECONDS
-  if ! { "$venv/bin/python" -m pip install --upgrade pip setuptools wheel &&
-         "$venv/bin/python" -m pip install "${TORCH_PINS[@]}" "$@" pytest -e . &&
-         { [ -z "$nodeps" ] || "$venv/bin/python" -m pip install --no-deps "$nodeps"; }; } >>"$log" 2>&1; then
+  # Exit 3: no hard links possible here; pip then installs its own copy of torch.
+  local rc=0
+  .venv/bin/python scripts/share_torch.py "$venv" >>"$log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
+    tail -n 20 "$log"
+    echo "setup_integrations: sharing torch into $venv failed; full log in $log" >&2
+    return 1
+  fi
+  if ! { "$venv/bin/python" -m pip install --no-cache-dir --upgrade pip setuptools wheel &&
+         "$venv/bin/python" -m pip install --no-cache-dir "${TORCH_PINS[@]}" "$@" pytest -e . &&
+         { [ -z "$nodeps" ] || "$venv/bin/python" -m pip install --no-cache-dir --no-deps "$nodeps"; }; } >>"$log" 2>&1; then
     tail -n 40 "$log"
     echo "setup_integrations: pip install into $venv failed; full log in $log" >&2
     return 1
@@ -34,7 +45,9 @@ build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one pac
   # The import is the check that the resolver's choice works, not just that it resolved.
   "$venv/bin/python" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" >>"$log" 2>&1
   touch "$stamp"
-  echo "setup_integrations: $venv built in $((SECONDS - start)) s"
+  # du counts a hard-linked file once, under the first path given: the second line is what
+  # this environment adds on disk.
+  echo "setup_integrations: $venv built in $((SECONDS - start)) s; disk: $(du -sh .venv "$venv" | tail -n 1 | cut -f1) of its own"
 }
 
 want=${1:-all}

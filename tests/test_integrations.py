@@ -50,6 +50,20 @@ def test_thingsvision_against_thingsvision():
     _run_check("thingsvision", "check_thingsvision.py")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("venv", ["brainscore", "thingsvision"])
+def test_integration_envs_share_the_main_torch(venv):
+    """The 5 GB torch stack is hard-linked from .venv, not a second copy (a CI disk overflowed),
+    and the environment's pip still counts it as installed at the pinned version."""
+    python = _venv_python(venv)
+    rel = Path("lib/python3.11/site-packages/torch/lib/libtorch_cpu.so")
+    main, env = ROOT / ".venv" / rel, ROOT / ".venvs" / venv / rel
+    assert env.stat().st_ino == main.stat().st_ino, f"{env} is a copy, not a link of {main}"
+    code = "from importlib.metadata import version; print(version('torch'))"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2.14.1"
+
+
 def test_integration_modules_are_optional():
     """The package imports without either tool; the adapters say what to install."""
     code = (
