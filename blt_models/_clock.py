@@ -182,10 +182,14 @@ class ClockedModel(nn.Module):
 
     def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
         """``{layer: first clock step with activity}`` for a run of ``timesteps`` steps."""
+        if self.feedforward:
+            return dict.fromkeys(self.layer_names, 0)
         raise NotImplementedError
 
     def readout_steps(self, timesteps: int | None = None) -> list[int]:
         """Clock steps that carry a readout in a run of ``timesteps`` steps."""
+        if self.feedforward:
+            return [0]
         raise NotImplementedError
 
     def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
@@ -588,6 +592,10 @@ class ClockedModel(nn.Module):
         return t
 
     def _resolve_timesteps(self, timesteps: int | None) -> int:
+        if self.feedforward:
+            return self._fixed_timesteps(
+                timesteps, 1, "it is feed-forward (one sweep, one readout)."
+            )
         t = self.timesteps if timesteps is None else timesteps
         steps = as_int(t)  # numpy ints and 0-d integer tensors are integers too
         if steps is None or not 1 <= steps <= MAX_TIMESTEPS:
@@ -602,6 +610,16 @@ class ClockedModel(nn.Module):
                 f"first has activity at step {need - 1}); got timesteps={t}."
             )
         return t
+
+    def _fixed_timesteps(self, timesteps: Any, fixed: int, why: str) -> int:
+        """``fixed`` for None or an integer equal to it (numpy / 0-d tensor too); else a
+        :class:`TimestepsError` that says ``why`` the clock cannot change."""
+        if timesteps is None or as_int(timesteps) == fixed:
+            return fixed
+        raise TimestepsError(
+            f"{self._display_name()} runs on exactly {fixed} clock step{'s' * (fixed != 1)}: {why} "
+            f"Got timesteps={timesteps!r}."
+        )
 
     def _display_name(self) -> str:
         cfg = self.pretrained_cfg

@@ -243,6 +243,23 @@ def test_fixed_clock_models_have_feature_info():
     assert len(single.feature_info) == len(single.layer_names)
 
 
+@pytest.mark.parametrize("name", ["cornet_z", "resnet50", "rcnn_b", "cornet_s"])
+def test_fixed_clocks_take_integers_of_any_kind_and_refuse_others(name):
+    """One rule for every fixed clock: its length as any integer type or None; anything else
+    (another length, a bool, a float) is a TimestepsError that names the model."""
+    import numpy as np
+
+    model = bm.create_model(name)
+    fixed = model.timesteps
+    for ok in (None, fixed, np.int64(fixed), torch.tensor(fixed)):
+        assert model.resolve_timesteps(ok) == fixed
+    for bad in (fixed + 1, np.int64(fixed + 1), float(fixed), True):
+        with pytest.raises(bm.TimestepsError, match=f"exactly {fixed} clock step"):
+            model.resolve_timesteps(bad)
+    with pytest.raises(bm.TimestepsError, match="exactly"):
+        bm.create_model(name, timesteps=fixed + 1)
+
+
 # --------------------------------------------------------------------------- intermediates / head
 @pytest.mark.parametrize("name", _params(CASES, slow=set(CASES) - FAMILY_REPS))
 def test_forward_intermediates_features_and_head(name):

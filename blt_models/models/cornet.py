@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .._clock import ClockedModel, Connection, InputStage, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ..errors import InputError, TimestepsError
+from ..errors import InputError
 
 __all__ = ["CORnetZ", "CORnetS", "CORnetR", "CORnetRT", "CORNET_AREAS"]
 
@@ -64,14 +64,6 @@ def _decoder(in_features: int, num_classes: int, with_output: bool) -> nn.Sequen
     if with_output:
         layers["output"] = nn.Identity()
     return nn.Sequential(layers)
-
-
-def _check_fixed_timesteps(name: str, timesteps: int | None, fixed: int, why: str) -> int:
-    if timesteps is None or (type(timesteps) is int and timesteps == fixed):
-        return fixed
-    raise TimestepsError(
-        f"{name} runs on exactly {fixed} clock step(s): {why} Got timesteps={timesteps!r}."
-    )
 
 
 # --------------------------------------------------------------------------------- blocks
@@ -238,9 +230,8 @@ class CORnetZ(_CORnet):
         self, num_classes: int = 1000, in_chans: int = 3, timesteps: int | None = 1
     ) -> None:
         super().__init__()
-        self.timesteps = _check_fixed_timesteps(
-            "CORnet-Z", timesteps, 1, "it is feed-forward (one sweep, one readout)."
-        )
+        self.timesteps = 1
+        self._resolve_timesteps(timesteps)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.V1 = CORblockZ(in_chans, 64, kernel_size=7, stride=2)
@@ -253,17 +244,6 @@ class CORnetZ(_CORnet):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
-        return dict.fromkeys(CORNET_AREAS, 0)
-
-    def readout_steps(self, timesteps: int | None = None) -> list[int]:
-        return [0]
-
-    def _resolve_timesteps(self, timesteps: int | None) -> int:
-        return _check_fixed_timesteps(
-            self._display_name(), timesteps, 1, "it is feed-forward (one sweep, one readout)."
-        )
 
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
@@ -512,7 +492,7 @@ class CORnetS(_CORnet):
             "its areas have a fixed number of inner steps (V1 1, V2 2, V4 4, IT 2; each inner "
             "step has its own BatchNorms in the weights), which the zoo puts one per clock step."
         )
-        return _check_fixed_timesteps(self._display_name(), timesteps, self.timesteps, why)
+        return self._fixed_timesteps(timesteps, self.timesteps, why)
 
     def connections(self) -> tuple[Connection, ...]:
         """One area per clock step: V1 at step 0, then each area's inner steps in turn; an area's

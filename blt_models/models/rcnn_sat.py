@@ -270,20 +270,6 @@ class RcnnSatB(_RcnnSat):
     def layer_aliases(self) -> dict[str, str]:  # type: ignore[override]
         return {f"ReLU_Layer_{n}": f"layer{n}" for n in range(len(self.layers))}
 
-    def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
-        return dict.fromkeys(self.layer_names, 0)
-
-    def readout_steps(self, timesteps: int | None = None) -> list[int]:
-        return [0]
-
-    def _resolve_timesteps(self, timesteps: int | None) -> int:
-        if timesteps is None or (type(timesteps) is int and timesteps == 1):
-            return 1
-        raise TimestepsError(
-            f"{self._display_name()} is feed-forward: it runs on exactly 1 clock step (one sweep, "
-            f"one readout); got timesteps={timesteps!r}."
-        )
-
     def convert_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Keras weights (``Conv_Layer_0/kernel``...) -> this model's keys; others unchanged."""
         if not is_keras_state_dict(state_dict):

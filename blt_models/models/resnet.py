@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from .._clock import ClockedModel, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ..errors import TimestepsError
 
 __all__ = ["ResNet", "reference_resnet_to_torchvision"]
 
@@ -119,20 +118,6 @@ class ResNet(ClockedModel):
     @property
     def layer_names(self) -> tuple[str, ...]:
         return RESNET_LAYERS
-
-    def first_steps(self, timesteps: int | None = None) -> dict[str, int]:
-        return dict.fromkeys(RESNET_LAYERS, 0)
-
-    def readout_steps(self, timesteps: int | None = None) -> list[int]:
-        return [0]
-
-    def _resolve_timesteps(self, timesteps: int | None) -> int:
-        if timesteps is None or (type(timesteps) is int and timesteps == 1):
-            return 1
-        raise TimestepsError(
-            f"{self._display_name()} runs on exactly 1 clock step: it is feed-forward (one sweep, "
-            f"one readout). Got timesteps={timesteps!r}."
-        )
 
     def _display_name(self) -> str:
         return super()._display_name() if self.pretrained_cfg is not None else f"resnet{self.depth}"
