@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _small_models import small_blt
 from PIL import Image
 
 import blt_models as bm
@@ -28,10 +29,7 @@ T = 5  # blt_bl with 4 layers: layer k active from step k, readouts from step 3
 
 
 def small_model(in_chans: int = 1, size: int = 32) -> bm.ClockedModel:
-    torch.manual_seed(0)
-    model = bm.create_model("blt_bl", num_layers=4, in_chans=in_chans, timesteps=T).eval()
-    model.pretrained_cfg = model.pretrained_cfg.replace(input_size=(in_chans, size, size))
-    return model
+    return small_blt(T, in_chans=in_chans, size=size)
 
 
 @pytest.fixture(scope="module")

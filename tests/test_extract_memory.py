@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _small_models import small_blt
 
 import blt_models as bm
 from blt_models.errors import OutputMismatchError
@@ -28,10 +29,7 @@ T = 4
 
 
 def small_model() -> bm.ClockedModel:
-    torch.manual_seed(0)
-    model = bm.create_model("blt_bl", num_layers=4, in_chans=1, timesteps=T).eval()
-    model.pretrained_cfg = model.pretrained_cfg.replace(input_size=(1, 32, 32))
-    return model
+    return small_blt(T)
 
 
 def documented_sha256(model: torch.nn.Module) -> str:

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _small_models import small_blt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +29,7 @@ T = 5
 
 
 def small_model(seed: int = 0) -> bm.ClockedModel:
-    torch.manual_seed(seed)
-    return bm.create_model("blt_bl", num_layers=4, in_chans=1, timesteps=T).eval()
+    return small_blt(T, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _small_models import small_blt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,10 +35,7 @@ T = 5
 
 
 def small_model() -> bm.ClockedModel:
-    torch.manual_seed(0)
-    model = bm.create_model("blt_bl", num_layers=4, in_chans=1, timesteps=T).eval()
-    model.pretrained_cfg = model.pretrained_cfg.replace(input_size=(1, 32, 32))
-    return model
+    return small_blt(T)
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +323,9 @@ def test_full_disk_leaves_a_resumable_file(model, images, tmp_path, small_disk, 
 # ------------------------------------------------------------------ 6. named errors
 def _png_header_only(path: Path, width: int, height: int) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
