@@ -18,7 +18,7 @@ process so that load from other processes biases all alike; medians reported):
 
 FLOPs are counted with torch's FlopCounterMode on each setting itself; "GFLOP/s" is that work
 over the median time, "% peak" its share of one large oneDNN 3x3 convolution's throughput in the
-same dtype, measured in the same run. Results are checked: fp32 features against the reference
+same dtype, measured in every round between the cases (the best round is the peak). Results are checked: fp32 features against the reference
 loop's (relative Frobenius error per layer < 1e-5), bf16 last readout (the model's readout of
 the extracted last layer at the last step) against the fp32 reference's (<= 1e-2).
 """
@@ -74,9 +74,14 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}; {args.model} ({L} layers), batch {B}, "
           f"{args.size} px, T={T}, every layer at every step; medians of {args.repeats} "
           "interleaved runs")  # fmt: skip
-    peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
-    print(f"oneDNN 3x3 conv peak (measured now): fp32 {peaks['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16']:.0f} GFLOP/s")  # fmt: skip
+    # The peak is measured in every round, between the cases, and the best round counts: one
+    # measurement at the start moved by +-15% between runs (the machine's clock and neighbours),
+    # and the convolutions inside a case then ran "above the peak".
+    peak_rounds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+
+    def measure_peaks() -> None:
+        peak_rounds["fp32"].append(conv_peak(torch.float32, seconds=1.0))
+        peak_rounds["bf16"].append(conv_peak(torch.bfloat16, seconds=1.0))
 
     collected: dict[int, list[torch.Tensor]] = {k: [] for k in range(L)}
 
@@ -142,10 +147,17 @@ def main() -> None:
         flops[name] = counter.get_total_flops() / 1e9
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeats):
+        measure_peaks()
         for name, (_, fn) in cases.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+    measure_peaks()
+    peaks = {dt: max(v) for dt, v in peak_rounds.items()}
+    rounds = {dt: ", ".join(f"{v:.0f}" for v in vals) for dt, vals in peak_rounds.items()}
+    print(f"oneDNN 3x3 conv peak, best of {len(peak_rounds['fp32'])} rounds between the cases: "
+          f"fp32 {peaks['fp32']:.0f} GFLOP/s ({rounds['fp32']}), "
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s ({rounds['bf16']})")  # fmt: skip
 
     # Results checked equal (after timing, on fresh runs).
     ref_logits = reference()

@@ -198,7 +198,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if "torch" not in sys.modules:
         # PyTorch's own switch for transparent huge pages on large CPU tensors, read once at
         # torch's first allocation: an extraction's activations and result then fault in 2 MiB
-        # at a time instead of 4 KiB (about 8% faster at 224 px on the 2-core dev machine).
+        # at a time instead of 4 KiB (fp32 4-8% faster at 224 px on the 2-core dev machine;
+        # bf16 within noise: benchmarks/RESULTS.md).
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     import torch
 
