@@ -15,7 +15,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ._checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
+from ._checkpoint import (
+    LOADED_SHA256_ATTR,
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+    weights_sha256,
+)
 from ._clock import ClockedModel
 from ._factory import create_with_origins
 from ._pretrained import PretrainedCfg
@@ -150,6 +156,11 @@ def load_reference_checkpoint(
     load_state_dict_strict(
         model, extract_state_dict(checkpoint, origin), what=origin, check_values=check_values
     )
+    if model.pretrained_cfg is not None:  # where the weights came from, as create_model records it
+        model.pretrained_cfg = model.pretrained_cfg.replace(  # type: ignore[attr-defined]
+            source=f"checkpoint_path {os.fspath(path)}"
+        )
+    setattr(model, LOADED_SHA256_ATTR, weights_sha256(model))
     return model
 
 
@@ -175,9 +186,17 @@ def _convert_blt_vs(
     model = create_with_origins(
         arch, checkpoint_path=path, check_values=check_values, kwargs=kwargs, **named
     )
+    # A checkpoint_path model carries no provenance of the tag; a file named as the authors'
+    # release keeps what describes that release (not its metrics: these bytes are unverified).
     converted = cast(PretrainedCfg, model.pretrained_cfg)
+    release = get_pretrained_cfg("blt_vs", tag) if tag else None
     model.pretrained_cfg = converted.replace(
-        source=f"{converted.source or ''}; converted by blt-models from {name}".lstrip("; ")
+        license=release.license if release else None,
+        training_data=release.training_data if release else None,
+        description=release.description if release else None,
+        source=f"{release.source if release else ''}; converted by blt-models from {name}".lstrip(
+            "; "
+        ),
     )
     return model, f"{arch}: published BLT-VS file, {how}"
 

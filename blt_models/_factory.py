@@ -17,10 +17,12 @@ from typing import Any
 from torch import nn
 
 from ._checkpoint import (
+    LOADED_SHA256_ATTR,
     extract_state_dict,
     load_checkpoint,
     load_state_dict_strict,
     read_checkpoint,
+    weights_sha256,
 )
 from ._clock import ClockedModel
 from ._pretrained import PretrainedCfg
@@ -152,6 +154,8 @@ def create_with_origins(
     cfg = loc.cfg
     if weights is None:  # built without its weights: keep none of their provenance
         cfg = without_provenance(cfg)
+    elif not pretrained:  # a checkpoint file's weights, not the tag's: name the file instead
+        cfg = without_provenance(cfg).replace(source=f"checkpoint_path {os.fspath(weights)}")
     what = loc.weights_origin or (os.fspath(checkpoint_path) if checkpoint_path else "")
 
     def load(model: ClockedModel) -> None:
@@ -260,6 +264,8 @@ def build_model(
     if model.in_chans != built_in_chans:
         args["in_chans"] = model.in_chans
     model.model_args = args  # type: ignore[assignment]  # a plain attribute, not a submodule
+    if load is not None:  # what was loaded, so that later changes to the weights are visible
+        setattr(model, LOADED_SHA256_ATTR, weights_sha256(model))
     return model
 
 

@@ -256,8 +256,9 @@ def test_resume_after_interruption(model, images, tmp_path, suffix):
     assert not partial.metadata["complete"] and partial.num_images == 4  # two whole batches
     source = FailingImages(images, None)
     extract_features(model, source, out=out, **kwargs)
-    # The shape probe; images 0-3 re-read (not run) to check they are unchanged; then 4, 5, 6.
-    assert source.calls == 1 + 4 + 3
+    # Item 0 twice (is it a tensor or an image for transform=? the shape probe); images 0-3
+    # re-read (not run) to check they are unchanged; then 4, 5, 6.
+    assert source.calls == 2 + 4 + 3
 
     a, b = load_features(whole), load_features(out)
     assert a.image_ids == b.image_ids and b.metadata["complete"]
@@ -268,7 +269,7 @@ def test_resume_after_interruption(model, images, tmp_path, suffix):
     # read once more to check that they are still the ones written).
     source = FailingImages(images, None)
     extract_features(model, source, out=out, **kwargs)
-    assert source.calls == 1 + 7
+    assert source.calls == 2 + 7
 
 
 # --------------------------------------------------------------------------------- errors

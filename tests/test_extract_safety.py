@@ -109,6 +109,49 @@ def test_architecture_of_a_tag_without_weights_claims_no_training():
         extract_features("blt_bl.vggface2", torch.randn(1, 3, 64, 64), progress=False)
 
 
+def test_weights_not_from_the_tag_are_not_called_pretrained(tmp_path):
+    """A checkpoint file, weights loaded or edited after create_model: the file names what the
+    weights are, never the tag's published file."""
+    name = "blt_bl_tiny.fashion_mnist"
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+
+    def provenance(model):
+        meta = extract_features(model, x, layers="layer3", steps=[-1], progress=False).metadata
+        assert meta["weights_sha256"] == tensors_sha256(model)
+        return meta["pretrained"], meta["weights_source"]
+
+    ck = tmp_path / "ck.pth"
+    torch.save(bm.create_model(name, pretrained=False).state_dict(), ck)
+    from_file = bm.create_model(name, checkpoint_path=ck)
+    assert provenance(from_file) == (False, f"checkpoint_path {ck}")
+    assert from_file.pretrained_cfg.sha256 is None and not from_file.pretrained_cfg.metrics
+
+    published = bm.create_model(name, pretrained=True)
+    assert provenance(published)[0] is True
+    published.load_state_dict(torch.load(ck, weights_only=True))
+    pretrained, source = provenance(published)
+    assert pretrained is False and "then changed" in source and "safetensors" in source
+
+    edited = bm.create_model(name, pretrained=True)
+    with torch.no_grad():
+        next(edited.parameters()).mul_(1.5)
+    assert provenance(edited)[0] is False
+    # Layout and mode changes of the run itself change no weights.
+    again = bm.create_model(name, pretrained=True)
+    assert provenance(again)[0] is True and provenance(again)[0] is True
+
+    # A reference training checkpoint names its file too (not null, which means random init).
+    import argparse
+
+    small = bm.create_model("blt_bl", num_layers=4, num_classes=5, in_chans=1, timesteps=5)
+    args = argparse.Namespace(model="blt_bl", num_layers=4, recurrent_steps=5, pool="max",
+                              num_classes=5, img_channels=1)  # fmt: skip
+    ref = tmp_path / "ref.pth"
+    torch.save({"model": small.state_dict(), "args": args}, ref)
+    loaded = bm.load_reference_checkpoint(ref, in_chans=1)
+    assert provenance(loaded) == (False, f"checkpoint_path {ref}")
+
+
 # ------------------------------------------------------------------ 2. stale results on resume
 class FailingImages(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor, fail_at: int | None) -> None:
@@ -157,6 +200,107 @@ def test_replaced_png_is_not_reused(model, folder, tmp_path):
     extract_features(model, folder, overwrite=True, **kw)
     os.utime(folder / "img2.png", (1, 1))
     assert extract_features(model, folder, **kw).num_images == 5
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """A source of unknown length (an IterableDataset), which no cheap fingerprint covers."""
+
+    def __init__(self, images: torch.Tensor, fail_at: int | None = None) -> None:
+        self.images, self.fail_at = images, fail_at
+
+    def __iter__(self):
+        for i, image in enumerate(self.images):
+            if i == self.fail_at:
+                raise RuntimeError("disk unplugged")
+            yield image
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_stream_of_another_length_is_not_reused(model, images, tmp_path, suffix):
+    out = tmp_path / f"s{suffix}"
+    kw = dict(layers="layer1", out=out, batch_size=3, progress=False)
+    extract_features(model, Stream(images), **kw)
+    with pytest.raises(bm.OutputMismatchError, match=r"holds 7 images.*gives only 5"):
+        extract_features(model, Stream(images[:5]), **kw)
+    longer = torch.cat([images, images[:2]])
+    with pytest.raises(bm.OutputMismatchError, match=r"complete with 7 images.*gives more"):
+        extract_features(model, Stream(longer), **kw)
+    # A partial file resumed from a stream that ends inside the rows already written.
+    part = tmp_path / f"p{suffix}"
+    kw["out"] = part
+    with pytest.raises(RuntimeError, match="disk unplugged"):
+        extract_features(model, Stream(images, fail_at=6), **kw)
+    assert load_features(part).num_images == 6
+    with pytest.raises(bm.OutputMismatchError, match=r"holds 6 images.*gives only 5"):
+        extract_features(model, Stream(images[:5]), **kw)
+    assert load_features(part).num_images == 6  # untouched, not marked complete
+
+
+def test_resume_without_the_image_ids_of_the_file_is_refused(model, images, tmp_path):
+    out = tmp_path / "ids.h5"
+    ids = list("abcdefg")
+    kw = dict(layers="layer1", out=out, batch_size=2, progress=False)
+    with pytest.raises(RuntimeError, match="disk unplugged"):
+        extract_features(model, FailingImages(images, 4), image_ids=ids, **kw)
+    with pytest.raises(bm.OutputMismatchError, match="not the first 4 images"):
+        extract_features(model, FailingImages(images, None), **kw)
+    assert extract_features(model, FailingImages(images, None), image_ids=ids, **kw).image_ids == ids
+    # Too few ids for a stream: named, not a shape error deep inside.
+    with pytest.raises(bm.errors.InvalidArgumentError, match="2 image ids"):
+        extract_features(model, Stream(images), image_ids=["a", "b"], layers="layer1",
+                         progress=False)  # fmt: skip
+
+
+def test_transform_is_recorded_applied_and_checked(model, folder, tmp_path, images):
+    import torchvision.transforms as T
+
+    def tf(interpolation):
+        return T.Compose([T.Grayscale(), T.Resize(32, interpolation), T.ToTensor()])
+
+    # A folder whose first image is unaffected by the change of interpolation (already 32 px).
+    from PIL import Image
+
+    Image.open(folder / "img0.png").resize((32, 32)).save(folder / "img0.png")
+    for i in range(1, 5):
+        Image.open(folder / f"img{i}.png").resize((48, 48)).save(folder / f"img{i}.png")
+    out = tmp_path / "t.h5"
+    kw = dict(layers="layer1", out=out, batch_size=2, progress=False)
+    extract_features(model, folder, transform=tf(T.InterpolationMode.BILINEAR), **kw)
+    with pytest.raises(bm.OutputMismatchError, match="transform: the custom transform"):
+        extract_features(model, folder, transform=tf(T.InterpolationMode.NEAREST), **kw)
+    # A lambda's repr carries its address, which differs between runs; it is recorded without.
+    meta = extract_features(model, images, layers="layer1", progress=False).metadata
+    assert meta["transform"] is None and meta["data_config"] is None
+    # Where the transform would not run, it is refused instead of recorded as applied.
+    for source in (images, torch.utils.data.TensorDataset(images), Stream(images)):
+        with pytest.raises(bm.errors.InvalidArgumentError, match="drop transform="):
+            extract_features(model, source, transform=T.Normalize([0.5], [0.1]), progress=False)
+    # A Dataset of tensors gets no record of a preprocessing it never had.
+    meta = extract_features(model, torch.utils.data.TensorDataset(images), layers="layer1",
+                            progress=False).metadata  # fmt: skip
+    assert meta["data_config"] is None
+    # Sources that name their images refuse image_ids= instead of ignoring it.
+    with pytest.raises(bm.errors.InvalidArgumentError, match="drop image_ids="):
+        extract_features(model, folder, image_ids=list("vwxyz"), progress=False)
+
+
+def test_zarr_store_missing_a_chunk_is_refused_not_read_as_zeros(model, images, tmp_path):
+    out = tmp_path / "f.zarr"
+    # steps=[0]: layer3 is inactive at step 0, so its chunks are all zeros, which zarr would
+    # skip writing by default; every chunk is written, so a missing one means damage.
+    kw = dict(layers=["layer1", "layer3"], steps=[0], out=out, batch_size=2, progress=False)
+    extract_features(model, images, **kw)
+    assert torch.count_nonzero(load_features(out).load()["layer3"]) == 0
+    chunk = next(p for p in sorted((out / "features" / "layer1" / "c").rglob("*")) if p.is_file())
+    chunk.unlink()  # an interrupted copy or sync
+    with pytest.raises(bm.OutputMismatchError, match="truncated or corrupt"):
+        load_features(out)
+    with pytest.raises(bm.OutputMismatchError, match="overwrite=True"):
+        extract_features(model, images, **kw)
+    extract_features(model, images, overwrite=True, **kw)
+    (out / "image_ids" / "c" / "0").unlink()
+    with pytest.raises(bm.OutputMismatchError, match="truncated or corrupt"):
+        load_features(out, lazy=True)
 
 
 # ------------------------------------------------------------------ 3. lazy indexing = numpy

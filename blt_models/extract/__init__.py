@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -224,8 +225,17 @@ def extract_features(
         source, batch_size, num_workers, make_transform, image_ids,
         pin_memory=plan.device.type == "cuda",
     )  # fmt: skip
-    src.data_config = data_config.get("config")
-    src.transform_repr = None if transform is None else repr(transform)
+    if transform is not None and not src.transform_applies:
+        raise InvalidArgumentError(
+            f"transform= is applied to images read from files or a Dataset's PIL images; this "
+            f"{src.kind} source gives tensors, which go to the model as they are (transform "
+            "them before, e.g. in the Dataset): drop transform="
+        )
+    src.data_config = data_config.get("config")  # set only where our preprocessing runs
+    # Without memory addresses (`<function <lambda> at 0x7f...>`), which differ between runs.
+    src.transform_repr = (
+        None if transform is None else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+    )
     rank, world_size, origin = resolve_ranks(rank, world_size)
     if out is None and origin == "arguments" and world_size > 1:
         raise InvalidArgumentError(
@@ -369,16 +379,33 @@ def _extract(
     store = FileStore(path, backend)
     start, stored = _prepare_file(store, metadata, plan, src, batch_size, overwrite)
     check = None
+    checked = 0  # rows of the file the source has given again (and that matched)
     if stored is not None and not src.cheap_fingerprints:
         ids_written, fps_written = stored
 
         def check(row: int, ids: list[str], fps: list[str]) -> None:
+            nonlocal checked
+            if row + len(ids) > len(fps_written):
+                raise OutputMismatchError(
+                    f"{str(path)!r} is complete with {len(fps_written)} images, and this source "
+                    "gives more; pass overwrite=True (CLI: --overwrite) to extract them all again"
+                )
             check_fingerprints(path, ids, fps_written[row : row + len(ids)], fps, row)
+            checked = row + len(ids)
+
+        def refuse_shorter(written: int) -> None:
+            if checked < written:
+                raise OutputMismatchError(
+                    f"{str(path)!r} holds {written} images, but this source gives only "
+                    f"{checked}: it is not the source the file was written from; pass "
+                    "overwrite=True (CLI: --overwrite) to extract it again"
+                )
 
     if start is None:  # complete: reuse once the images are known to be the same
         if check is not None:
             for _ in src.batches(2**62, check=check):  # reads and checks every row
                 pass
+            refuse_shorter(len(stored[1]) if stored is not None else 0)
         if progress:
             print(f"{path}: already complete ({metadata['n_images']} images)")
         return load_features(path, lazy=True)
@@ -386,6 +413,8 @@ def _extract(
     # worker inherits an open HDF5 handle (and its lock), then reopen it for writing.
     batches = src.batches(start, check=check)
     head = next(batches, None)
+    if check is not None and head is None:  # the source ended within the rows already written
+        refuse_shorter(start)
     stream = itertools.chain([head] if head is not None else [], batches)
     try:
         store.open()
@@ -435,7 +464,9 @@ def _prepare_file(
             )
         n_done = existing["n_done"]
         ids, fps = store.written(n_done)
-        if src.ids is not None and ids != src.ids[:n_done]:
+        # Default ids are the positions: a file written with image_ids= is not this source.
+        expected = src.ids[:n_done] if src.ids is not None else [str(i) for i in range(n_done)]
+        if ids != expected:
             raise OutputMismatchError(
                 f"{str(path)!r}: the images already written are not the first {n_done} images "
                 "of this source; pass overwrite=True (CLI: --overwrite) to start again"

@@ -9,8 +9,6 @@ that turns images ``start .. start+B-1`` into their ``[T, B, C, H, W]`` sequence
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checkpoint import LOADED_SHA256_ATTR, weights_sha256
 from .._clock import ClockedModel
 from .._version import __version__
 from ..errors import InputError, InvalidArgumentError
@@ -76,56 +75,31 @@ def parse_compile(value: Any) -> dict[str, Any] | None:
     )
 
 
-def weights_sha256(model: nn.Module) -> str:
-    """SHA-256 of the tensors actually used (``model.state_dict()``), streamed tensor by tensor.
+def weights_provenance(model: ClockedModel, sha256: str) -> tuple[bool, str | None]:
+    """``(pretrained, source)``: whether the model holds the published weights of its tag, and
+    where its weights came from (Hub repo, URL, packaged file, ``checkpoint_path FILE``).
 
-    The hash runs over the state dict's entries sorted by name; each entry adds one line
-    ``json.dumps([name, dtype, shape])`` + ``"\\n"`` (dtype without ``torch.``, e.g.
-    ``["layer0.weight", "float32", [64, 3, 3, 3]]``) and then the tensor's bytes in C
-    (row-major) order, so the value does not depend on the memory layout (channels_last or not)
-    or on the device. Recompute it with::
-
-        h = hashlib.sha256()
-        for name, t in sorted(model.state_dict().items()):
-            t = t.detach().cpu().contiguous()
-            h.update(json.dumps([name, str(t.dtype).removeprefix("torch."), list(t.shape)])
-                     .encode() + b"\\n")
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
-        h.hexdigest()
-
-    Nothing of the size of the model is copied: a row-major CPU tensor is hashed in place, any
-    other (channels_last, on a GPU) one row ``t[i]`` at a time. The value of feature-file
-    format 2 (``sha256(safetensors.torch.save(state_dict))``) held two or three serialised
-    copies of the weights while it was computed.
+    ``sha256`` is :func:`weights_sha256` of the tensors about to be used. ``create_model`` kept
+    the same hash of what it loaded; if they differ (``load_state_dict``, an optimizer step, an
+    in-place edit since), the weights are not what the source names: not pretrained, and the
+    source says so.
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach()
-        header = [name, str(t.dtype).replace("torch.", ""), list(t.shape)]
-        digest.update(json.dumps(header).encode() + b"\n")
-        in_place = t.device.type == "cpu" and t.is_contiguous()
-        for part in [t] if in_place or t.ndim < 2 else t:  # rows: the row-major order
-            part = part.to("cpu").contiguous()
-            digest.update(part.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def weights_provenance(model: ClockedModel) -> tuple[bool, str | None]:
-    """``(pretrained, source)``: whether the model holds published weights of its tag, and where
-    its weights came from (Hub repo, URL, packaged file, or a local checkpoint)."""
     cfg = model.pretrained_cfg
     if cfg is None:
         return False, None
-    hub = getattr(cfg, "hf_hub_id", None)
+    pretrained, source = False, getattr(cfg, "source", None)
+    hub, url, file = (getattr(cfg, k, None) for k in ("hf_hub_id", "url", "file"))
     if hub:
         rev = getattr(cfg, "hf_hub_revision", None)
-        return True, f"hf-hub:{hub}" + (f"@{rev}" if rev else "")
-    url, file = getattr(cfg, "url", None), getattr(cfg, "file", None)
-    if url:
-        return True, str(url)
-    if file:
-        return True, f"blt_models package file weights/{file}"
-    return False, getattr(cfg, "source", None)
+        pretrained, source = True, f"hf-hub:{hub}" + (f"@{rev}" if rev else "")
+    elif url:
+        pretrained, source = True, str(url)
+    elif file:
+        pretrained, source = True, f"blt_models package file weights/{file}"
+    loaded = getattr(model, LOADED_SHA256_ATTR, None)
+    if (pretrained or source) and loaded is not None and loaded != sha256:
+        return False, f"{source}, then changed (these weights are not the ones loaded from it)"
+    return pretrained, source
 
 
 def _model_name(model: ClockedModel) -> str:
@@ -298,7 +272,8 @@ class RunPlan:
 
     def metadata(self, source: Source, batch_size: int) -> dict[str, Any]:
         model = self.model
-        pretrained, weights_source = weights_provenance(model)
+        sha256 = weights_sha256(model)
+        pretrained, weights_source = weights_provenance(model, sha256)
         cfg = model.pretrained_cfg
         random = self.pooler.spec.kind == "random"
         return to_json(
@@ -313,7 +288,7 @@ class RunPlan:
                 },
                 "pretrained": pretrained,
                 "weights_source": weights_source,
-                "weights_sha256": weights_sha256(model),
+                "weights_sha256": sha256,
                 "timesteps": self.timesteps,
                 "steps": self.steps,
                 "layers": self.layers,

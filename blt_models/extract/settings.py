@@ -10,8 +10,8 @@ __all__ = ["RESUME_KEYS", "SHARED_KEYS", "differing"]
 # Settings that must agree for a file to be resumed or reused.
 RESUME_KEYS = (
     "format_version", "model", "pretrained", "weights_sha256", "timesteps", "steps", "layers",
-    "pool", "dtype", "compute_dtype", "data_config", "first_input", "source", "n_images",
-    "feature_shapes", "stimulus", "shard",
+    "pool", "dtype", "compute_dtype", "data_config", "transform", "first_input", "source",
+    "n_images", "feature_shapes", "stimulus", "shard",
 )  # fmt: skip
 
 # Settings a shard must share with the join of all shards (its rows, source details and number
@@ -22,6 +22,7 @@ _WHAT = {
     "first_input": "first_input: the first image as the model sees it after preprocessing (another "
     "transform, or that image changed)",
     "compute_dtype": "compute_dtype: the dtype the convolutions ran in",
+    "transform": "transform: the custom transform= (as its repr)",
     "weights_sha256": "weights_sha256: the weights",
 }
 

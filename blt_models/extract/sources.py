@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..errors import (
     ExtractionError,
+    InputError,
     InvalidArgumentError,
     NoImagesError,
     OutputMismatchError,
@@ -152,6 +153,11 @@ class DatasetImages(torch.utils.data.Dataset):
         if isinstance(img, np.ndarray):
             img = torch.from_numpy(img)
         if not isinstance(img, Tensor):
+            if self.transform is None:
+                raise InputError(
+                    f"the dataset gave a tensor as its first image but a {type(img).__name__} "
+                    f"at index {index}: give tensors throughout, or images throughout"
+                )
             img = self.transform(img)
         return img
 
@@ -188,7 +194,10 @@ class Source:
         self.info: dict[str, Any]
         self.data_config: dict[str, Any] | None = None  # the preprocessing, if ours was built
         self.offset = 0  # position of the first image in the whole source (see restrict)
-        self.transform_repr: str | None = None  # a custom transform, as recorded (informational)
+        self.transform_repr: str | None = None  # a custom transform, as recorded
+        # Whether images pass through the transform (files, a Dataset of PIL images); tensors,
+        # DataLoaders and Datasets of tensors go to the model as they are.
+        self.transform_applies = False
 
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             root = Path(source)
@@ -249,17 +258,26 @@ class Source:
             samples = getattr(source, "samples", None) or getattr(source, "imgs", None)
             if isinstance(samples, list) and len(samples) == n_items:
                 self.ids = [str(s[0] if isinstance(s, (tuple, list)) else s) for s in samples]
-            self.dataset = DatasetImages(source, make_transform())
+            self.transform_applies = not isinstance(first_of(source[0]), (Tensor, np.ndarray))
+            transform = make_transform() if self.transform_applies else None
+            self.dataset = DatasetImages(source, transform)
         else:
             raise InvalidArgumentError(
                 f"cannot read images from a {type(source).__name__}: pass a folder, a list of "
                 "image paths, a Dataset, a DataLoader or a tensor [N, C, H, W]"
             )
         if self.paths is not None:
+            self.transform_applies = True
             self.dataset = ImageFiles(self.paths, make_transform())
         if self.dataset is not None:
             self.n = len(self.dataset)
-        if self.ids is None and image_ids is not None:
+        if image_ids is not None:
+            if self.ids is not None:
+                raise InvalidArgumentError(
+                    f"image_ids= names images that have no names of their own (a tensor, a "
+                    f"Dataset, a DataLoader); this {self.kind} source names its images itself "
+                    "(relative paths, or the Dataset's samples): drop image_ids="
+                )
             self.ids = [str(i) for i in image_ids]
         if self.ids is not None and self.n is not None and len(self.ids) != self.n:
             raise InvalidArgumentError(f"{len(self.ids)} image ids for {self.n} images")
@@ -303,7 +321,13 @@ class Source:
         return [tensor_fingerprint(t) for t in self.tensor[start:stop]]
 
     def ids_for(self, i: int, b: int) -> list[str]:
-        return self.ids[i : i + b] if self.ids is not None else [str(j) for j in range(i, i + b)]
+        if self.ids is None:
+            return [str(j) for j in range(i, i + b)]
+        if i + b > len(self.ids):
+            raise InvalidArgumentError(
+                f"{len(self.ids)} image ids, but the source gives more images (at least {i + b})"
+            )
+        return self.ids[i : i + b]
 
     def sample(self) -> Tensor:
         """One image ``[1, C, H, W]`` (for the size of the inputs)."""

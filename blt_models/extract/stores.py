@@ -10,6 +10,7 @@ resumable.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -163,8 +164,32 @@ def inspect_output(path: Path, backend: str) -> str:
         raise OutputMismatchError(f"{str(path)!r} has an unreadable zarr.json; {fix}") from None
     meta = attrs.get("metadata")
     if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME:
+        if attrs.get("every_chunk_written") and missing_zarr_chunk(path, int(attrs["n_done"])):
+            return "broken"
         return "ours"
     raise OutputMismatchError(f"{str(path)!r} is a zarr store of another kind; {not_ours}{fix}")
+
+
+def missing_zarr_chunk(path: Path, n_done: int) -> str | None:
+    """The first chunk file of rows ``0 .. n_done-1`` missing from the zarr store at ``path``
+    (relative path), or None. zarr reads a missing chunk as its fill value: without this check
+    a store copied or synced only in part would read as zeros and empty ids."""
+    arrays = [path / "image_ids", path / "fingerprints"]
+    arrays += sorted(p.parent for p in (path / "features").glob("*/zarr.json"))
+    for array in arrays:
+        try:
+            meta = json.loads((array / "zarr.json").read_text())
+            shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+            separator = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
+        except (OSError, ValueError, KeyError, TypeError):
+            return str((array / "zarr.json").relative_to(path))
+        grid = [range(math.ceil(min(n_done, shape[0]) / chunks[0]))]
+        grid += [range(math.ceil(s / c)) for s, c in zip(shape[1:], chunks[1:], strict=True)]
+        for index in itertools.product(*grid):
+            key = separator.join(["c", *map(str, index)])
+            if not (array / key).is_file():
+                return str((array / key).relative_to(path))
+    return None
 
 
 def remove_store(path: Path, with_shards: bool = False) -> None:
@@ -376,6 +401,9 @@ class FileStore(Store):
             # (chunk, encoded bytes) on its own worker thread: bound the bytes in flight.
             chunk = math.prod(arr.chunks) * value.dtype.itemsize
             limit = int(zarr.config.get("async.concurrency"))
+            # Every chunk is written, all-zero ones too (zarr skips those by default): a chunk
+            # file missing below n_done then means a store cut short (missing_zarr_chunk).
+            arr = arr.with_config({"write_empty_chunks": True})
             with zarr.config.set({"async.concurrency": zarr_concurrency(chunk, limit)}):
                 arr[start:stop] = value
         else:
@@ -389,6 +417,8 @@ class FileStore(Store):
         # The attributes first: they then sit at the start of an HDF5 file, where even a copy
         # cut short still shows whose file it is (see inspect_output).
         self.set_attrs(metadata=metadata, n_done=0, complete=False)
+        if self.backend == "zarr":
+            self.set_attrs(every_chunk_written=True)
         target = (4 << 20) if self.backend == "h5" else (16 << 20)
         length = n or 0
         for name, shape in shapes.items():
