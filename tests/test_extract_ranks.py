@@ -191,6 +191,45 @@ def test_join_checks_the_images_of_the_other_ranks(model, images, tmp_path: Path
     assert not out.exists()
 
 
+class Images(torch.utils.data.Dataset):
+    """A Dataset of tensors: no cheap fingerprints, so its rows are checked by reading them."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_join_reads_again_the_other_ranks_dataset_images(model, images, tmp_path, overwrite):
+    """A job array given another Dataset on one task (or re-run with overwrite=True on one task
+    after the data changed) must not join the other task's features of the old images."""
+    out = tmp_path / "feats.h5"
+    kw = dict(out=out, batch_size=2, progress=False, world_size=2)
+    changed = images.clone()
+    changed[1:] = torch.randn(len(images) - 1, 1, 32, 32, generator=torch.Generator().manual_seed(9))
+    if overwrite:  # both tasks done on the old data; only rank 0 runs again on the new
+        for r in range(2):
+            extract_features(model, Images(images), rank=r, **kw)
+        out.unlink(missing_ok=True)
+    else:  # the two tasks were given different data
+        extract_features(model, Images(images), rank=1, **kw)
+    with pytest.raises(OutputMismatchError, match=r"changed since rank 1"):
+        extract_features(model, Images(changed), rank=0, overwrite=overwrite, **kw)
+    assert not out.exists()
+    # The same data on both tasks joins, byte for byte as one process.
+    out2 = tmp_path / "same.h5"
+    for r in range(2):
+        extract_features(model, Images(images), rank=r, **dict(kw, out=out2))
+    one = tmp_path / "one.h5"
+    extract_features(model, Images(images), out=one, batch_size=2, progress=False)
+    assert_same_arrays(out2, one)
+
+
 def test_stale_join_refused_when_a_shard_changed_under_it(model, images, tmp_path) -> None:
     out = tmp_path / "feats.h5"
     run_ranks(model, images, out, 2)

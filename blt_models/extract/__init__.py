@@ -42,7 +42,7 @@ from .pooling import Pooling, parse_pool
 from .result import ExtractedFeatures
 from .settings import RESUME_KEYS, differing
 from .shards import check_split, join_if_complete, resolve_ranks, shard_path, split_rows
-from .sources import Source, check_fingerprints, list_images, same_image
+from .sources import Source, check_fingerprints, list_images, same_image, tensor_fingerprint
 from .stores import (
     FileStore,
     LazyFeatures,
@@ -480,8 +480,10 @@ def _prepare_file(
 
 def _row_check(src: Source, out: Path, world_size: int) -> Any:
     """For a join without a process group: other ranks checked their images when they ran,
-    which may be before some changed; check them again where that is cheap (files, tensors)."""
-    if not src.cheap_fingerprints:
+    which may be before some changed (or were given another source). Check them again: files
+    and tensors by their fingerprints, a Dataset's images by reading them once more (decoding
+    only, the model does not run), as a one-process resume does."""
+    if not src.cheap_fingerprints and src.dataset is None:
         return None
 
     def check(rank: int, row: int, ids: list[str], fps: list[str]) -> None:
@@ -498,7 +500,10 @@ def _row_check(src: Source, out: Path, world_size: int) -> Any:
                     f"where this run's source has {new!r} (other images, or another order); "
                     f"{fix}"
                 )
-        current = src.fingerprints(row, row + len(ids))
+        if src.cheap_fingerprints:
+            current = src.fingerprints(row, row + len(ids))
+        else:
+            current = [tensor_fingerprint(src.dataset[j]) for j in range(row, row + len(ids))]
         for i, (old, new) in enumerate(zip(fps, current, strict=True)):
             if not same_image(old, new):
                 raise OutputMismatchError(
