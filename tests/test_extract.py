@@ -131,6 +131,20 @@ def test_channels_last_on_a_grayscale_input_and_the_model_given_back(model, imag
         assert torch.equal(res[name], ref.features[name].transpose(0, 1)), name
 
 
+def test_the_callers_model_keeps_its_dtype_and_modes(images):
+    """Extraction converts the model for the run (eval mode, the compute dtype, the layout) and
+    puts every module's mode and every tensor's dtype back."""
+    model = small_model().to(torch.bfloat16).train()
+    model.norm_1.eval()  # a module the caller froze
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    res = extract_features(model, images, layers="layer1", dtype="float64", progress=False)
+    assert res["layer1"].dtype == torch.float64
+    assert model.training and not model.norm_1.training and model.norm_2.training
+    state = model.state_dict()
+    assert {n: t.dtype for n, t in state.items()} == {n: t.dtype for n, t in before.items()}
+    assert all(torch.equal(state[n], before[n]) for n in before)
+
+
 def test_folder_source_uses_model_preprocessing(model, folder):
     res = extract_features(
         model, folder, layers=["output_3", "layer1"], steps=[-1, 1], progress=False

@@ -9,6 +9,7 @@ that turns images ``start .. start+B-1`` into their ``[T, B, C, H, W]`` sequence
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,8 @@ class RunPlan:
     compile_options: dict[str, Any] | None = None  # torch.compile arguments, None: eager
     forward_fn: Any = None  # model.forward_timesteps, compiled or not (setup_model)
     restore_format: torch.memory_format | None = None  # the caller's layout, if changed
+    restore_modes: list[tuple[nn.Module, bool]] = field(default_factory=list)
+    restore_tensors: dict[str, tuple[torch.dtype, torch.device]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -233,6 +236,15 @@ class RunPlan:
         bit the same), but then every convolution reorders its weights on every call: at 32 px
         that was 15 MiB more peak memory and 10-15% less speed (benchmarks/RESULTS.md).
         """
+        # What the caller's model had, put back by restore_model: each module's train/eval
+        # mode, each tensor's dtype and device.
+        self.restore_modes = [(m, m.training) for m in self.model.modules()]
+        self.restore_tensors = {
+            name: (t.dtype, t.device)
+            for name, t in itertools.chain(
+                self.model.named_parameters(), self.model.named_buffers()
+            )
+        }
         self.model.eval()
         weights = torch.float32 if self.autocast else self.compute_dtype
         self.model.to(device=self.device, dtype=weights)
@@ -247,10 +259,20 @@ class RunPlan:
             self.forward_fn = torch.compile(self.model.forward_timesteps, **self.compile_options)
 
     def restore_model(self) -> None:
-        """Undo the layout change of :meth:`setup_model` (the caller's model keeps its own)."""
+        """Undo :meth:`setup_model`: the caller's model keeps its own layout, dtypes, device and
+        modes (an extraction with ``dtype="float64"`` leaves no float64 model behind)."""
         if self.restore_format is not None:
             self.model.to(memory_format=self.restore_format)
             self.restore_format = None
+        named = itertools.chain(self.model.named_parameters(), self.model.named_buffers())
+        with torch.no_grad():
+            for name, tensor in named:
+                dtype, device = self.restore_tensors.get(name, (tensor.dtype, tensor.device))
+                if tensor.dtype != dtype or tensor.device != device:
+                    tensor.data = tensor.data.to(device=device, dtype=dtype)
+        for module, training in self.restore_modes:
+            module.training = training
+        self.restore_tensors, self.restore_modes = {}, []
 
     def probe(self, sample: Tensor) -> None:
         """Map and stored shapes of every layer for inputs of the sample's size."""
