@@ -426,6 +426,8 @@ class ClockedModel(nn.Module):
                     f"{timesteps - 1}); pass e.g. slice(0, {timesteps}) or a list of steps"
                 )
             return sorted(selected)
+        if getattr(steps, "ndim", None) == 0 and hasattr(steps, "item"):  # 0-d tensor / array
+            steps = steps.item()  # type: ignore[union-attr]
         items = [steps] if _is_int(steps) else steps
         if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
             raise StepOutOfRangeError(

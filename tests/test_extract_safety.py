@@ -336,6 +336,12 @@ rest_index = st.one_of(
     st.just(()),
     st.tuples(st.integers(-T, T - 1)),
     st.tuples(st.builds(slice, st.none() | st.integers(-6, 6), st.none(), st.integers(1, 3))),
+    # What the files cannot read directly (numpy semantics on the rows read): negative steps,
+    # integer arrays on the step axis (combined with a row slice, e.g. lazy[::-1, [1, 2]]).
+    st.tuples(st.builds(slice, st.none() | st.integers(-6, 6), st.none() | st.integers(-6, 6),
+                        st.integers(-3, -1))),  # fmt: skip
+    st.tuples(st.lists(st.integers(-T, T - 1), min_size=1, max_size=4).map(np.asarray)),
+    st.tuples(st.integers(-T, T - 1), st.integers(-3, 2)),
 )
 
 
@@ -347,12 +353,28 @@ def _as_numpy_index(index):
 @given(first=first_index, rest=rest_index)
 def test_lazy_indexing_follows_numpy(lazy_file, first, rest):
     path, zpath, full = lazy_file
-    expected = full[(_as_numpy_index(first), *rest)]
+    try:
+        expected = full[(_as_numpy_index(first), *rest)]
+    except IndexError:  # numpy refuses (e.g. index arrays that do not broadcast): so do we
+        for p in (path, zpath):
+            with pytest.raises(bm.errors.FeatureIndexError):
+                load_features(p, lazy=True)["layer2"][(first, *rest)]
+        return
     for p in (path, zpath):
         lazy = load_features(p, lazy=True)["layer2"]
         got = lazy[(first, *rest)] if rest else lazy[first]
         assert tuple(got.shape) == expected.shape
         np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_lazy_indexing_edges(lazy_file):
+    path, zpath, full = lazy_file
+    for p in (path, zpath):
+        lazy = load_features(p, lazy=True)["layer2"]
+        assert lazy[0, 0, 0].shape == () and float(lazy[0, 0, 0]) == full[0, 0, 0]  # a scalar
+        for bad in ((slice(None), T), (0, -T - 1), (0, 0, 0, 0)):
+            with pytest.raises(bm.errors.FeatureIndexError):
+                lazy[bad]
 
 
 def test_lazy_indexing_refuses_what_numpy_refuses(lazy_file):
@@ -497,6 +519,18 @@ def test_bad_arguments_get_named_errors(model, images, kwargs, error, match):
     kwargs = {"layers": "layer0", **kwargs}
     with pytest.raises(error, match=match):
         extract_features(model, images, progress=False, **kwargs)
+
+
+def test_zero_dimensional_steps_are_integers(model, images):
+    import numpy as np
+
+    for step in (torch.tensor(-1), np.array(T - 1), np.int64(-1)):
+        assert model.resolve_steps(step, T) == [T - 1]
+    res = extract_features(model, images, layers="layer1", steps=torch.tensor(-1), progress=False)
+    assert res.steps.tolist() == [T - 1]
+    for bad in (torch.tensor(True), torch.tensor(1.5), np.array(2.0)):
+        with pytest.raises(bm.StepOutOfRangeError, match="integers"):
+            model.resolve_steps(bad, T)
 
 
 def test_bad_sources_and_outputs_get_named_errors(model, images, tmp_path):

@@ -617,23 +617,47 @@ class LazyFeatures:
             f"only integers, slices, integer arrays and boolean masks index rows; got {first!r}"
         )
 
+    def _basic(self, rest: tuple) -> tuple | None:
+        """``rest`` (the index after the rows) as h5py / zarr read it directly: ints within their
+        axis (made non-negative) and slices with a positive step; None for anything else."""
+        out: list[Any] = []
+        for axis, r in enumerate(rest, start=1):
+            if axis >= self.ndim:
+                return None
+            if isinstance(r, slice) and (r.step is None or (_is_int(r.step) and r.step > 0)):
+                out.append(r)
+            elif _is_int(r) and not isinstance(r, (bool, np.bool_)):
+                dim = self.shape[axis]
+                if not -dim <= int(r) < dim:
+                    return None
+                out.append(int(r) % dim)
+            else:
+                return None
+        return tuple(out)
+
     def __getitem__(self, index: Any) -> Tensor:
         index = index if isinstance(index, tuple) else (index,)
+        # torch tensors as numpy arrays: numpy semantics throughout, as documented.
+        index = tuple(
+            (i.item() if i.ndim == 0 else i.numpy()) if isinstance(i, Tensor) else i for i in index
+        )
         self._check_unchanged()
         root = _open_read(self.path, self.backend)
         try:
             arr = root[self.key]
             first = index[0] if index else slice(None)
-            rest = index[1:]
-            basic = all(isinstance(r, slice) or _is_int(r) for r in rest)
-            if first is Ellipsis or first is None or not basic:
+            rest = self._basic(index[1:])
+            if first is Ellipsis or first is None or rest is None:
                 # General numpy semantics on the rows that hold data (reads the whole array).
-                rows = slice(0, self.n) if first is Ellipsis or first is None else self._rows(first)
+                if first is not Ellipsis and first is not None:
+                    self._rows(first)  # the row index's own checks and messages
                 full = np.asarray(arr[: self.n])
-                if first is Ellipsis or first is None:
+                try:
                     data = full[index]
-                else:
-                    data = full[(rows, *rest)]
+                except (IndexError, TypeError) as err:
+                    raise FeatureIndexError(
+                        f"index {index!r} does not fit features of shape {list(self.shape)}: {err}"
+                    ) from None
             else:
                 rows = self._rows(first)
                 if isinstance(rows, np.ndarray):
@@ -645,7 +669,8 @@ class LazyFeatures:
         finally:
             if self.backend == "h5":
                 root.close()
-        return torch.from_numpy(np.ascontiguousarray(data))
+        data = np.asarray(data)  # a 0-d result stays 0-d (np.ascontiguousarray makes it 1-d)
+        return torch.from_numpy(data if data.flags.c_contiguous else data.copy(order="C"))
 
     def _take(self, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
         """Rows in any order with repeats: read each distinct row once, in increasing order."""
