@@ -251,6 +251,18 @@ def test_resume_without_the_image_ids_of_the_file_is_refused(model, images, tmp_
                          progress=False)  # fmt: skip
 
 
+def test_shuffling_dataloader_is_refused(model, images):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    with pytest.raises(bm.errors.InvalidArgumentError, match="RandomSampler.*shuffle=False"):
+        extract_features(model, DataLoader(TensorDataset(images), batch_size=2, shuffle=True),
+                         layers="layer1", progress=False)  # fmt: skip
+    ordered = DataLoader(TensorDataset(images), batch_size=2)
+    res = extract_features(model, ordered, layers="layer1", progress=False)
+    ref = extract_features(model, images, layers="layer1", batch_size=2, progress=False)
+    assert res.image_ids == ref.image_ids and torch.equal(res["layer1"], ref["layer1"])
+
+
 def test_transform_is_recorded_applied_and_checked(model, folder, tmp_path, images):
     import torchvision.transforms as T
 

@@ -180,7 +180,7 @@ class Source:
         image_ids: Sequence[str] | None,
         pin_memory: bool,
     ) -> None:
-        from torch.utils.data import DataLoader, Dataset, IterableDataset
+        from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -235,6 +235,17 @@ class Source:
             self.tensor = tensor
             self.n = len(tensor)
         elif isinstance(source, DataLoader):
+            batch_sampler: Any = source.batch_sampler
+            sampler = batch_sampler.sampler if hasattr(batch_sampler, "sampler") else source.sampler
+            if not isinstance(sampler, SequentialSampler) and not isinstance(
+                source.dataset, IterableDataset
+            ):
+                raise InvalidArgumentError(
+                    f"the DataLoader draws its images with a {type(sampler).__name__} (e.g. "
+                    "shuffle=True): rows would be stored in that order but named 0, 1, 2, ... "
+                    "and a resume would see other images. Pass the Dataset itself, or a "
+                    "DataLoader with shuffle=False"
+                )
             self.kind, self.info = "dataloader", {"batch_size": source.batch_size}
             self.loader = source
             try:
