@@ -251,6 +251,16 @@ def test_resume_without_the_image_ids_of_the_file_is_refused(model, images, tmp_
                          progress=False)  # fmt: skip
 
 
+def test_float16_overflow_is_refused_not_stored_as_inf(tmp_path):
+    cornet = bm.create_model("cornet_z", num_classes=3)  # no normalisation: features scale
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(bm.errors.InvalidArgumentError, match="float16's range"):
+        extract_features(cornet, x * 1e6, layers="V1", store_dtype="float16",
+                         out=tmp_path / "a.h5", progress=False)  # fmt: skip
+    res = extract_features(cornet, x, layers="V1", store_dtype="float16", progress=False)
+    assert res["V1"].dtype == torch.float16 and torch.isfinite(res["V1"]).all()
+
+
 def test_shuffling_dataloader_is_refused(model, images):
     from torch.utils.data import DataLoader, TensorDataset
 

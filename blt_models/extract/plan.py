@@ -378,11 +378,19 @@ class RunPlan:
                 x, timesteps=self.timesteps, layers=self.layers, steps=self.steps,
                 buffers=buffers,
             )  # fmt: skip
-            if direct:
-                return
-            for name in self.layers:
-                f = res.features[name].transpose(0, 1)  # [b, S, ...], contiguous storage
-                rows[name].copy_(self.pooler(name, f))
+            if not direct:
+                for name in self.layers:
+                    f = res.features[name].transpose(0, 1)  # [b, S, ...], contiguous storage
+                    rows[name].copy_(self.pooler(name, f))
+        if self.store_dtype == torch.float16:
+            # float16 holds at most 65504: larger features would be stored as inf, silently.
+            for name, r in rows.items():
+                if torch.isinf(r).any():
+                    raise InvalidArgumentError(
+                        f"features of {name} exceed float16's range (|x| > 65504) and would be "
+                        "stored as inf; store them as float32 (store_dtype='float32'; on the "
+                        "command line, --dtype bfloat16 or float32 instead of float16)"
+                    )
 
 
 def run(plan: RunPlan, batches: Iterable[Batch], store: Store, start: int, total: int | None,
