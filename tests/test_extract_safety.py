@@ -394,6 +394,9 @@ def test_lazy_indexing_edges(lazy_file):
     for p in (path, zpath):
         lazy = load_features(p, lazy=True)["layer2"]
         assert lazy[0, 0, 0].shape == () and float(lazy[0, 0, 0]) == full[0, 0, 0]  # a scalar
+        # One element through a negative step (numpy: "contiguous" with a negative stride).
+        np.testing.assert_array_equal(lazy[0:1, ::-1][:, :1].numpy(), full[0:1, ::-1][:, :1])
+        np.testing.assert_array_equal(lazy[0, -1:-2:-1, 0].numpy(), full[0, -1:-2:-1, 0])
         for bad in ((slice(None), T), (0, -T - 1), (0, 0, 0, 0)):
             with pytest.raises(bm.errors.FeatureIndexError):
                 lazy[bad]

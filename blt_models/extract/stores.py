@@ -670,7 +670,10 @@ class LazyFeatures:
             if self.backend == "h5":
                 root.close()
         data = np.asarray(data)  # a 0-d result stays 0-d (np.ascontiguousarray makes it 1-d)
-        return torch.from_numpy(data if data.flags.c_contiguous else data.copy(order="C"))
+        # numpy calls a 1-element view with a negative stride contiguous; torch refuses it.
+        if not data.flags.c_contiguous or any(st < 0 for st in data.strides):
+            data = data.copy(order="C")
+        return torch.from_numpy(data)
 
     def _take(self, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
         """Rows in any order with repeats: read each distinct row once, in increasing order."""
