@@ -273,6 +273,29 @@ def test_shuffling_dataloader_is_refused(model, images):
     assert res.image_ids == ref.image_ids and torch.equal(res["layer1"], ref["layer1"])
 
 
+def test_second_review_cases(model, images, tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    # A batch_sampler of index lists reorders the rows: refused like shuffle=True.
+    with pytest.raises(bm.errors.InvalidArgumentError, match="shuffle=False"):
+        extract_features(model, DataLoader(TensorDataset(images), batch_sampler=[[3, 1], [0, 2]]),
+                         layers="layer1", progress=False)  # fmt: skip
+    # An IterableDataset run by several workers gives each image once per worker.
+    with pytest.raises(bm.errors.InvalidArgumentError, match="num_workers"):
+        extract_features(model, Stream(images), layers="layer1", num_workers=2, progress=False)
+    # float16 computation that overflows is refused even when stored as float32.
+    cornet = bm.create_model("cornet_z", num_classes=3)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 1e6
+    with pytest.raises(bm.errors.InvalidArgumentError, match="float16's range"):
+        extract_features(cornet, x, layers="V1", dtype="float16", store_dtype="float32",
+                         progress=False)  # fmt: skip
+    # An exact cast for the run keeps published weights published.
+    tiny = bm.create_model("blt_bl_tiny.fashion_mnist", pretrained=True)
+    meta = extract_features(tiny, torch.rand(2, 1, 32, 32), layers="layer1", dtype="float64",
+                            progress=False).metadata  # fmt: skip
+    assert meta["pretrained"] is True and "then changed" not in meta["weights_source"]
+
+
 def test_transform_is_recorded_applied_and_checked(model, folder, tmp_path, images):
     import torchvision.transforms as T
 

@@ -166,6 +166,7 @@ class RunPlan:
     forward_fn: Any = None  # model.forward_timesteps, compiled or not (setup_model)
     restore_format: torch.memory_format | None = None  # the caller's layout, if changed
     restore_modes: list[tuple[nn.Module, bool]] = field(default_factory=list)
+    caller_sha256: str | None = None  # weights_sha256 before a dtype cast of the run
     restore_tensors: dict[str, tuple[torch.dtype, torch.device]] = field(default_factory=dict)
 
     @classmethod
@@ -247,6 +248,12 @@ class RunPlan:
         }
         self.model.eval()
         weights = torch.float32 if self.autocast else self.compute_dtype
+        # Provenance is judged on the caller's weights: an exact cast for the run (float64, a
+        # bf16 model's fp32 weights under autocast) changes the hash, not the weights.
+        casts = any(
+            t.is_floating_point() and t.dtype != weights for t in self.model.state_dict().values()
+        )
+        self.caller_sha256 = weights_sha256(self.model) if casts else None
         self.model.to(device=self.device, dtype=weights)
         self.restore_format = None
         if self.memory_format is torch.channels_last and not _is_channels_last(self.model):
@@ -295,7 +302,7 @@ class RunPlan:
     def metadata(self, source: Source, batch_size: int) -> dict[str, Any]:
         model = self.model
         sha256 = weights_sha256(model)
-        pretrained, weights_source = weights_provenance(model, sha256)
+        pretrained, weights_source = weights_provenance(model, self.caller_sha256 or sha256)
         cfg = model.pretrained_cfg
         random = self.pooler.spec.kind == "random"
         return to_json(
@@ -315,7 +322,8 @@ class RunPlan:
                 "steps": self.steps,
                 "layers": self.layers,
                 "first_step": self.first_step,
-                "inactive_steps": "zeros (blt_models.TimestepOutput convention); see first_step",
+                "inactive_steps": "no image information before first_step: zeros, or for "
+                "CORnet-R/RT and BLT-VS the same image-independent values for every image",
                 "pool": self.pooler.spec.to_dict(),
                 "dtype": str(self.store_dtype).replace("torch.", ""),
                 "compute_dtype": str(self.compute_dtype).replace("torch.", "")
@@ -382,14 +390,16 @@ class RunPlan:
                 for name in self.layers:
                     f = res.features[name].transpose(0, 1)  # [b, S, ...], contiguous storage
                     rows[name].copy_(self.pooler(name, f))
-        if self.store_dtype == torch.float16:
-            # float16 holds at most 65504: larger features would be stored as inf, silently.
+        if torch.float16 in (self.store_dtype, self.compute_dtype):
+            # float16 holds at most 65504: larger features (in the store, or already in the
+            # float16 computation) would be stored as inf or NaN, silently.
             for name, r in rows.items():
-                if torch.isinf(r).any():
+                if not torch.isfinite(r).all():
                     raise InvalidArgumentError(
                         f"features of {name} exceed float16's range (|x| > 65504) and would be "
-                        "stored as inf; store them as float32 (store_dtype='float32'; on the "
-                        "command line, --dtype bfloat16 or float32 instead of float16)"
+                        "stored as inf; compute and store them in float32 or bfloat16 "
+                        "(dtype=, store_dtype='float32'; on the command line, --dtype bfloat16 "
+                        "or float32 instead of float16)"
                     )
 
 

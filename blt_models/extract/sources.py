@@ -180,7 +180,13 @@ class Source:
         image_ids: Sequence[str] | None,
         pin_memory: bool,
     ) -> None:
-        from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
+        from torch.utils.data import (
+            BatchSampler,
+            DataLoader,
+            Dataset,
+            IterableDataset,
+            SequentialSampler,
+        )
 
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -235,13 +241,19 @@ class Source:
             self.tensor = tensor
             self.n = len(tensor)
         elif isinstance(source, DataLoader):
+            # Rows are named by position: only PyTorch's own in-order batching keeps them so.
             batch_sampler: Any = source.batch_sampler
-            sampler = batch_sampler.sampler if hasattr(batch_sampler, "sampler") else source.sampler
-            if not isinstance(sampler, SequentialSampler) and not isinstance(
-                source.dataset, IterableDataset
-            ):
+            in_order = (
+                isinstance(batch_sampler, BatchSampler)
+                and type(batch_sampler) is BatchSampler
+                and isinstance(batch_sampler.sampler, SequentialSampler)
+            ) or (batch_sampler is None and isinstance(source.sampler, SequentialSampler))
+            if not in_order and not isinstance(source.dataset, IterableDataset):
+                what = batch_sampler if batch_sampler is not None else source.sampler
+                if isinstance(what, BatchSampler) and type(what) is BatchSampler:
+                    what = what.sampler
                 raise InvalidArgumentError(
-                    f"the DataLoader draws its images with a {type(sampler).__name__} (e.g. "
+                    f"the DataLoader draws its images with a {type(what).__name__} (e.g. "
                     "shuffle=True): rows would be stored in that order but named 0, 1, 2, ... "
                     "and a resume would see other images. Pass the Dataset itself, or a "
                     "DataLoader with shuffle=False"
@@ -253,6 +265,13 @@ class Source:
             except TypeError:
                 self.n = None
         elif isinstance(source, IterableDataset):
+            if num_workers:
+                raise InvalidArgumentError(
+                    "an IterableDataset with num_workers > 0 runs its whole stream in every "
+                    "worker (each image once per worker) unless it splits itself by "
+                    "torch.utils.data.get_worker_info(); pass num_workers=0, or a DataLoader "
+                    "of your own that you know gives each image once"
+                )
             self.kind, self.info = "dataloader", {"iterable_dataset": type(source).__name__}
             self.loader = DataLoader(
                 source, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory
