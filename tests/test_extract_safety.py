@@ -343,6 +343,11 @@ def test_zarr_store_missing_a_chunk_is_refused_not_read_as_zeros(model, images, 
     with pytest.raises(bm.OutputMismatchError, match="overwrite=True"):
         extract_features(model, images, **kw)
     extract_features(model, images, overwrite=True, **kw)
+    lazy = load_features(out, lazy=True)["layer1"]
+    next(p for p in sorted((out / "features" / "layer1" / "c").rglob("*")) if p.is_file()).unlink()
+    with pytest.raises(bm.OutputMismatchError, match="lost the chunk"):
+        lazy[:2]
+    extract_features(model, images, overwrite=True, **kw)
     (out / "image_ids" / "c" / "0").unlink()
     with pytest.raises(bm.OutputMismatchError, match="truncated or corrupt"):
         load_features(out, lazy=True)

@@ -170,12 +170,13 @@ def inspect_output(path: Path, backend: str) -> str:
     raise OutputMismatchError(f"{str(path)!r} is a zarr store of another kind; {not_ours}{fix}")
 
 
-def missing_zarr_chunk(path: Path, n_done: int) -> str | None:
+def missing_zarr_chunk(path: Path, n_done: int, arrays: list[Path] | None = None) -> str | None:
     """The first chunk file of rows ``0 .. n_done-1`` missing from the zarr store at ``path``
     (relative path), or None. zarr reads a missing chunk as its fill value: without this check
     a store copied or synced only in part would read as zeros and empty ids."""
-    arrays = [path / "image_ids", path / "fingerprints"]
-    arrays += sorted(p.parent for p in (path / "features").glob("*/zarr.json"))
+    if arrays is None:
+        arrays = [path / "image_ids", path / "fingerprints"]
+        arrays += sorted(p.parent for p in (path / "features").glob("*/zarr.json"))
     for array in arrays:
         try:
             meta = json.loads((array / "zarr.json").read_text())
@@ -568,6 +569,13 @@ class LazyFeatures:
                 raise OutputMismatchError(
                     f"{name!r} changed since {str(self.path)!r} was loaded (moved, replaced or "
                     "being rewritten); load_features it again"
+                )
+        if self.backend == "zarr":  # zarr reads a chunk file removed since as zeros
+            missing = missing_zarr_chunk(self.path, self.n, arrays=[self.path / self.key])
+            if missing:
+                raise OutputMismatchError(
+                    f"{str(self.path)!r} lost the chunk {missing} since it was loaded (a sync "
+                    "or a clean-up); extract it again with overwrite=True"
                 )
 
     @property
