@@ -164,33 +164,48 @@ def inspect_output(path: Path, backend: str) -> str:
         raise OutputMismatchError(f"{str(path)!r} has an unreadable zarr.json; {fix}") from None
     meta = attrs.get("metadata")
     if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME:
-        if attrs.get("every_chunk_written") and missing_zarr_chunk(path, int(attrs["n_done"])):
+        if attrs.get("every_chunk_written") and _zarr_store_cut_short(path, int(attrs["n_done"])):
             return "broken"
         return "ours"
     raise OutputMismatchError(f"{str(path)!r} is a zarr store of another kind; {not_ours}{fix}")
 
 
-def missing_zarr_chunk(path: Path, n_done: int, arrays: list[Path] | None = None) -> str | None:
-    """The first chunk file of rows ``0 .. n_done-1`` missing from the zarr store at ``path``
-    (relative path), or None. zarr reads a missing chunk as its fill value: without this check
-    a store copied or synced only in part would read as zeros and empty ids."""
-    if arrays is None:
-        arrays = [path / "image_ids", path / "fingerprints"]
-        arrays += sorted(p.parent for p in (path / "features").glob("*/zarr.json"))
-    for array in arrays:
-        try:
-            meta = json.loads((array / "zarr.json").read_text())
-            shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
-            separator = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
-        except (OSError, ValueError, KeyError, TypeError):
-            return str((array / "zarr.json").relative_to(path))
-        grid = [range(math.ceil(min(n_done, shape[0]) / chunks[0]))]
-        grid += [range(math.ceil(s / c)) for s, c in zip(shape[1:], chunks[1:], strict=True)]
-        for index in itertools.product(*grid):
-            key = separator.join(["c", *map(str, index)])
-            if not (array / key).is_file():
-                return str((array / key).relative_to(path))
+def missing_zarr_chunk(store: Path, arr: Any, rows: np.ndarray) -> str | None:
+    """The first chunk file of the zarr array ``arr`` (of the store at ``store``) that holds
+    any of ``rows`` and is missing, as a path in the store; or None.
+
+    zarr reads a missing chunk as its fill value, so a store copied or synced only in part, or a
+    chunk removed after loading, would read as zeros and empty ids. Keys come from zarr's own
+    chunk key encoding; only the chunks of ``rows`` are looked up (a lazy read of one row
+    checks one chunk, not all of them).
+    """
+    row_chunks = np.unique(rows // arr.chunks[0]).tolist()
+    grid = [row_chunks, *(range(n) for n in arr.cdata_shape[1:])]
+    for index in itertools.product(*grid):
+        key = arr.metadata.encode_chunk_key(index)
+        if not (store / arr.path / key).is_file():
+            return f"{arr.path}/{key}"
     return None
+
+
+def _zarr_store_cut_short(path: Path, n_done: int) -> bool:
+    """Whether a zarr feature store lacks a chunk of its first ``n_done`` rows (or its arrays'
+    metadata): a copy cut short."""
+    zarr = require("zarr", "reading a zarr feature store (.zarr)")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+        arrays = [
+            root["image_ids"],
+            root["fingerprints"],
+            *dict(root["features"].arrays()).values(),
+        ]
+    except (OSError, KeyError, ValueError, TypeError):
+        return True
+    for arr in arrays:
+        rows = np.arange(min(n_done, arr.shape[0]), dtype=np.int64)
+        if missing_zarr_chunk(path, arr, rows) is not None:
+            return True
+    return False
 
 
 def remove_store(path: Path, with_shards: bool = False) -> None:
@@ -554,9 +569,10 @@ class LazyFeatures:
 
     def __init__(
         self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any,
-        files: dict[str, tuple[int, ...]] | None = None,
+        files: dict[str, tuple[int, ...]] | None = None, every_chunk_written: bool = False,
     ) -> None:  # fmt: skip
         self.path, self.backend, self.key, self.n = path, backend, key, n
+        self.every_chunk_written = every_chunk_written  # a zarr store: a missing chunk is damage
         self.shape = (n, *shape)
         self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
         self.files = files or {}  # {file: identity} as loaded: the file, and a join's shards
@@ -570,13 +586,24 @@ class LazyFeatures:
                     f"{name!r} changed since {str(self.path)!r} was loaded (moved, replaced or "
                     "being rewritten); load_features it again"
                 )
-        if self.backend == "zarr":  # zarr reads a chunk file removed since as zeros
-            missing = missing_zarr_chunk(self.path, self.n, arrays=[self.path / self.key])
-            if missing:
-                raise OutputMismatchError(
-                    f"{str(self.path)!r} lost the chunk {missing} since it was loaded (a sync "
-                    "or a clean-up); extract it again with overwrite=True"
-                )
+
+    def _check_chunks(self, arr: Any, rows: int | slice | np.ndarray | None) -> None:
+        """A zarr store written with every chunk: refuse a read whose chunks went missing since
+        loading (zarr would read zeros). ``rows``: what the read takes (None: all)."""
+        if not self.every_chunk_written:
+            return
+        if rows is None:
+            wanted = np.arange(self.n, dtype=np.int64)
+        elif isinstance(rows, slice):
+            wanted = np.arange(*rows.indices(self.n), dtype=np.int64)
+        else:
+            wanted = np.asarray(rows, dtype=np.int64).reshape(-1)
+        missing = missing_zarr_chunk(self.path, arr, wanted)
+        if missing:
+            raise OutputMismatchError(
+                f"{str(self.path)!r} lost the chunk {missing} since it was loaded (a sync or a "
+                "clean-up); extract it again with overwrite=True"
+            )
 
     @property
     def ndim(self) -> int:
@@ -659,6 +686,7 @@ class LazyFeatures:
                 # General numpy semantics on the rows that hold data (reads the whole array).
                 if first is not Ellipsis and first is not None:
                     self._rows(first)  # the row index's own checks and messages
+                self._check_chunks(arr, None)
                 full = np.asarray(arr[: self.n])
                 try:
                     data = full[index]
@@ -668,6 +696,7 @@ class LazyFeatures:
                     ) from None
             else:
                 rows = self._rows(first)
+                self._check_chunks(arr, rows)
                 if isinstance(rows, np.ndarray):
                     data = self._take(arr, rows, rest)
                 else:
@@ -761,6 +790,7 @@ def load_features(
                 features[name] = LazyFeatures(
                     path, backend, f"features/{name}", n, tuple(arr.shape[1:]),
                     np.dtype(str(arr.dtype)), files=identities,
+                    every_chunk_written=bool(attrs.get("every_chunk_written", False)),
                 )  # fmt: skip
             else:
                 features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
