@@ -136,9 +136,10 @@ def test_weights_not_from_the_tag_are_not_called_pretrained(tmp_path):
     with torch.no_grad():
         next(edited.parameters()).mul_(1.5)
     assert provenance(edited)[0] is False
-    # Layout and mode changes of the run itself change no weights.
+    # The run's own layout and mode changes change no weights: a second run says the same.
     again = bm.create_model(name, pretrained=True)
-    assert provenance(again)[0] is True and provenance(again)[0] is True
+    assert provenance(again)[0] is True
+    assert provenance(again)[0] is True
 
     # A reference training checkpoint names its file too (not null, which means random init).
     import argparse
@@ -279,6 +280,15 @@ def test_second_review_cases(model, images, tmp_path):
     # A batch_sampler of index lists reorders the rows: refused like shuffle=True.
     with pytest.raises(bm.errors.InvalidArgumentError, match="shuffle=False"):
         extract_features(model, DataLoader(TensorDataset(images), batch_sampler=[[3, 1], [0, 2]]),
+                         layers="layer1", progress=False)  # fmt: skip
+    # A BatchSampler of its own may reorder batches (bucketing): refused too.
+    class Buckets(torch.utils.data.BatchSampler):
+        pass
+
+    sequential = torch.utils.data.SequentialSampler(images)
+    with pytest.raises(bm.errors.InvalidArgumentError, match="Buckets"):
+        extract_features(model, DataLoader(TensorDataset(images),
+                                           batch_sampler=Buckets(sequential, 2, False)),
                          layers="layer1", progress=False)  # fmt: skip
     # An IterableDataset run by several workers gives each image once per worker.
     with pytest.raises(bm.errors.InvalidArgumentError, match="num_workers"):

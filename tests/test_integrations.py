@@ -56,8 +56,8 @@ def test_integration_envs_share_the_main_torch(venv):
     """The 5 GB torch stack is hard-linked from .venv, not a second copy (a CI disk overflowed),
     and the environment's pip still counts it as installed at the pinned version."""
     python = _venv_python(venv)
-    rel = Path("lib/python3.11/site-packages/torch/lib/libtorch_cpu.so")
-    main, env = ROOT / ".venv" / rel, ROOT / ".venvs" / venv / rel
+    rel = "lib/python*/site-packages/torch/lib/libtorch_cpu.so"
+    main, env = next((ROOT / ".venv").glob(rel)), next((ROOT / ".venvs" / venv).glob(rel))
     assert env.stat().st_ino == main.stat().st_ino, f"{env} is a copy, not a link of {main}"
     code = "from importlib.metadata import version; print(version('torch'))"
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)

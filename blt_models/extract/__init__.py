@@ -42,7 +42,7 @@ from .pooling import Pooling, parse_pool
 from .result import ExtractedFeatures
 from .settings import RESUME_KEYS, differing
 from .shards import check_split, join_if_complete, resolve_ranks, shard_path, split_rows
-from .sources import Source, check_fingerprints, list_images, same_image, tensor_fingerprint
+from .sources import Source, check_fingerprints, list_images, same_image
 from .stores import (
     FileStore,
     LazyFeatures,
@@ -393,7 +393,7 @@ def _extract(
             check_fingerprints(path, ids, fps_written[row : row + len(ids)], fps, row)
             checked = row + len(ids)
 
-        def refuse_shorter(written: int) -> None:
+        def refuse_shorter(written: int = len(fps_written)) -> None:
             if checked < written:
                 raise OutputMismatchError(
                     f"{str(path)!r} holds {written} images, but this source gives only "
@@ -405,7 +405,7 @@ def _extract(
         if check is not None:
             for _ in src.batches(2**62, check=check):  # reads and checks every row
                 pass
-            refuse_shorter(len(stored[1]) if stored is not None else 0)
+            refuse_shorter()
         if progress:
             print(f"{path}: already complete ({metadata['n_images']} images)")
         return load_features(path, lazy=True)
@@ -502,8 +502,10 @@ def _row_check(src: Source, out: Path, world_size: int) -> Any:
                 )
         if src.cheap_fingerprints:
             current = src.fingerprints(row, row + len(ids))
-        else:
-            current = [tensor_fingerprint(src.dataset[j]) for j in range(row, row + len(ids))]
+        else:  # the rows as a run reads them (DataLoader, workers), fingerprinted the same way
+            current = [
+                fp for _, _, fps in src.restrict(row, row + len(ids)).batches(0) for fp in fps
+            ]
         for i, (old, new) in enumerate(zip(fps, current, strict=True)):
             if not same_image(old, new):
                 raise OutputMismatchError(

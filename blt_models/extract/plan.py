@@ -322,8 +322,9 @@ class RunPlan:
                 "steps": self.steps,
                 "layers": self.layers,
                 "first_step": self.first_step,
-                "inactive_steps": "no image information before first_step: zeros, or for "
-                "CORnet-R/RT and BLT-VS the same image-independent values for every image",
+                "inactive_steps": "before first_step a layer carries no image information: "
+                "zeros where it is absent, or the image-independent values a family computes "
+                "there (blt_models.TimestepOutput)",
                 "pool": self.pooler.spec.to_dict(),
                 "dtype": str(self.store_dtype).replace("torch.", ""),
                 "compute_dtype": str(self.compute_dtype).replace("torch.", "")

@@ -241,19 +241,17 @@ class Source:
             self.tensor = tensor
             self.n = len(tensor)
         elif isinstance(source, DataLoader):
-            # Rows are named by position: only PyTorch's own in-order batching keeps them so.
-            batch_sampler: Any = source.batch_sampler
-            in_order = (
-                isinstance(batch_sampler, BatchSampler)
-                and type(batch_sampler) is BatchSampler
-                and isinstance(batch_sampler.sampler, SequentialSampler)
-            ) or (batch_sampler is None and isinstance(source.sampler, SequentialSampler))
-            if not in_order and not isinstance(source.dataset, IterableDataset):
-                what = batch_sampler if batch_sampler is not None else source.sampler
-                if isinstance(what, BatchSampler) and type(what) is BatchSampler:
-                    what = what.sampler
+            # Rows are named by position: only PyTorch's own in-order batching keeps them so
+            # (a BatchSampler subclass or a list of index lists may reorder them).
+            sampler: Any = source.batch_sampler
+            sampler = source.sampler if sampler is None else sampler
+            if type(sampler) is BatchSampler:
+                sampler = sampler.sampler
+            if not isinstance(sampler, SequentialSampler) and not isinstance(
+                source.dataset, IterableDataset
+            ):
                 raise InvalidArgumentError(
-                    f"the DataLoader draws its images with a {type(what).__name__} (e.g. "
+                    f"the DataLoader draws its images with a {type(sampler).__name__} (e.g. "
                     "shuffle=True): rows would be stored in that order but named 0, 1, 2, ... "
                     "and a resume would see other images. Pass the Dataset itself, or a "
                     "DataLoader with shuffle=False"
