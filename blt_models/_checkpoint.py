@@ -66,8 +66,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     """Read a safetensors file, a PyTorch file (``weights_only=True``, Namespace allowed) or a
     Keras HDF5 weight file (``{"<layer>/<weight>": tensor}``, for the rcnn-sat family).
 
-    Raises :class:`CheckpointNotFoundError` for a missing file and
-    :class:`UnreadableCheckpointError` (a ``ValueError``) for a folder, a file without read
+    Raises [`CheckpointNotFoundError`][blt_models.errors.CheckpointNotFoundError] for a missing file and
+    [`UnreadableCheckpointError`][blt_models.errors.UnreadableCheckpointError] (a ``ValueError``) for a folder, a file without read
     permission, a damaged file, or a pickle that holds Python objects other than tensors.
     """
     path = Path(path)
@@ -175,7 +175,7 @@ def extract_state_dict(obj: Any, what: str = "checkpoint") -> dict[str, Tensor]:
 
 def to_model_layout(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """``state_dict`` in ``model``'s own key layout: wrapper prefixes removed, and the family's
-    :meth:`~blt_models.ClockedModel.convert_state_dict` applied (published BLT-VS keys, the
+    [`convert_state_dict`][blt_models.ClockedModel.convert_state_dict] applied (published BLT-VS keys, the
     reference ResNet's keys...)."""
     state = clean_state_dict(dict(state_dict))
     return model.convert_state_dict(state) if isinstance(model, ClockedModel) else state
@@ -186,7 +186,7 @@ def check_weight_values(
 ) -> None:
     """Refuse non-floating tensors where the model has floating ones, and NaN / Inf values.
 
-    Raises :class:`InvalidWeightsError` naming the first offending tensors.
+    Raises [`InvalidWeightsError`][blt_models.errors.InvalidWeightsError] naming the first offending tensors.
     """
     bad: list[str] = []
     for key, value in state_dict.items():
@@ -213,12 +213,12 @@ def load_state_dict_strict(
     what: str = "checkpoint",
     check_values: bool = True,
 ) -> None:
-    """Load ``state_dict`` (any layout :func:`to_model_layout` knows) into ``model`` only if every
+    """Load ``state_dict`` (any layout ``to_model_layout`` knows) into ``model`` only if every
     key and shape fits and every value is sane; else raise and load nothing.
 
-    Raises :class:`CheckpointMismatchError` (keys, shapes) or :class:`InvalidWeightsError` (dtype,
+    Raises [`CheckpointMismatchError`][blt_models.errors.CheckpointMismatchError] (keys, shapes) or [`InvalidWeightsError`][blt_models.errors.InvalidWeightsError] (dtype,
     NaN / Inf, the family's own checks). ``check_values=False`` skips the value checks (with an
-    :class:`UserWarning` naming what it skipped).
+    ``UserWarning`` naming what it skipped).
     """
     state_dict = to_model_layout(model, state_dict)
     expected = model.state_dict()
@@ -264,7 +264,7 @@ def load_checkpoint(
     load_state_dict_strict(model, state, what=what, check_values=check_values)
 
 
-#: Attribute where ``create_model`` keeps :func:`weights_sha256` of the weights it loaded, so that
+#: Attribute where ``create_model`` keeps ``weights_sha256`` of the weights it loaded, so that
 #: a feature file can tell published weights from weights changed after loading.
 LOADED_SHA256_ATTR = "_loaded_weights_sha256"
 

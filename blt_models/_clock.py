@@ -1,8 +1,8 @@
 """One clock for every model: the unroller behind ``forward`` and ``forward_timesteps``.
 
-A family implements a small protocol (:class:`ClockedModel`): its layer names, when each layer
+A family implements a small protocol ([`ClockedModel`][blt_models.ClockedModel]): its layer names, when each layer
 first has activity, which steps carry a readout, and a generator ``_unroll`` that yields one
-:class:`Step` per step of the clock. Everything users see about time (stacking readouts, capturing
+``Step`` per step of the clock. Everything users see about time (stacking readouts, capturing
 features on the global clock, validating inputs and timesteps) lives here, once.
 """
 
@@ -30,7 +30,7 @@ __all__ = [
     "TimestepsError",
 ]
 
-#: Kinds of :class:`Connection`: from the image, from a lower layer (``skip``: past at least one
+#: Kinds of [`Connection`][blt_models.Connection]: from the image, from a lower layer (``skip``: past at least one
 #: layer), within a layer (its own previous output), from a higher layer, into the readout.
 CONNECTION_KINDS = ("input", "bottom_up", "skip", "lateral", "top_down", "readout")
 
@@ -43,7 +43,7 @@ class Connection:
         src: a name of ``model.layer_names``, or ``"input"`` for the image.
         dst: a name of ``model.layer_names``, or ``"readout"`` for the classifier (kind
             ``readout``: the layer whose output gives the logits).
-        kind: one of :data:`CONNECTION_KINDS`.
+        kind: one of ``CONNECTION_KINDS``.
         delay: steps between the source's output and its use (0: the same step, as bottom-up
             connections of a feed-forward sweep; 1: the previous step).
         module: dotted name of the submodule that carries it (``""``: none, e.g. a gate).
@@ -58,7 +58,7 @@ class Connection:
 
 @dataclass
 class TimestepOutput:
-    """Result of :meth:`ClockedModel.forward_timesteps`.
+    """Result of [`ClockedModel.forward_timesteps`][blt_models.ClockedModel.forward_timesteps].
 
     Attributes:
         logits: ``[R, B, num_classes]``, one row per step that has a readout, in time order.
@@ -198,7 +198,7 @@ class ClockedModel(nn.Module):
         The delays of the family's update rule for a time-varying input ``[T, B, C, H, W]``:
         nothing at a step before ``onset`` depends on frame ``onset`` (causality), and layer
         ``k`` first does at ``arrival_steps(onset)[k]``. A static image is the same frame at every
-        step, so :meth:`first_steps` is the minimum over onsets (for BLT and CORnet:
+        step, so [`first_steps`][blt_models.ClockedModel.first_steps] is the minimum over onsets (for BLT and CORnet:
         ``arrival_steps(0)``). A value ``>= timesteps`` means the frame does not reach the layer
         within the run. Feed-forward models: ``onset`` for every layer (a frame only changes its
         own step).
@@ -213,7 +213,7 @@ class ClockedModel(nn.Module):
         raise NotImplementedError
 
     def _check_spatial_size(self, height: int, width: int) -> None:
-        """Raise :class:`InputError` if the architecture cannot take this image size."""
+        """Raise [`InputError`][blt_models.errors.InputError] if the architecture cannot take this image size."""
 
     # Optional weight hooks (defaults: nothing to do). Every loader calls them, so a family that
     # has a foreign key layout or values to refuse overrides them, and nothing probes for them.
@@ -227,12 +227,12 @@ class ClockedModel(nn.Module):
 
     def validate_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Refuse a state dict that fits in keys and shapes but not in meaning (raise
-        :class:`~blt_models.errors.InvalidWeightsError`); the default accepts it."""
+        [`InvalidWeightsError`][blt_models.errors.InvalidWeightsError]); the default accepts it."""
 
     def connections(self) -> tuple[Connection, ...]:
         """Every connection between layers, with its kind and delay in clock steps.
 
-        What diagrams (:func:`blt_models.analysis.model_graph`) draw. The default is a
+        What diagrams ([`blt_models.analysis.model_graph`][blt_models.analysis.model_graph]) draw. The default is a
         feed-forward chain: the image into the first layer, each layer into the next at the same
         step. Recurrent families override it with what their ``_unroll`` really computes.
         """
@@ -251,7 +251,7 @@ class ClockedModel(nn.Module):
     def resolve_layer(self, name: str) -> str:
         """Canonical layer name for ``name`` (a layer name or a reference alias).
 
-        Raises :class:`UnknownLayerError` (also a ``KeyError``) naming close matches."""
+        Raises [`UnknownLayerError`][blt_models.errors.UnknownLayerError] (also a ``KeyError``) naming close matches."""
         if name in self.layer_names:
             return name
         if name in self.layer_aliases:
@@ -304,7 +304,7 @@ class ClockedModel(nn.Module):
                 sequence, its length; a given value must equal the length).
             layers: names from ``model.layer_names`` (reference aliases accepted), ``"all"``, or
                 None for no features.
-            steps: clock steps whose features are kept (see :meth:`resolve_steps`); None keeps
+            steps: clock steps whose features are kept (see [`resolve_steps`][blt_models.ClockedModel.resolve_steps]); None keeps
                 all ``0 .. T-1``. Every step still runs (later steps need the earlier ones); only
                 the kept ones are stored.
             buffers: optional ``{canonical layer: Tensor [B, S, C, H, W]}`` to write the kept
@@ -312,7 +312,7 @@ class ClockedModel(nn.Module):
                 rows of a preallocated result. Layers without a buffer get a fresh one.
 
         Returns:
-            :class:`TimestepOutput` with ``logits [R, B, K]``, ``steps [R]``, ``features
+            [`TimestepOutput`][blt_models.TimestepOutput] with ``logits [R, B, K]``, ``steps [R]``, ``features
             {layer: [S, B, C, H, W]}`` (keys as requested; a view of batch-major ``[B, S, ...]``
             storage), ``feature_steps [S]`` and ``first_step``.
 
@@ -379,7 +379,7 @@ class ClockedModel(nn.Module):
     def resolve_timesteps(self, timesteps: int | None = None) -> int:
         """The clock length of a run asked for with ``timesteps`` (None: ``model.timesteps``).
 
-        Feed-forward models give 1. Raises :class:`TimestepsError` for a value that is not a
+        Feed-forward models give 1. Raises [`TimestepsError`][blt_models.errors.TimestepsError] for a value that is not a
         positive integer or gives no readout.
         """
         return self._resolve_timesteps(timesteps)
@@ -465,7 +465,7 @@ class ClockedModel(nn.Module):
         """Per-image output shape (``(C, H, W)``) of every layer for ``height x width`` inputs.
 
         One dry run of a blank image in eval mode without gradients, for just enough steps that
-        every layer is active; cached per input size. :attr:`feature_info` and extraction
+        every layer is active; cached per input size. [`feature_info`][blt_models.ClockedModel.feature_info] and extraction
         read their shapes from here.
         """
         key = (self.in_chans, height, width, self.layer_names)
@@ -528,7 +528,7 @@ class ClockedModel(nn.Module):
     @property
     def num_features(self) -> int:
         """Width of the pooled features the classifier reads (timm's ``num_features``): the
-        channels of :attr:`head_layer` at the last step, what ``forward_head(pre_logits=True)``
+        channels of [`head_layer`][blt_models.ClockedModel.head_layer] at the last step, what ``forward_head(pre_logits=True)``
         returns."""
         head = self.get_classifier()
         if isinstance(head, nn.Linear):
@@ -565,7 +565,7 @@ class ClockedModel(nn.Module):
         return dict.fromkeys(self.layer_names, t - 1)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """timm's ``forward_features``: the unpooled map ``[B, C, H, W]`` of :attr:`head_layer`
+        """timm's ``forward_features``: the unpooled map ``[B, C, H, W]`` of [`head_layer`][blt_models.ClockedModel.head_layer]
         at the last readout step of the run (the default clock, or a sequence's ``T`` steps),
         what the readout of ``forward`` pools."""
         out = self.forward_timesteps(x, layers=[self.head_layer])
@@ -574,7 +574,7 @@ class ClockedModel(nn.Module):
         return out.features[self.head_layer][last]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """timm's ``forward_head``: readout of a :meth:`forward_features` map.
+        """timm's ``forward_head``: readout of a [`forward_features`][blt_models.ClockedModel.forward_features] map.
 
         ``forward_head(forward_features(x))`` equals ``forward(x)``; ``pre_logits=True`` returns
         the pooled features ``[B, num_features]``.
@@ -615,7 +615,7 @@ class ClockedModel(nn.Module):
 
     def _fixed_timesteps(self, timesteps: Any, fixed: int, why: str) -> int:
         """``fixed`` for None or an integer equal to it (numpy / 0-d tensor too); else a
-        :class:`TimestepsError` that says ``why`` the clock cannot change."""
+        [`TimestepsError`][blt_models.errors.TimestepsError] that says ``why`` the clock cannot change."""
         if timesteps is None or as_int(timesteps) == fixed:
             return fixed
         raise TimestepsError(
@@ -857,15 +857,15 @@ class ClockedModel(nn.Module):
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """timm's ``forward_intermediates`` on the final clock step.
 
-        Feature ``i`` is ``layer_names[i]`` (as in :attr:`feature_info`) at the last step at which
-        it is computed (:meth:`last_steps`: the final step of a run of ``timesteps`` steps, default
+        Feature ``i`` is ``layer_names[i]`` (as in [`feature_info`][blt_models.ClockedModel.feature_info]) at the last step at which
+        it is computed ([`last_steps`][blt_models.ClockedModel.last_steps]: the final step of a run of ``timesteps`` steps, default
         ``model.timesteps``, except for areas that finish early, as in CORnet-S); the final
-        features are :attr:`head_layer` at the last readout step (what the readout pools, as
-        :meth:`forward_features`). ``indices``: None for all layers, an int n
+        features are [`head_layer`][blt_models.ClockedModel.head_layer] at the last readout step (what the readout pools, as
+        [`forward_features`][blt_models.ClockedModel.forward_features]). ``indices``: None for all layers, an int n
         for the last n, or a sequence of (possibly negative) indices, as timm's
         ``feature_take_indices``. ``norm`` is accepted and ignored (no family has a final norm);
         ``stop_early`` is accepted (recurrent layers feed each other, so the whole clock runs);
-        ``output_fmt`` is ``"NCHW"`` or ``"NHWC"``. Per-step features: :meth:`forward_timesteps`.
+        ``output_fmt`` is ``"NCHW"`` or ``"NHWC"``. Per-step features: [`forward_timesteps`][blt_models.ClockedModel.forward_timesteps].
 
         Returns:
             ``(final [B, C, H, W], [intermediates])``, or only the list with

@@ -1,9 +1,9 @@
 """Checkpoints of other code bases -> zoo models (reference BLT training script, BLT-VS, ...).
 
-Each family owns its key map (:meth:`~blt_models.ClockedModel.convert_state_dict`: BLT-VS in
+Each family owns its key map ([`convert_state_dict`][blt_models.ClockedModel.convert_state_dict]: BLT-VS in
 ``models/blt_vs.py``, ResNet in ``models/resnet.py``); this module reads what such files record
 about their architecture (the reference script's ``args``, an ``'arch'`` entry, BLT-VS file
-names) and builds the zoo model through :func:`blt_models.create_model`. Every recorded value is
+names) and builds the zoo model through [`blt_models.create_model`][blt_models.create_model]. Every recorded value is
 checked and named with its origin (``args.recurrent_steps of checkpoint.pth``).
 """
 
@@ -69,7 +69,7 @@ def reference_args_to_kwargs(
 
     Every value is checked: ``args.model`` must be a registered architecture,
     ``recurrent_steps`` / ``num_layers`` / ``num_classes`` integers in range, ``pool`` one of the
-    reference's choices. Errors (:class:`~blt_models.errors.ConfigValueError`) name the field and
+    reference's choices. Errors ([`ConfigValueError`][blt_models.errors.ConfigValueError]) name the field and
     ``origin``.
     """
     if isinstance(args, argparse.Namespace):
@@ -225,7 +225,7 @@ def convert_checkpoint(
       registered one of ``args.dataset`` (mean / std of that training set), with provenance from
       the file (epoch, ``val_perf``).
     * Keras HDF5 files (the published rcnn-sat B / BL networks): variant, widths, classes and
-      steps from the file's layers, see :func:`blt_models.convert_rcnn_sat_h5`.
+      steps from the file's layers, see [`blt_models.convert_rcnn_sat_h5`][blt_models.convert_rcnn_sat_h5].
     * Other files (official CORnet ``{'state_dict': {'module.' + k}, 'arch', ...}``, plain state
       dicts, safetensors): the architecture is ``arch`` or the file's ``'arch'`` entry, and the
       weights go through the family's own key conversion.

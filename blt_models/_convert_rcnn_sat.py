@@ -1,9 +1,9 @@
 """Published rcnn-sat Keras HDF5 files (Spoerer et al. 2020, OSF project mz9hw) -> zoo models.
 
-:func:`inspect_rcnn_sat_h5` reads which variant a file holds (B, B-K, B-F, B-D or BL), its widths,
+``inspect_rcnn_sat_h5`` reads which variant a file holds (B, B-K, B-F, B-D or BL), its widths,
 its number of classes and, for BL, its number of steps, from the layers alone, and refuses a file
-that fits none with a report of what it holds. :func:`load_rcnn_sat_h5` builds the model and loads
-the weights strictly; :func:`convert_rcnn_sat_h5` writes the published format (safetensors +
+that fits none with a report of what it holds. ``load_rcnn_sat_h5`` builds the model and loads
+the weights strictly; [`convert_rcnn_sat_h5`][blt_models.convert_rcnn_sat_h5] writes the published format (safetensors +
 ``config.json`` + card) with the class names of ecoset (565 classes) or ImageNet (1000).
 """
 
@@ -232,7 +232,7 @@ def inspect_rcnn_sat_h5(
     """Which rcnn-sat network a Keras HDF5 file holds, read from its layers alone.
 
     Args:
-        path: the file (either Keras layout), or what :func:`blt_models._keras_h5.read_keras_h5`
+        path: the file (either Keras layout), or what ``blt_models._keras_h5.read_keras_h5``
             read from it.
         arch: confirm a variant (``"rcnn_b_f"``...); needed only to tell B from B-F when the
             widths are neither table's (they share kernels and pooling).
@@ -304,7 +304,7 @@ def load_rcnn_sat_h5(
 ) -> tuple[ClockedModel, str]:
     """A zoo model with the weights of an rcnn-sat Keras HDF5 file, and a line saying what it is.
 
-    The variant, widths, classes and (BL) steps come from the file (:func:`inspect_rcnn_sat_h5`);
+    The variant, widths, classes and (BL) steps come from the file (``inspect_rcnn_sat_h5``);
     the pretrained config is that of the dataset the number of classes names (565: ecoset, 1000:
     ImageNet; preprocessing, class names, citation) with the file as its source. ``overrides``
     may set ``cumulative_readout`` (BL); the weights fix everything else.
@@ -370,7 +370,7 @@ def convert_rcnn_sat_h5(
     ``model.save``: under ``model_weights``). The variant, widths, classes and steps come from the
     file; ``arch`` only confirms the variant. ``cumulative_readout`` (BL) is recorded in
     ``config.json``; ``pretrained_cfg`` keywords (``license=``, ``description=``...) as in
-    :func:`blt_models.save_pretrained`. Returns the folder.
+    [`blt_models.save_pretrained`][blt_models.save_pretrained]. Returns the folder.
 
     Raises:
         KerasWeightsError: the file is no rcnn-sat network (the message lists what it holds).

@@ -1,9 +1,9 @@
 """``create_model``: one path from a name to a model.
 
-name -> :func:`~blt_models._published.read_location` (architecture, recorded constructor
+name -> ``read_location`` (architecture, recorded constructor
 arguments, pretrained config, weight file: plain data, for registry names, tags, ``hf-hub:`` and
 ``local-dir:`` alike) -> constructor arguments merged and checked -> the entrypoint builds ->
-weights loaded strictly (:mod:`blt_models._checkpoint`) -> head / stem adapted -> the model
+weights loaded strictly (``blt_models._checkpoint``) -> head / stem adapted -> the model
 records ``pretrained_cfg`` and ``model_args``.
 """
 
@@ -56,7 +56,7 @@ def create_model(
 
     Args:
         model_name: ``"blt_bl"``, ``"arch.tag"`` (a pretrained config), ``"hf-hub:org/repo[@rev]"``
-            or ``"local-dir:/path"`` (a folder written by :func:`save_pretrained`).
+            or ``"local-dir:/path"`` (a folder written by [`save_pretrained`][blt_models.save_pretrained]).
         pretrained: load the weights of the tag (the architecture's default tag if none is named).
             None (default) means False for registry names and True for ``hf-hub:`` and
             ``local-dir:`` names, which point at published weights; pass False to build only the
@@ -71,15 +71,15 @@ def create_model(
         timesteps: default number of clock steps of recurrent models (the reference ``times``),
             1 .. 10,000; numpy and 0-d tensor integers are accepted.
         verify: check published weights against their pinned / recorded SHA-256 (default). False
-            loads them unverified, with an :class:`~blt_models.errors.UnverifiedWeightsWarning`.
+            loads them unverified, with an [`UnverifiedWeightsWarning`][blt_models.errors.UnverifiedWeightsWarning].
         check_values: refuse weights with NaN / Inf, or integers where the model has floats
             (default). False loads them as they are, with a warning.
         **kwargs: architecture arguments (``num_layers``, ``pool``, ``unroll``...).
 
     A named tag (or ``pretrained=True``) also supplies the defaults that its weights need
     (timesteps, unrolling, classes, architecture arguments); explicit arguments override them.
-    Every value is checked where it enters: errors (:class:`~blt_models.errors.ConfigValueError`
-    and the other :mod:`blt_models.errors`) name the field and where it came from.
+    Every value is checked where it enters: errors ([`ConfigValueError`][blt_models.errors.ConfigValueError]
+    and the other [`blt_models.errors`][blt_models.errors]) name the field and where it came from.
     """
     return create_with_origins(
         model_name, pretrained, checkpoint_path, num_classes, in_chans, timesteps,
@@ -100,7 +100,7 @@ def create_with_origins(
     kwargs: dict[str, Any] | None = None,
     arg_origins: dict[str, str] | None = None,
 ) -> ClockedModel:
-    """:func:`create_model`, with ``arg_origins`` naming where argument values came from (e.g.
+    """[`create_model`][blt_models.create_model], with ``arg_origins`` naming where argument values came from (e.g.
     ``{"timesteps": "args.recurrent_steps of checkpoint.pth"}``; default ``"argument"``)."""
     kwargs = dict(kwargs or {})
     given = dict(arg_origins or {})
@@ -235,7 +235,7 @@ def build_model(
     ``load`` fills the freshly built model (strictly). ``num_classes`` / ``in_chans`` that differ
     from the built model replace the head / adapt the first convolution afterwards. The result
     carries ``pretrained_cfg`` (updated to the final model) and ``model_args`` (the constructor
-    arguments that rebuild it, see :func:`record_model_args`).
+    arguments that rebuild it, see ``record_model_args``).
     """
     model, build = _construct(arch, build, origins or {})
     model.pretrained_cfg = cfg
@@ -270,7 +270,7 @@ def build_model(
 
 
 def _per_channel(stats: tuple[float, ...], channels: int) -> tuple[float, ...]:
-    """Normalisation statistics for ``channels`` inputs after :func:`adapt_in_chans`: the
+    """Normalisation statistics for ``channels`` inputs after ``adapt_in_chans``: the
     average for one channel (filters summed), else cycled as the filters are."""
     if len(stats) in (1, channels):
         return tuple(stats)

@@ -2,7 +2,7 @@
 (huggingface_hub's cache, offline mode, revisions), SHA-256 checks.
 
 A leaf of the package: it knows files, URLs and repos, not the published format (that is
-:mod:`blt_models._published`). Without network every download fails within a few seconds: a
+``blt_models._published``). Without network every download fails within a few seconds: a
 short TCP probe of the endpoint (``BLT_MODELS_PROBE_TIMEOUT`` seconds, default 3) comes before
 any HTTP request, and an unreachable Hub falls back to huggingface_hub's cache at once instead of
 retrying for half a minute.
@@ -63,7 +63,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def check_sha256_pin(value: object, origin: str, full: bool = False) -> str:
     """A pinned SHA-256: lowercase hex, 64 digits (``full``) or a prefix of at least 8.
 
-    Raises :class:`ConfigValueError` for an empty, non-hex or too short value: such a pin would
+    Raises [`ConfigValueError`][blt_models.errors.ConfigValueError] for an empty, non-hex or too short value: such a pin would
     verify nothing.
     """
     text = value.lower() if isinstance(value, str) else None
@@ -80,7 +80,7 @@ def check_sha256_pin(value: object, origin: str, full: bool = False) -> str:
 def verify_sha256(
     path: str | os.PathLike[str], expected: str, origin: str, size: int | None = None
 ) -> str:
-    """Raise :class:`HashMismatchError` unless the file's SHA-256 starts with ``expected``.
+    """Raise [`HashMismatchError`][blt_models.errors.HashMismatchError] unless the file's SHA-256 starts with ``expected``.
 
     Returns the file's full digest.
     """
@@ -101,7 +101,7 @@ def verify_sha256(
 
 
 def warn_unverified(path: str | os.PathLike[str], origin: str, reason: str) -> str:
-    """Warn (:class:`UnverifiedWeightsWarning`) that ``path`` is used without a hash check;
+    """Warn ([`UnverifiedWeightsWarning`][blt_models.errors.UnverifiedWeightsWarning]) that ``path`` is used without a hash check;
     returns its digest so that the caller can record it."""
     got = sha256_file(path)
     warnings.warn(
@@ -220,7 +220,7 @@ def hub_download(
     """One file of a Hub model repo through ``huggingface_hub`` (its cache, offline mode, revisions).
 
     If the Hub does not answer the probe, only the cache is used (no retries). Errors become
-    :class:`WeightsUnavailableError` naming the repo, file and revision, with every route to the
+    [`WeightsUnavailableError`][blt_models.errors.WeightsUnavailableError] naming the repo, file and revision, with every route to the
     weights (``name`` / ``arch`` make the hints concrete).
     """
     from huggingface_hub import constants, hf_hub_download
@@ -335,7 +335,7 @@ def upload_folder(
     """Create ``repo_id`` if needed and upload the files of ``folder`` in one commit.
 
     Uses ``huggingface_hub.HfApi.create_repo`` and ``upload_folder``. Returns the commit URL.
-    Failures (offline mode, no network, no permission) raise :class:`HubUploadError`.
+    Failures (offline mode, no network, no permission) raise [`HubUploadError`][blt_models.errors.HubUploadError].
     """
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled

@@ -95,7 +95,7 @@ def _attr_list(attrs: Any, name: str) -> list[str] | None:
 def read_keras_h5(path: str | os.PathLike[str]) -> KerasWeightsFile:
     """Every weight of a Keras 2 HDF5 file (either layout), per layer in the file's order.
 
-    Raises :class:`KerasWeightsError` for a file that is not HDF5 or not a Keras weight file
+    Raises [`KerasWeightsError`][blt_models.errors.KerasWeightsError] for a file that is not HDF5 or not a Keras weight file
     (e.g. a Keras 3 ``.weights.h5`` file, whose layers carry no names).
     """
     path = Path(path)

@@ -1,7 +1,7 @@
 """Optional dependencies: import one, or fail with the line that installs it.
 
-Each optional module belongs to one extra of ``pyproject.toml``; :func:`require` is the single
-place that turns its absence into a :class:`~blt_models.errors.MissingExtraError` naming the
+Each optional module belongs to one extra of ``pyproject.toml``; ``require`` is the single
+place that turns its absence into a [`MissingExtraError`][blt_models.errors.MissingExtraError] naming the
 extra, the pip command, and what needed it.
 """
 
@@ -31,12 +31,12 @@ def install_hint(extra: str) -> str:
 
 
 def require(module: str, purpose: str, extra: str | None = None) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingExtraError` saying how to install it.
+    """Import ``module`` or raise [`MissingExtraError`][blt_models.errors.MissingExtraError] saying how to install it.
 
     Args:
         module: the import name, e.g. ``"h5py"``.
         purpose: what needs it, e.g. ``"writing features to HDF5 (.h5)"``.
-        extra: the extra that brings it; default from :data:`EXTRAS`.
+        extra: the extra that brings it; default from ``EXTRAS``.
     """
     try:
         return importlib.import_module(module)

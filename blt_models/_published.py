@@ -1,7 +1,7 @@
 """The published format: a folder (or Hub repo) with ``model.safetensors``, ``config.json`` and a
-``README.md`` model card; ``save_pretrained`` / ``push_to_hub``; and :func:`read_location`, which
+``README.md`` model card; ``save_pretrained`` / ``push_to_hub``; and ``read_location``, which
 turns any model name into plain data (architecture, constructor arguments, pretrained config,
-weight file) for :func:`blt_models.create_model`.
+weight file) for [`blt_models.create_model`][blt_models.create_model].
 
 ``config.json`` (format version 1)::
 
@@ -17,7 +17,7 @@ weight file) for :func:`blt_models.create_model`.
 Every value is checked when the file is read (strict JSON, types, ranges); the recorded SHA-256 of
 the weights is checked on every load, local or from the Hub cache. A config without a full
 SHA-256 is refused unless the caller passes ``verify=False`` (then a warning says the weights are
-unverified). Transport (downloads, uploads) lives in :mod:`blt_models._hub`.
+unverified). Transport (downloads, uploads) lives in ``blt_models._hub``.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _refuse_constant(token: str) -> Any:
 
 
 def _check_pretrained_cfg(data: dict[str, Any], origin: str) -> PretrainedCfg:
-    """A :class:`PretrainedCfg` from ``config.json``'s ``pretrained_cfg``; every field checked.
+    """A [`PretrainedCfg`][blt_models.PretrainedCfg] from ``config.json``'s ``pretrained_cfg``; every field checked.
 
     Unknown fields (a later format's additions) are ignored; location fields are dropped.
     """
@@ -255,7 +255,7 @@ def read_config(path: str | os.PathLike[str], origin: str) -> dict[str, Any]:
 
     Strict JSON (no NaN), ``format`` ``"blt-models"``, an integer ``format_version`` this version
     reads, a string ``architecture``, objects for ``model_args`` (string keys), ``pretrained_cfg``
-    and ``weights``. Values inside are checked by :func:`read_location`.
+    and ``weights``. Values inside are checked by ``read_location``.
     """
     try:
         with open(path, encoding="utf-8") as handle:
@@ -300,7 +300,7 @@ def weights_record(config: dict[str, Any]) -> tuple[str | None, int | None]:
 
 
 def _checked_weights_record(config: dict[str, Any], origin: str) -> tuple[str, int | None]:
-    """The recorded full SHA-256 and size; :class:`PublishedFormatError` if there is none."""
+    """The recorded full SHA-256 and size; [`PublishedFormatError`][blt_models.errors.PublishedFormatError] if there is none."""
     record = config.get("weights") or {}
     if not record:
         raise PublishedFormatError(
@@ -511,7 +511,7 @@ def _stale(path: Path, host: str, pid: int) -> bool:
 
 
 def recover_folder(target: str | os.PathLike[str]) -> None:
-    """Finish or undo an interrupted :func:`save_pretrained` of ``target`` and remove the
+    """Finish or undo an interrupted [`save_pretrained`][blt_models.save_pretrained] of ``target`` and remove the
     staging folders that dead writers left next to it. Live writers' folders are left alone."""
     target = Path(target)
     parent = target.parent
@@ -659,7 +659,7 @@ def push_folder(
     create_pr: bool = False,
     endpoint: str | None = None,
 ) -> str:
-    """Upload a folder written by :func:`save_pretrained` (checked first) to ``repo_id``.
+    """Upload a folder written by [`save_pretrained`][blt_models.save_pretrained] (checked first) to ``repo_id``.
 
     A generated model card is regenerated so that its usage snippet names ``repo_id``. Returns the
     commit URL.
@@ -700,8 +700,8 @@ def push_to_hub(
 
     Goes through ``huggingface_hub`` (``HfApi.create_repo`` + ``upload_folder``); authentication
     is huggingface_hub's (``hf auth login``, ``HF_TOKEN`` or ``token=``). Returns the commit URL;
-    raises :class:`blt_models.HubUploadError` when the Hub cannot be reached or refuses.
-    ``pretrained_cfg`` keywords are as in :func:`save_pretrained`. Afterwards anyone loads it with
+    raises [`blt_models.HubUploadError`][blt_models.errors.HubUploadError] when the Hub cannot be reached or refuses.
+    ``pretrained_cfg`` keywords are as in [`save_pretrained`][blt_models.save_pretrained]. Afterwards anyone loads it with
     ``create_model("hf-hub:<repo_id>", pretrained=True)``.
     """
     with tempfile.TemporaryDirectory(prefix="blt-models-push-") as tmp:
@@ -715,7 +715,7 @@ def push_to_hub(
 # ------------------------------------------------------------------------------------ loading
 @dataclass
 class Location:
-    """What a model name points at, as plain data (what :func:`blt_models.create_model` builds).
+    """What a model name points at, as plain data (what [`blt_models.create_model`][blt_models.create_model] builds).
 
     Attributes:
         arch: registered architecture name.
@@ -935,7 +935,7 @@ def read_location(name: str, fetch_weights: bool, verify: bool = True) -> Locati
     """Resolve a model name (``arch``, ``arch.tag``, ``hf-hub:org/repo[@rev]``,
     ``local-dir:/path``) to plain data; with ``fetch_weights`` also fetch and verify its weights.
 
-    Every value read from a ``config.json`` is checked here (see :func:`read_config`); the
+    Every value read from a ``config.json`` is checked here (see ``read_config``); the
     constructor arguments are checked where the model is built.
     """
     if is_published_name(name):

@@ -1,7 +1,7 @@
 """Model registry: architecture names, pretrained tags and their configs.
 
-Architectures register a builder function with :func:`register_model`; a family file also calls
-:func:`register_pretrained_cfgs` with one :class:`PretrainedCfg` per ``arch.tag``. The first tag
+Architectures register a builder function with [`register_model`][blt_models.register_model]; a family file also calls
+[`register_pretrained_cfgs`][blt_models.register_pretrained_cfgs] with one [`PretrainedCfg`][blt_models.PretrainedCfg] per ``arch.tag``. The first tag
 registered for an architecture is its default (what ``pretrained=True`` without a tag loads).
 """
 

@@ -1,7 +1,7 @@
 """Checks for values where they enter the library (arguments, ``config.json``, checkpoint args).
 
 Each checker returns the value in its canonical Python type (``numpy.int64(5)`` and
-``torch.tensor(5)`` become ``5``) or raises :class:`ConfigValueError` naming the field and its
+``torch.tensor(5)`` become ``5``) or raises [`ConfigValueError`][blt_models.errors.ConfigValueError] naming the field and its
 origin, e.g. ``"timesteps = -1 (argument): must be a positive integer"``. A leaf module: it
 imports nothing of the package but the errors.
 """
@@ -36,11 +36,11 @@ MAX_CHANNELS = 4096
 
 
 def refuse(field: str, value: Any, origin: str | None, problem: str) -> ConfigValueError:
-    """A :class:`ConfigValueError` ``"field = value (origin): problem"``.
+    """A [`ConfigValueError`][blt_models.errors.ConfigValueError] ``"field = value (origin): problem"``.
 
     The error keeps ``field``, ``value`` and ``problem`` as attributes, so that a caller that knows
     where a value came from (the factory) can name the origin of a value refused deeper down (a
-    family constructor, which passes ``origin=None``): see :func:`with_origin`.
+    family constructor, which passes ``origin=None``): see ``with_origin``.
     """
     shown = repr(value)
     if len(shown) > 80:
@@ -88,7 +88,7 @@ def check_int(
 
 
 def check_timesteps(value: Any, field: str = "timesteps", origin: str = "argument") -> int:
-    """A positive number of clock steps, at most :data:`MAX_TIMESTEPS`."""
+    """A positive number of clock steps, at most ``MAX_TIMESTEPS``."""
     return check_int(value, field, origin, 1, MAX_TIMESTEPS)
 
 

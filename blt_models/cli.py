@@ -1,7 +1,7 @@
 """The ``blt-models`` command line: ``list``, ``info``, ``demo``, ``extract``, ``convert``, ``push``,
 ``prefetch``, ``brainscore-plugin``.
 
-Each subcommand lives in one ``_cmd_*`` function registered in :func:`build_parser`, which
+Each subcommand lives in one ``_cmd_*`` function registered in ``build_parser``, which
 imports what it needs (torch, the model families) inside the function: ``--help`` and argument
 errors answer without importing torch. Failures print one clear line to stderr and exit non-zero.
 """

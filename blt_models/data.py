@@ -1,7 +1,7 @@
 """Preprocessing from a model's pretrained config: ``resolve_data_config`` / ``create_transform``.
 
 Thin wrappers over timm's functions of the same names that understand this package's
-:class:`~blt_models.PretrainedCfg` records and grayscale models:
+[`PretrainedCfg`][blt_models.PretrainedCfg] records and grayscale models:
 
 >>> cfg = resolve_data_config(model)            # input_size, interpolation, mean, std, crop_pct...
 >>> transform = create_transform(cfg)           # PIL image -> normalised [C, H, W] tensor
@@ -44,7 +44,7 @@ def resolve_data_config(model_or_cfg: Any = None, **overrides: Any) -> dict[str,
 
     Args:
         model_or_cfg: a zoo model (its ``pretrained_cfg`` and ``in_chans`` are used), a
-            :class:`~blt_models.PretrainedCfg`, a dict in timm's format, or None (defaults).
+            [`PretrainedCfg`][blt_models.PretrainedCfg], a dict in timm's format, or None (defaults).
         **overrides: any of ``input_size`` (``(C, H, W)``), ``img_size`` (int), ``in_chans``,
             ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``; they win.
 
@@ -104,12 +104,12 @@ def create_transform(config_or_model: Any = None, **overrides: Any) -> Any:
     """Evaluation transform (PIL image -> normalised tensor ``[C, H, W]``) of a model or config.
 
     Args:
-        config_or_model: a dict from :func:`resolve_data_config`, a zoo model, or a
-            :class:`~blt_models.PretrainedCfg` (resolved with :func:`resolve_data_config`).
-        **overrides: data config overrides, as for :func:`resolve_data_config`.
+        config_or_model: a dict from [`resolve_data_config`][blt_models.resolve_data_config], a zoo model, or a
+            [`PretrainedCfg`][blt_models.PretrainedCfg] (resolved with [`resolve_data_config`][blt_models.resolve_data_config]).
+        **overrides: data config overrides, as for [`resolve_data_config`][blt_models.resolve_data_config].
 
     The pipeline is timm's evaluation transform (resize to ``size / crop_pct``, centre crop to
-    ``size``, to tensor, normalise) preceded by :class:`ConvertMode` to the model's colour mode.
+    ``size``, to tensor, normalise) preceded by ``ConvertMode`` to the model's colour mode.
     """
     from timm.data import create_transform as timm_create
     from torchvision import transforms

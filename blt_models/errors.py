@@ -2,7 +2,7 @@
 
 Each error is also the builtin a caller would reach for (``ValueError``, ``KeyError``,
 ``RuntimeError``, ...), so ``except ValueError`` keeps working, and all derive from
-:class:`BltModelsError`, so ``except bm.errors.BltModelsError`` catches exactly the library's own
+[`BltModelsError`][blt_models.errors.BltModelsError], so ``except bm.errors.BltModelsError`` catches exactly the library's own
 refusals. Messages name the problem and say the fix.
 """
 
@@ -147,7 +147,7 @@ class KerasWeightsError(BltModelsError, ValueError):
 
 # ------------------------------------------------------------------------------- extraction
 class ExtractionError(BltModelsError, ValueError):
-    """Base class of the errors of :func:`extract_features` and :func:`load_features`."""
+    """Base class of the errors of [`extract_features`][blt_models.extract_features] and [`load_features`][blt_models.load_features]."""
 
 
 class UnknownLayerError(ExtractionError, KeyError):

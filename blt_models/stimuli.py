@@ -1,7 +1,7 @@
 """Presentation protocols: images in time, as the sequences ``[T, B, C, H, W]`` the clock takes.
 
-A protocol is a small frozen dataclass (a value: compare it, store it with :meth:`Protocol.to_dict`,
-rebuild it with :func:`protocol_from_dict`) that turns any batch of images ``[B, C, H, W]``,
+A protocol is a small frozen dataclass (a value: compare it, store it with [`Protocol.to_dict`][blt_models.stimuli.Protocol.to_dict],
+rebuild it with [`protocol_from_dict`][blt_models.stimuli.protocol_from_dict]) that turns any batch of images ``[B, C, H, W]``,
 already normalised for the model, into a time-major sequence: frame ``t`` is the input at clock
 step ``t``.
 
@@ -24,7 +24,7 @@ normalised space: 0, the dataset's mean grey, unless given (a float, or one per 
 ``-mean / std``). ``contrast`` scales every frame around the blank, ``blank + c * (frame -
 blank)``, and ``noise_std`` adds fresh Gaussian noise to every frame after that; each is one
 value or one per step. Noise is seeded by ``seed`` and, per image, by its index (``index=`` of
-:meth:`Protocol.apply`, default the position in the batch), so an image gets the same noise
+[`Protocol.apply`][blt_models.stimuli.Protocol.apply], default the position in the batch), so an image gets the same noise
 whatever the batch it is in.
 """
 
@@ -469,7 +469,7 @@ PROTOCOLS: dict[str, type[Protocol]] = {
 
 
 def protocol_from_dict(record: dict[str, Any]) -> Protocol:
-    """Rebuild a protocol from :meth:`Protocol.to_dict` (e.g. read back from a features file)."""
+    """Rebuild a protocol from [`Protocol.to_dict`][blt_models.stimuli.Protocol.to_dict] (e.g. read back from a features file)."""
     if not isinstance(record, dict) or "protocol" not in record:
         raise StimulusError(f"not a protocol record (no 'protocol' key): {record!r}")
     fields = dict(record)

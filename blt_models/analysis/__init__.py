@@ -1,7 +1,7 @@
 """Analysis of representational dynamics over model time (optional extra ``[analysis]``).
 
 Every function takes extracted features as a plain mapping ``{layer: array [N, T, ...]}`` (numpy
-or torch; N images first, then clock step T), a :class:`~blt_models.TimestepOutput`, or any
+or torch; N images first, then clock step T), a [`TimestepOutput`][blt_models.TimestepOutput], or any
 object with a ``.features`` attribute in that layout (optionally ``.steps``, ``.first_step``,
 ``.image_ids``), such as the result of ``blt_models.extract.extract_features``. States are labelled
 ``(layer, step)`` in model time: step ``t`` is the same clock step for every layer.

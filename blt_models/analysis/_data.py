@@ -1,6 +1,6 @@
-"""Input normalisation: every analysis reads features through :func:`as_feature_set`.
+"""Input normalisation: every analysis reads features through [`as_feature_set`][blt_models.analysis.as_feature_set].
 
-Model time is the clock of :mod:`blt_models._clock`: step ``t`` is the same step for every layer.
+Model time is the clock of ``blt_models._clock``: step ``t`` is the same step for every layer.
 The BLT reference's analysis labelled hook-call indices as "steps" (layer k's hook is first
 called at model time k), so one label meant different model times in different layers; here a
 state is ``(layer, clock step)``.
@@ -101,9 +101,9 @@ def _per_layer(value: Any, layers: Iterable[str]) -> dict[str, Any]:
 
 
 def as_feature_set(source: Any, layers: Sequence[str] | str | None = None) -> FeatureSet:
-    """Normalise extracted features to a :class:`FeatureSet`.
+    """Normalise extracted features to a [`FeatureSet`][blt_models.analysis.FeatureSet].
 
-    Accepts a :class:`FeatureSet`; a :class:`~blt_models.TimestepOutput` (its ``[T, B, ...]``
+    Accepts a [`FeatureSet`][blt_models.analysis.FeatureSet]; a [`TimestepOutput`][blt_models.TimestepOutput] (its ``[T, B, ...]``
     features are transposed to ``[B, T, ...]``); any object with a ``.features`` mapping
     ``{layer: [N, T, ...]}`` and optional ``.steps`` (clock step of each slot, shared or per
     layer), ``.first_step`` and ``.image_ids``; or a plain mapping ``{layer: [N, T, ...]}``.

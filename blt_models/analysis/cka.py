@@ -110,7 +110,7 @@ def cka_matrix(
         include_inactive: keep steps before a layer's first active step (zeros: CKA is NaN).
 
     Returns:
-        :class:`StateMatrix` ``[S, S]`` with ``(layer, step)`` labels.
+        [`StateMatrix`][blt_models.analysis.StateMatrix] ``[S, S]`` with ``(layer, step)`` labels.
     """
     if kind not in ("linear", "angular"):
         raise ValueError("kind must be 'linear' or 'angular'")

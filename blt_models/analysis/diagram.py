@@ -1,7 +1,7 @@
 """Connectivity diagrams of registry models, as PNG (matplotlib) and as TikZ source.
 
-:func:`model_graph` reads only what the model declares: ``model.connections()``, the family
-protocol of :class:`~blt_models.ClockedModel`, which lists every connection with its kind
+[`model_graph`][blt_models.analysis.model_graph] reads only what the model declares: ``model.connections()``, the family
+protocol of [`ClockedModel`][blt_models.ClockedModel], which lists every connection with its kind
 (input, bottom-up, skip, lateral, top-down, readout), its delay in clock steps and the submodule
 that carries it. Objects outside the zoo may return ``(src, dst, kind[, label])`` tuples or
 mappings with keys ``src``, ``dst``, ``kind`` and optionally ``label``, ``module``, ``delay``.
@@ -181,7 +181,7 @@ def _as_edge(model: Any, item: Any, names: list[str]) -> DiagramEdge:
 
 
 def model_graph(model: Any) -> ModelGraph:
-    """The declared connectivity of ``model`` (``model.connections()``) as a :class:`ModelGraph`.
+    """The declared connectivity of ``model`` (``model.connections()``) as a [`ModelGraph`][blt_models.analysis.ModelGraph].
 
     Nodes: ``input``, ``model.layer_names`` in order, ``readout``. Raises TypeError for an object
     that declares no connections.

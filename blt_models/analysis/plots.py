@@ -93,7 +93,7 @@ def plot_rdm_frames(
     """An "RDM movie" as a frame grid: one row per layer, one column per clock step.
 
     Args:
-        rdms: rsatoolbox ``RDMs`` from :func:`~blt_models.analysis.compute_rdms`.
+        rdms: rsatoolbox ``RDMs`` from [`compute_rdms`][blt_models.analysis.compute_rdms].
         order: order of the images for the rows/columns; default: sorted by ``labels`` (stable)
             when labels are given, else as computed.
         labels: class of every image (in the RDMs' order); draws class boundaries and labels
@@ -436,7 +436,7 @@ def plot_readout(curves: Any, path: str | Path, title: str | None = None) -> Pat
 
 def plot_temporal_tuning(result: Any, path: str | Path, title: str | None = None) -> Path:
     """Temporal tuning: preferred vs non-preferred time courses, d' with its confidence band,
-    and the onset latency of every layer (from :func:`~blt_models.analysis.temporal_tuning`)."""
+    and the onset latency of every layer (from [`temporal_tuning`][blt_models.analysis.temporal_tuning])."""
     layers = list(result.steps)
     colours = _colours(len(layers))
     fig = _figure(13.0, 3.9)

@@ -24,7 +24,7 @@ __all__ = [
     "rsa",
 ]
 
-#: Dissimilarities of :func:`compute_rdms`. ``euclidean`` follows rsatoolbox (and the reference
+#: Dissimilarities of [`compute_rdms`][blt_models.analysis.compute_rdms]. ``euclidean`` follows rsatoolbox (and the reference
 #: analysis): the *squared* Euclidean distance divided by the number of features.
 RDM_METHODS = ("correlation", "euclidean", "cosine")
 
@@ -183,7 +183,7 @@ def rsa(
     """RSA of every model ``(layer, step)`` RDM against neural RDMs, per neural time bin.
 
     Args:
-        model_rdms: the output of :func:`compute_rdms` (or features, turned into RDMs with
+        model_rdms: the output of [`compute_rdms`][blt_models.analysis.compute_rdms] (or features, turned into RDMs with
             ``rdm_method``).
         neural_rdms: rsatoolbox ``RDMs`` (several RDMs per bin, e.g. subjects, are averaged over
             and give a noise ceiling; bins come from the ``time_descriptor`` rdm descriptor, as
@@ -196,7 +196,7 @@ def rsa(
         seed: seed of the bootstrap.
 
     Returns:
-        :class:`RSAResult`.
+        [`RSAResult`][blt_models.analysis.RSAResult].
     """
     if not isinstance(model_rdms, RDMs):
         model_rdms = compute_rdms(model_rdms, method=rdm_method)
@@ -248,14 +248,14 @@ def rdm_of_rdms(
     """Second-order dissimilarities between all ``(layer, step)`` RDMs.
 
     Args:
-        rdms: the output of :func:`compute_rdms`, or features (turned into RDMs with
+        rdms: the output of [`compute_rdms`][blt_models.analysis.compute_rdms], or features (turned into RDMs with
             ``rdm_method``).
         method: ``"angular"`` (arccos of the cosine similarity, the distance the reference's MDS
             used) or any ``rsatoolbox.rdm.compare`` method, giving ``1 - similarity`` clipped to
             [0, 2] as in the reference (``"cosine"``, ``"spearman"``, ``"corr"``...).
 
     Returns:
-        :class:`StateMatrix` of dissimilarities with ``(layer, step)`` labels.
+        [`StateMatrix`][blt_models.analysis.StateMatrix] of dissimilarities with ``(layer, step)`` labels.
     """
     if not isinstance(rdms, RDMs):
         rdms = compute_rdms(rdms, method=rdm_method)
@@ -331,8 +331,8 @@ def mds_trajectories(
     """Metric MDS (scikit-learn, seeded) of ``(layer, step)`` states into 2-D or 3-D trajectories.
 
     Args:
-        dissimilarity: a :class:`StateMatrix` (e.g. :func:`rdm_of_rdms`, or
-            :func:`~blt_models.analysis.cka_matrix` with ``kind="angular"``); similarities are
+        dissimilarity: a [`StateMatrix`][blt_models.analysis.StateMatrix] (e.g. [`rdm_of_rdms`][blt_models.analysis.rdm_of_rdms], or
+            [`cka_matrix`][blt_models.analysis.cka_matrix] with ``kind="angular"``); similarities are
             turned into ``1 - s``.
         n_components: 2 or 3.
         per_layer: one embedding per layer (the reference's "separate" MDS) instead of one joint

@@ -327,7 +327,7 @@ def temporal_tuning(
         confidence: width of the band (0.95: the 2.5 and 97.5 percentiles).
 
     Returns:
-        :class:`TemporalTuning`.
+        [`TemporalTuning`][blt_models.analysis.TemporalTuning].
     """
     fs = as_feature_set(features, layers)
     y = to_numpy(labels).reshape(-1)

@@ -5,14 +5,14 @@
 >>> extract_features(model, "stimuli/", layers="all", out="feats.h5", pool="avg")
 >>> feats = load_features("feats.h5")         # the same result type, read back
 
-Everything is computed by :meth:`ClockedModel.forward_timesteps` (no hooks): a layer at a step
+Everything is computed by [`ClockedModel.forward_timesteps`][blt_models.ClockedModel.forward_timesteps] (no hooks): a layer at a step
 before it is active holds zeros, and the first active step of every layer is part of the result
 and of the file metadata. Files are written batch by batch (memory bounded by one batch); a
 re-run on the same file resumes after the last complete batch, after checking that the images
 already written are still the same (content fingerprints). Layout: ``docs/extraction.md``.
 
 The package: ``sources`` (stimuli -> batches, fingerprints), ``pooling``, ``stores`` (memory,
-HDF5, zarr behind one writer; reading back), ``result`` (:class:`ExtractedFeatures`), ``plan``
+HDF5, zarr behind one writer; reading back), ``result`` ([`ExtractedFeatures`][blt_models.ExtractedFeatures]), ``plan``
 (everything resolved once, and the loop).
 """
 
@@ -115,7 +115,7 @@ def extract_features(
     """Run ``model`` on every image of ``source`` and keep ``layers`` at ``steps``.
 
     Args:
-        model: a zoo model, or a name for :func:`create_model`; a name with a tag
+        model: a zoo model, or a name for [`create_model`][blt_models.create_model]; a name with a tag
             (``"blt_bl_tiny.fashion_mnist"``) loads that tag's weights. The model is put in eval
             mode and moved to ``device``.
         source: a folder of images (searched recursively, sorted by relative path), a list of
@@ -129,13 +129,13 @@ def extract_features(
         out: None (result in memory), a ``.h5`` / ``.hdf5`` file, or a ``.zarr`` store. An
             existing output written with the same settings from the same images is resumed (or,
             if complete, read back); other settings or changed images raise
-            :class:`OutputMismatchError` unless ``overwrite=True``.
+            [`OutputMismatchError`][blt_models.errors.OutputMismatchError] unless ``overwrite=True``.
         batch_size: images per forward pass (a DataLoader source keeps its own).
         device: where to run; None keeps the model's device.
         dtype: compute dtype: None keeps the model's; ``torch.bfloat16`` / ``torch.float16`` run
             under autocast (weights stay float32).
         pool: None (full maps), ``"avg"`` (global average over space), or a random projection to
-            a width: an int, ``"random:WIDTH[:SEED]"`` or :class:`Pooling`.
+            a width: an int, ``"random:WIDTH[:SEED]"`` or [`Pooling`][blt_models.extract.Pooling].
         num_workers: DataLoader workers that read and preprocess images.
         progress: show a tqdm progress bar.
         timesteps: clock length; None uses ``model.timesteps``.
@@ -168,7 +168,7 @@ def extract_features(
             unless ``rank`` / ``world_size`` are passed, which is then an error.
 
     Returns:
-        :class:`ExtractedFeatures`; with ``out``, backed by the file (:class:`LazyFeatures`,
+        [`ExtractedFeatures`][blt_models.ExtractedFeatures]; with ``out``, backed by the file ([`LazyFeatures`][blt_models.extract.LazyFeatures],
         read on indexing, so memory stays bounded).
 
     Raises:
@@ -259,7 +259,7 @@ def _extract_across_ranks(
     plan: RunPlan, src: Source, out: Path, backend: str, batch_size: int, overwrite: bool,
     progress: bool, rank: int, world_size: int, origin: str,
 ) -> ExtractedFeatures:  # fmt: skip
-    """This rank's rows into its shard, then the join (see :mod:`.shards`).
+    """This rank's rows into its shard, then the join (see ``shards``).
 
     Under torchrun without a process group of the caller's, a gloo group is made for the run
     (and destroyed after), so that every rank waits for the join and returns all rows; its

@@ -53,7 +53,7 @@ def parse_dtype(value: Any, what: str = "dtype") -> torch.dtype | None:
 
 
 def parse_compile(value: Any) -> dict[str, Any] | None:
-    """``compile=`` of :func:`extract_features`: False (eager), True (``torch.compile`` with
+    """``compile=`` of [`extract_features`][blt_models.extract_features]: False (eager), True (``torch.compile`` with
     ``dynamic=False``) or a dict of ``torch.compile`` arguments (e.g. ``{"mode":
     "reduce-overhead"}`` for CUDA graphs on a GPU)."""
     if value is False or value is None:
@@ -80,7 +80,7 @@ def weights_provenance(model: ClockedModel, sha256: str) -> tuple[bool, str | No
     """``(pretrained, source)``: whether the model holds the published weights of its tag, and
     where its weights came from (Hub repo, URL, packaged file, ``checkpoint_path FILE``).
 
-    ``sha256`` is :func:`weights_sha256` of the tensors about to be used. ``create_model`` kept
+    ``sha256`` is ``weights_sha256`` of the tensors about to be used. ``create_model`` kept
     the same hash of what it loaded; if they differ (``load_state_dict``, an optimizer step, an
     in-place edit since), the weights are not what the source names: not pretrained, and the
     source says so.
@@ -233,7 +233,7 @@ class RunPlan:
         """Eval mode, device, weights dtype (fp32 weights under 16-bit autocast), layout.
 
         For channels_last the model's weights are converted for the run and converted back by
-        :meth:`restore_model`. The inputs alone would make oneDNN run channels_last too (bit for
+        ``restore_model``. The inputs alone would make oneDNN run channels_last too (bit for
         bit the same), but then every convolution reorders its weights on every call: at 32 px
         that was 15 MiB more peak memory and 10-15% less speed (benchmarks/RESULTS.md).
         """
@@ -266,7 +266,7 @@ class RunPlan:
             self.forward_fn = torch.compile(self.model.forward_timesteps, **self.compile_options)
 
     def restore_model(self) -> None:
-        """Undo :meth:`setup_model`: the caller's model keeps its own layout, dtypes, device and
+        """Undo ``setup_model``: the caller's model keeps its own layout, dtypes, device and
         modes (an extraction with ``dtype="float64"`` leaves no float64 model behind)."""
         if self.restore_format is not None:
             self.model.to(memory_format=self.restore_format)

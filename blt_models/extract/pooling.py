@@ -50,8 +50,8 @@ def _int(value: Any, what: str) -> int:
 
 
 def parse_pool(pool: Any) -> Pooling:
-    """A :class:`Pooling` from None, ``"none"``, ``"avg"``, an int width, ``"random:W[:seed]"``,
-    a tuple ``("random", W[, seed])``, a dict or a :class:`Pooling`.
+    """A [`Pooling`][blt_models.extract.Pooling] from None, ``"none"``, ``"avg"``, an int width, ``"random:W[:seed]"``,
+    a tuple ``("random", W[, seed])``, a dict or a [`Pooling`][blt_models.extract.Pooling].
 
     Raises:
         InvalidArgumentError: anything else (also a ``ValueError``).
@@ -102,7 +102,7 @@ def parse_pool(pool: Any) -> Pooling:
 
 
 class Pooler:
-    """Applies a :class:`Pooling` to batch-major ``[B, S, ...]`` features of one layer."""
+    """Applies a [`Pooling`][blt_models.extract.Pooling] to batch-major ``[B, S, ...]`` features of one layer."""
 
     def __init__(self, spec: Pooling) -> None:
         self.spec = spec

@@ -18,7 +18,7 @@ class ExtractedFeatures:
         features: ``{layer: Tensor [N, S, ...]}``; ``...`` is ``C, H, W`` unpooled, ``C`` with
             ``pool="avg"``, ``width`` with a random projection. Results backed by a file
             (``extract_features(..., out=...)``, ``load_features(..., lazy=True)``) hold
-            :class:`~blt_models.extract.LazyFeatures` instead, which read on indexing (numpy
+            [`LazyFeatures`][blt_models.extract.LazyFeatures] instead, which read on indexing (numpy
             semantics); ``.load()`` reads them all.
         steps: ``LongTensor [S]``, the clock step of each index of dimension 1.
         first_step: ``{layer: int}``, the first clock step at which the layer is active; at

@@ -1,6 +1,6 @@
 """Extraction across processes: each rank writes its rows of the source to a shard (an ordinary
 feature file of its own), and one small HDF5 file joins the shards with virtual datasets, so that
-:func:`load_features` and plain ``h5py`` read them as one array.
+[`load_features`][blt_models.load_features] and plain ``h5py`` read them as one array.
 
 For ``out="feats.h5"`` and 4 processes::
 
@@ -96,7 +96,7 @@ def _shard_state(
 ) -> str | None:
     """None if the shard at ``path`` is complete and belongs to this join, else why not.
 
-    Raises :class:`OutputMismatchError` for a shard that cannot become part of the join by
+    Raises [`OutputMismatchError`][blt_models.errors.OutputMismatchError] for a shard that cannot become part of the join by
     waiting (other settings or rows): e.g. ranks that built their models with different random
     weights.
     """
@@ -146,7 +146,7 @@ def join_if_complete(
     """Write the joined file at ``out`` if every shard is complete; returns None if it did, else
     why not (a shard missing, being written, or, with ``stale_ok`` (an overwriting run), left
     from an earlier run). A complete shard of other settings raises
-    :class:`OutputMismatchError`; so does ``check(rank, first_row, ids, fingerprints)``, called
+    [`OutputMismatchError`][blt_models.errors.OutputMismatchError]; so does ``check(rank, first_row, ids, fingerprints)``, called
     with every shard's rows, for images that changed since the shard was written.
 
     Written to a temporary name and renamed, so a reader (or a second rank joining at the same

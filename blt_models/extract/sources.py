@@ -88,7 +88,7 @@ def same_image(a: str, b: str) -> bool:
 def check_fingerprints(
     path: Path, ids: Sequence[str], stored: Sequence[str], current: Sequence[str], start: int = 0
 ) -> None:
-    """Raise :class:`OutputMismatchError` naming the first image whose content changed."""
+    """Raise [`OutputMismatchError`][blt_models.errors.OutputMismatchError] naming the first image whose content changed."""
     for i, (old, new) in enumerate(zip(stored, current, strict=True)):
         if not same_image(old, new):
             raise OutputMismatchError(
@@ -339,7 +339,7 @@ class Source:
     # -- what can be known without running the model
     @property
     def cheap_fingerprints(self) -> bool:
-        """Whether :meth:`fingerprints` works (files and tensors) without decoding images."""
+        """Whether ``fingerprints`` works (files and tensors) without decoding images."""
         return self.paths is not None or self.tensor is not None
 
     def fingerprints(self, start: int, stop: int) -> list[str]:

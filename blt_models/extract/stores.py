@@ -1,8 +1,8 @@
 """Where features go: memory, an HDF5 file or a zarr store, behind one writer interface; and
-reading files back (:func:`load_features`, :class:`LazyFeatures`).
+reading files back ([`load_features`][blt_models.load_features], [`LazyFeatures`][blt_models.extract.LazyFeatures]).
 
-A store hands the run the rows a batch's features go to (:meth:`Store.rows`, ``{layer: Tensor
-[b, S, ...]}``), then commits them with their ids and fingerprints (:meth:`Store.commit`). A
+A store hands the run the rows a batch's features go to (``Store.rows``, ``{layer: Tensor
+[b, S, ...]}``), then commits them with their ids and fingerprints (``Store.commit``). A
 file commits a batch by writing and flushing its rows first and only then advancing the
 ``n_done`` attribute, so a crash or a full disk leaves every complete batch readable and
 resumable.
@@ -115,7 +115,7 @@ def _in_use(path: Path) -> OutputInUseError:
 
 def inspect_output(path: Path, backend: str) -> str:
     """``"absent"``, ``"ours"`` (a readable feature store) or ``"broken"`` (ours, but truncated
-    or corrupt). Anything else at ``path`` raises :class:`OutputMismatchError` naming it."""
+    or corrupt). Anything else at ``path`` raises [`OutputMismatchError`][blt_models.errors.OutputMismatchError] naming it."""
     if not path.exists():
         return "absent"
     not_ours = "it is not a blt-models feature store, so it is neither resumed nor replaced: "
@@ -209,7 +209,7 @@ def _zarr_store_cut_short(path: Path, n_done: int) -> bool:
 
 
 def remove_store(path: Path, with_shards: bool = False) -> None:
-    """Remove a feature store of ours (checked by :func:`inspect_output`); ``with_shards``: also
+    """Remove a feature store of ours (checked by ``inspect_output``); ``with_shards``: also
     the shard files a join lists, and their folder once empty (a one-process overwrite)."""
     shards: list[Path] = []
     if with_shards and path.is_file():
@@ -239,7 +239,7 @@ class Store:
         self, start: int, ids: list[str], fingerprints: list[str],
         rows: dict[str, Tensor] | None = None,
     ) -> None:  # fmt: skip
-        """Store the batch written into ``rows`` (as :meth:`rows` returned them)."""
+        """Store the batch written into ``rows`` (as ``rows`` returned them)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -298,7 +298,7 @@ ZARR_BYTES_IN_FLIGHT = 32 << 20
 
 
 def zarr_concurrency(chunk_bytes: int, limit: int) -> int:
-    """Chunks zarr may encode at once: as many as fit in :data:`ZARR_BYTES_IN_FLIGHT` (at least
+    """Chunks zarr may encode at once: as many as fit in ``ZARR_BYTES_IN_FLIGHT`` (at least
     one), at most ``limit`` (zarr's own ``async.concurrency``)."""
     return max(1, min(limit, ZARR_BYTES_IN_FLIGHT // max(chunk_bytes, 1)))
 
@@ -563,7 +563,7 @@ class LazyFeatures:
     Has ``shape`` ``(N, S, ...)``, ``dtype`` (torch), ``len()``; indexing follows numpy (ints,
     negative ints, slices with any step, integer arrays in any order and with repeats, boolean
     masks of length ``N``, numpy or torch) and returns tensors; floats, wrong-length masks and
-    out-of-range rows raise :class:`~blt_models.errors.FeatureIndexError` (an ``IndexError``).
+    out-of-range rows raise [`FeatureIndexError`][blt_models.errors.FeatureIndexError] (an ``IndexError``).
     ``load()`` reads the whole array. The file is opened for each read.
     """
 
@@ -738,12 +738,12 @@ class LazyFeatures:
 def load_features(
     path: str | os.PathLike[str], layers: str | Sequence[str] | None = None, lazy: bool = False
 ) -> ExtractedFeatures:
-    """Read a file written by :func:`extract_features` into an :class:`ExtractedFeatures`.
+    """Read a file written by [`extract_features`][blt_models.extract_features] into an [`ExtractedFeatures`][blt_models.ExtractedFeatures].
 
     Args:
         path: the ``.h5`` / ``.hdf5`` file or ``.zarr`` store.
         layers: a subset of layers to read (None: all).
-        lazy: give :class:`LazyFeatures` (read on indexing) instead of tensors, for files
+        lazy: give [`LazyFeatures`][blt_models.extract.LazyFeatures] (read on indexing) instead of tensors, for files
             larger than memory. ``result.load()`` turns a lazy result into tensors.
 
     An interrupted file gives the images written so far (``metadata["complete"]`` is False).

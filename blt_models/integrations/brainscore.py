@@ -103,7 +103,7 @@ class ClockActivations:
         return range(first, last + 1)
 
     def check_time_bins(self, layer: str, time_bins: Sequence[Sequence[float]]) -> None:
-        """Raise :class:`TimestepsError` if a bin lies outside the steps at which ``layer`` is
+        """Raise [`TimestepsError`][blt_models.errors.TimestepsError] if a bin lies outside the steps at which ``layer`` is
         active (before the image reaches it, or beyond the clock)."""
         steps = self.active_steps(layer)
         start, end = self.step_bin(steps[0])[0], self.step_bin(steps[-1])[1]
@@ -248,7 +248,7 @@ class ClockActivations:
 
 
 class BltBrainModel(BrainModel):
-    """A zoo model committed to brain regions, time bins and behaviour (see :func:`to_brain_model`).
+    """A zoo model committed to brain regions, time bins and behaviour (see [`to_brain_model`][blt_models.integrations.brainscore.to_brain_model]).
 
     ``start_recording(region, time_bins)`` then ``look_at(stimuli)`` give the region's layer at the
     clock steps that cover the bins, aligned by Brain-Score's ``TemporalAligned``;

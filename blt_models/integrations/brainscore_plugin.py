@@ -59,7 +59,7 @@ def write_brainscore_plugin(
         region_layer_map: ``{region: layer}``; default: the family's area names if it has them.
         identifier: Brain-Score identifier (default ``name`` with ``.`` -> ``-``).
         step_ms, onset_ms, visual_degrees, timesteps: as for
-            :func:`blt_models.integrations.brainscore.to_brain_model`.
+            [`blt_models.integrations.brainscore.to_brain_model`][blt_models.integrations.brainscore.to_brain_model].
     """
     from .._factory import create_model
 

@@ -1,7 +1,7 @@
 """A thingsvision extractor for any zoo model, with the time axis in the module names.
 
 thingsvision reads activations with forward hooks and keeps the last call of each module, so on a
-recurrent model it would see one step (or a partial value). :class:`TimeAddressable` wraps a zoo
+recurrent model it would see one step (or a partial value). [`TimeAddressable`][blt_models.integrations.thingsvision.TimeAddressable] wraps a zoo
 model in a module whose submodules are *addresses*: ``"layer3@t7"`` is ``layer3`` at clock step 7
 (``[B, C, H, W]``) and ``"layer3"`` is ``layer3`` at every step (``[B, T, C, H, W]``, batch-major as
 thingsvision expects); reference aliases work too (``"output_3@t7"``). Hooks on an address fire
@@ -121,10 +121,10 @@ def get_extractor(
 ) -> Any:
     """thingsvision's extractor (``get_extractor_from_model``) for a zoo model.
 
-    Module names are addresses (:class:`TimeAddressable`): ``"layer3@t7"`` for a layer at a step,
+    Module names are addresses ([`TimeAddressable`][blt_models.integrations.thingsvision.TimeAddressable]): ``"layer3@t7"`` for a layer at a step,
     ``"layer3"`` for all steps; ``extractor.get_module_names()`` lists them after the model's own
     submodules. The transform is the model's evaluation preprocessing
-    (:func:`blt_models.create_transform`) unless ``preprocess`` is given.
+    ([`blt_models.create_transform`][blt_models.create_transform]) unless ``preprocess`` is given.
     """
     from thingsvision import get_extractor_from_model
 

@@ -1,6 +1,6 @@
 """BLT: bottom-up, lateral and top-down recurrent convnets (CCN 2024 reference family).
 
-One configurable model, :class:`BLT`, built from a connectivity description: the reference's
+One configurable model, [`BLT`][blt_models.models.blt.BLT], built from a connectivity description: the reference's
 model name (``bl``, ``b2lt3``...) gives the set of "shifts" (source - target layer index) and a
 layer table gives channels and map sizes. Module and state-dict names follow the reference code
 (``conv_input``, ``pool_input``, ``norm_{k}``, ``conv_{src}_{dst}``, ``read_out.linear``), so its

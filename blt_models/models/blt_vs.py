@@ -24,7 +24,7 @@ does not exist and fails; here an area wakes only through inputs it has modules 
 
 Module names are the zoo's (``v1.bu_lateral.spatial``...); the published files' names
 (``connections.V1.bu_l_conv_depthwise``...) are mapped by
-:func:`convert_blt_vs_state_dict` (below) when a file is loaded.
+``convert_blt_vs_state_dict`` (below) when a file is loaded.
 """
 
 from __future__ import annotations
@@ -494,7 +494,7 @@ class BLTVS(ClockedModel):
 
     def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
         """First step at which each stream depends on the frame of step ``onset``, from the same
-        flag trace as :meth:`first_steps` with the Retina depending on that frame at step
+        flag trace as [`first_steps`][blt_models.models.blt_vs.BLTVS.first_steps] with the Retina depending on that frame at step
         ``onset`` only. Standard unrolling: ``onset`` for every stream (full BU sweep, readout
         and TD sweep within a step)."""
         trace = self._trace(self.timesteps if timesteps is None else timesteps, onset)
@@ -849,7 +849,7 @@ def convert_blt_vs_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Published BLT-VS state dict -> zoo ``blt_vs`` state dict (same tensors, renamed keys).
 
     The input is what ``torch.load`` returns for a published ``.pth`` file (``module.`` prefixes
-    already removed, e.g. by :func:`blt_models._checkpoint.extract_state_dict`). A state dict that is
+    already removed, e.g. by ``blt_models._checkpoint.extract_state_dict``). A state dict that is
     already in the zoo layout is returned unchanged (as a new dict), so the function can be applied
     to any file. Order is kept; unknown ``connections.*`` keys raise ``KeyError``.
     """

@@ -23,7 +23,7 @@ Time on the zoo's clock:
   every image. R updates the areas in order within a step (V2 at step t reads V1's step-t output):
   V1 at step 0, V2, V4 and IT from step 1. Features before an area's ``first_step`` are the
   computed, image-independent values.
-* **CORnet-S**: see :class:`CORnetS` (one clock step per inner step, areas in sequence).
+* **CORnet-S**: see [`CORnetS`][blt_models.models.cornet.CORnetS] (one clock step per inner step, areas in sequence).
 
 Sequences ``[T, B, C, H, W]``: frame ``t`` is V1's input at step ``t`` (R / RT), or one sweep per
 frame (Z). CORnet-S refuses them: its image enters only at step 0 (see ``arrival_steps``).
@@ -383,7 +383,7 @@ class CORnetR(_CORnet):
 class CORnetRT(CORnetR):
     """CORnet-RT: CORnet-R's areas and weights layout, updated synchronously.
 
-    Args and clock as :class:`CORnetR`, but at every step each area reads the area below *at the
+    Args and clock as [`CORnetR`][blt_models.models.cornet.CORnetR], but at every step each area reads the area below *at the
     previous step* (V1 reads the image). Image information reaches V1, V2, V4, IT at steps 0, 1, 2,
     3 (``first_step``), so readouts at steps 0-2 (the output with ``times <= 3``) do not depend on
     the image; the step-0 readout is ``decoder(ReLU(IT.norm1.bias))``.
@@ -471,7 +471,7 @@ class CORnetS(_CORnet):
         )
 
     def arrival_steps(self, onset: int, timesteps: int | None = None) -> dict[str, int]:
-        """Only step 0 has an input (a static image); see :meth:`_sequence_unsupported_reason`."""
+        """Only step 0 has an input (a static image); see ``_sequence_unsupported_reason``."""
         if onset != 0:
             raise InputError(
                 f"{self._display_name()} does not take input sequences: "

@@ -5,7 +5,7 @@ MIT License): ``rcnn_b``, ``rcnn_b_k``, ``rcnn_b_f``, ``rcnn_b_d`` (feed-forward
 (bottom-up + lateral recurrence). Given the same weights, every layer at every step equals the
 Keras model's (channels-first here, channels-last there). Published Keras HDF5 weight files load
 directly (``checkpoint_path="bl_ecoset.h5"``: the keys are mapped and the kernels transposed by
-:meth:`convert_state_dict`) or convert to the zoo's format with ``blt-models convert``.
+[`convert_state_dict`][blt_models.ClockedModel.convert_state_dict]) or convert to the zoo's format with ``blt-models convert``.
 
 Architecture (``3 x 128 x 128`` input scaled to ``[-1, 1]``; every convolution stride 1, ``'same'``
 zero padding, no bias; every pool ``MaxPool2d(2)``, floor):
@@ -32,7 +32,7 @@ Time on the zoo's clock (standard unrolling):
 Time-varying input ``[T, B, C, H, W]`` (frame ``t`` at step ``t``): BL recomputes layer 0's
 bottom-up drive from each frame (a static image still computes it once). Every layer reads the
 layer below at the same step, so frame ``t`` reaches every layer at step ``t``
-(:meth:`RcnnSatBL.arrival_steps`). The B variants sweep each frame, one readout per frame.
+([`RcnnSatBL.arrival_steps`][blt_models.models.rcnn_sat.RcnnSatBL.arrival_steps]). The B variants sweep each frame, one readout per frame.
 """
 
 from __future__ import annotations
@@ -403,7 +403,7 @@ class RcnnSatBL(_RcnnSat):
 
         The reference computes it once and reuses it at every step, because its image does not
         change; so does a static image here. A sequence ``[T, B, C, H, W]`` recomputes it per
-        frame (``_unroll`` calls it through :class:`~blt_models._clock.InputStage`).
+        frame (``_unroll`` calls it through ``InputStage``).
         """
         return self.rcls[0].bconv(image)
 

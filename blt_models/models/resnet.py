@@ -4,7 +4,7 @@ The architecture is torchvision's ``resnet50`` (v1.5: stride on the 3x3 convolut
 torchvision itself; module and state-dict names are torchvision's (``conv1``, ``bn1``,
 ``layer1.0.conv1``, ``fc``...), so torchvision's ImageNet weights load as they are. The BLT
 reference code's ResNet-50 is the same network under other names (``basic_conv``, ``stage_k``,
-``classifier``); :meth:`ResNet.convert_state_dict` maps its checkpoints onto torchvision's names.
+``classifier``); [`ResNet.convert_state_dict`][blt_models.models.resnet.ResNet.convert_state_dict] maps its checkpoints onto torchvision's names.
 Unlike the reference, ``num_classes`` sets the width of the head.
 
 Time: feed-forward, one clock step with one readout; features ``stem`` (after the max pool),
