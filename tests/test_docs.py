@@ -110,3 +110,148 @@ def test_readme_first_steps_block_runs():
     assert scope["out"].steps.tolist() == [5, 6, 7, 8, 9]
     assert tuple(scope["out"].features["layer5"].shape) == (10, 4, 512, 7, 7)
 
+
+
+# ------------------------------------------------------------------ reference pages (issue 25)
+API_PAGES = sorted((ROOT / "docs").glob("api*.md"))
+PUBLIC_MODULES = (
+    "blt_models", "blt_models.analysis", "blt_models.stimuli", "blt_models.extract",
+    "blt_models.errors", "blt_models.integrations.brainscore",
+    "blt_models.integrations.brainscore_plugin", "blt_models.integrations.thingsvision",
+)  # fmt: skip
+
+
+def _static_all(module: str) -> list[str]:
+    """``__all__`` of a module read from its source (``=`` and ``+=``), so that the integration
+    modules, whose imports need their own environments, are covered too."""
+    import ast
+
+    path = ROOT / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    names: list[str] = []
+    for node in ast.parse(path.read_text()).body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(node, (ast.Assign, ast.AugAssign)) and getattr(target, "id", "") == "__all__":
+            names += ast.literal_eval(node.value)
+    assert names, f"{module} has no __all__"
+    return names
+
+
+def _documented_paths() -> set[str]:
+    paths = set()
+    for page in API_PAGES:
+        paths |= set(re.findall(r"^::: ([\w.]+)", page.read_text(), re.MULTILINE))
+    return paths
+
+
+def _resolve(path: str):
+    import importlib
+
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(path)
+
+
+def test_every_public_name_is_on_an_api_page():
+    """Each name of each public ``__all__`` is rendered (``::: path``) under its own path or, for
+    a re-export, under the path of the same object (``blt_models.InputError`` is documented as
+    ``blt_models.errors.InputError``)."""
+    documented = _documented_paths()
+    by_identity: dict[int, str] = {}
+    for path in documented:
+        try:
+            by_identity[id(_resolve(path))] = path
+        except (ImportError, AttributeError):
+            pass  # an integration module without its environment: matched by path below
+    missing = []
+    for module in PUBLIC_MODULES:
+        for name in _static_all(module):
+            path = f"{module}.{name}"
+            if path in documented:
+                continue
+            try:
+                obj = _resolve(path)
+            except ImportError:
+                missing.append(path)
+                continue
+            if id(obj) not in by_identity:
+                missing.append(path)
+    assert not missing, "add a '::: path' entry to docs/api*.md for:\n" + "\n".join(missing)
+
+
+def test_api_pages_have_no_duplicated_option_keys():
+    """A YAML mapping with a key twice keeps only the last value: a second ``members:`` silently
+    dropped ``arrival_steps`` and ``connections`` from ``ClockedModel``'s page once."""
+    for page in API_PAGES:
+        for block in re.split(r"^::: ", page.read_text(), flags=re.MULTILINE)[1:]:
+            keys = re.findall(r"^ {6}(\w+):", block, re.MULTILINE)
+            assert len(keys) == len(set(keys)), f"{page.name}: ::: {block.splitlines()[0]}: {keys}"
+
+
+def test_api_pages_render_every_member_of_clocked_model():
+    """ClockedModel is rendered without a hand-kept member list, so no method can be left out."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    block = text.split("::: blt_models.ClockedModel\n", 1)[1].split(":::", 1)[0]
+    assert "members:" not in block
+
+
+SPHINX_ROLE = re.compile(r":(class|func|meth|attr|mod|data|exc|obj|py:\w+):`")
+
+
+def test_docstrings_use_autorefs_not_sphinx_roles():
+    """mkdocstrings (Google style) shows ``:class:`X``` as raw text; cross-references are
+    ``[`X`][blt_models.X]`` autorefs."""
+    hits = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
+            for p in sorted((ROOT / "blt_models").rglob("*.py"))
+            for n, line in enumerate(p.read_text().splitlines(), 1) if SPHINX_ROLE.search(line)]  # fmt: skip
+    assert not hits, "\n".join(hits)
+
+
+def _table_first_column(page: str, heading: str) -> set[str]:
+    """The backticked names in the first column of the first table under ``heading``."""
+    text = (ROOT / "docs" / page).read_text()
+    section = text.split(heading, 1)[1]
+    table = re.search(r"^\|.*?(?=^\s*$)", section, re.MULTILINE | re.DOTALL).group(0)
+    names = set()
+    for row in table.splitlines()[2:]:
+        first = row.split("|")[1]
+        names |= {n.split()[0] for n in re.findall(r"`([^`]+)`", first)}
+    return names
+
+
+@pytest.mark.parametrize(
+    ("function", "page", "heading"),
+    [("extract_features", "extraction.md", "## Arguments"),
+     ("create_model", "quickstart.md", "### `create_model` arguments")],
+)  # fmt: skip
+def test_argument_tables_list_every_parameter(function, page, heading):
+    import inspect
+
+    params = inspect.signature(getattr(bm, function)).parameters.values()
+    wanted = {("**" if p.kind is p.VAR_KEYWORD else "") + p.name for p in params}
+    missing = wanted - _table_first_column(page, heading)
+    assert not missing, f"docs/{page} ({heading}) lacks rows for {sorted(missing)}"
+
+
+def test_cli_page_lists_every_argument_of_every_subcommand():
+    import argparse
+
+    from blt_models.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, parser in sub.choices.items():
+        documented = _table_first_column("cli.md", f"## `blt-models {name}`")
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            names = action.option_strings or [action.metavar or action.dest]
+            missing += [f"{name} {n}" for n in names if n not in documented]
+    assert not missing, "docs/cli.md lacks rows for:\n" + "\n".join(missing)
