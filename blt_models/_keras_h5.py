@@ -106,7 +106,7 @@ def read_keras_h5(path: str | os.PathLike[str]) -> KerasWeightsFile:
     except ImportError as err:  # pragma: no cover - h5py is in the [extract] and [dev] extras
         raise ImportError(
             "reading Keras HDF5 weight files needs h5py: pip install h5py "
-            "(or pip install 'blt-models[extract]')"
+            "(or pip install -e '.[extract]' in the blt-models clone)"
         ) from err
     if not is_hdf5_file(path):
         raise KerasWeightsError(

@@ -24,10 +24,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
 
 
 def install_hint(extra: str) -> str:
-    return (
-        f'pip install "blt-models[{extra}]" (in a clone of the repository: '
-        f'pip install -e ".[{extra}]")'
-    )
+    return f'pip install -e ".[{extra}]" in your clone of blt-models (not on PyPI yet)'
 
 
 def require(module: str, purpose: str, extra: str | None = None) -> ModuleType:

@@ -277,7 +277,7 @@ def read_config(path: str | os.PathLike[str], origin: str) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise PublishedFormatError(
             f"{origin} has format_version {version}; this blt-models ({_version()}) reads up to "
-            f"{FORMAT_VERSION}. Upgrade: pip install -U blt-models"
+            f"{FORMAT_VERSION}. Upgrade blt-models: git pull in its clone."
         )
     if not isinstance(config.get("architecture"), str) or not config["architecture"]:
         raise PublishedFormatError(
@@ -801,7 +801,7 @@ def _registered_arch(arch: Any, origin: str) -> str:
     except UnknownModelError as err:
         raise UnknownModelError(
             f"{origin} names the architecture {arch!r}, which this blt-models ({_version()}) does "
-            f"not have. Upgrade (pip install -U blt-models) or check the source. ({err})"
+            f"not have. Upgrade blt-models (git pull in its clone) or check the source. ({err})"
         ) from None
     return arch
 

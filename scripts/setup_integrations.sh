@@ -2,8 +2,9 @@
 # Builds the environments the integration tests run in, one per tool, because their pins do not
 # fit the main .venv (Brain-Score pins numpy<2 and old scikit-learn; thingsvision pins its own
 # stack):
-#   .venvs/brainscore    brainscore-vision 2.4.x + blt-models (editable)
-#   .venvs/thingsvision  thingsvision 2.7.x      + blt-models (editable)
+#   .venvs/brainscore    blt-models (editable) with the extra `brainscore` (brainscore-vision 2.4.x)
+#   .venvs/thingsvision  blt-models (editable) with the extra `thingsvision`, + thingsvision 2.7.x
+# These are the commands docs/integrations.md gives (tests/test_docs.py checks that they match).
 # Each is installed in ONE resolver run together with the torch/torchvision pins, so pip cannot
 # swap torch for another build. Usage: bash scripts/setup_integrations.sh [brainscore|thingsvision]
 # (no argument: both). Re-running is cheap: a stamp skips an environment whose inputs are unchanged.
@@ -16,16 +17,15 @@ TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
 mkdir -p .venvs
 bash scripts/setup.sh  # the main .venv, whose torch the integration environments share
 
-build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one package, see below)
+build() {  # build NAME NODEPS_SPEC  (the extra NAME of pyproject.toml; NODEPS_SPEC: "" or one package)
   local name=$1 nodeps=$2
-  shift 2
   local venv=.venvs/$name log=.venvs/$name-setup.log stamp=.venvs/$name/.blt-models-installed
   if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && [ ! scripts/setup_integrations.sh -nt "$stamp" ]; then
     echo "setup_integrations: $venv is up to date"
     return 0
   fi
   [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
-  echo "setup_integrations: installing $* into $venv (log: $log)"
+  echo "setup_integrations: installing -e .[$name] into $venv (log: $log)"
   local start=$SECONDS
   # Exit 3: no hard links possible here; pip then installs its own copy of torch.
   local rc=0
@@ -36,7 +36,7 @@ build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one pac
     return 1
   fi
   if ! { "$venv/bin/python" -m pip install --no-cache-dir --upgrade pip setuptools wheel &&
-         "$venv/bin/python" -m pip install --no-cache-dir "${TORCH_PINS[@]}" "$@" pytest -e . &&
+         "$venv/bin/python" -m pip install --no-cache-dir "${TORCH_PINS[@]}" pytest -e ".[$name]" &&
          { [ -z "$nodeps" ] || "$venv/bin/python" -m pip install --no-cache-dir --no-deps "$nodeps"; }; } >>"$log" 2>&1; then
     tail -n 40 "$log"
     echo "setup_integrations: pip install into $venv failed; full log in $log" >&2
@@ -52,20 +52,17 @@ build() {  # build NAME NODEPS_SPEC PACKAGE_SPEC...  (NODEPS_SPEC: "" or one pac
 
 want=${1:-all}
 if [ "$want" = all ] || [ "$want" = brainscore ]; then
-  build brainscore "" "brainscore-vision>=2.4,<2.5"
+  build brainscore ""
   .venvs/brainscore/bin/python -c "import brainscore_vision.model_helpers.brain_transformation" \
     >>.venvs/brainscore-setup.log 2>&1 || { tail -n 30 .venvs/brainscore-setup.log; exit 1; }
 fi
 if [ "$want" = all ] || [ "$want" = thingsvision ]; then
   # thingsvision 2.7.x pins torchvision==0.15.2 (a build for torch 2.0) and nothing else that
-  # clashes: its other requirements (from its METADATA) resolve with the torch pins in one run, and
-  # thingsvision itself is then added with --no-deps. Its test below runs against torchvision
-  # 0.29.1, which is what makes this sound (tests/integrations/thingsvision_check.py).
-  # The list is the `thingsvision` extra of pyproject.toml.
-  build thingsvision "thingsvision>=2.7,<2.8" \
-    ftfy h5py matplotlib numba "numpy<2" "open-clip-torch==3.*" pandas regex "safetensors<0.6" \
-    scikit-image scikit-learn scipy "tensorflow<2.16" timm torchtyping tqdm "accelerate<1.10.0" \
-    "transformers==4.40.1"
+  # clashes: its other requirements (the `thingsvision` extra of pyproject.toml, from its
+  # METADATA) resolve with the torch pins in one run, and thingsvision itself is then added with
+  # --no-deps. Its test runs against torchvision 0.29.1, which is what makes this sound
+  # (tests/integrations/thingsvision_check.py).
+  build thingsvision "thingsvision>=2.7,<2.8"
   .venvs/thingsvision/bin/python -c "import thingsvision" \
     >>.venvs/thingsvision-setup.log 2>&1 || { tail -n 30 .venvs/thingsvision-setup.log; exit 1; }
 fi

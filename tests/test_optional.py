@@ -17,7 +17,7 @@ def _tiny():
 
 
 def _assert_install_line(err: pytest.ExceptionInfo, extra: str) -> None:
-    assert f'pip install "blt-models[{extra}]"' in str(err.value)
+    assert f'pip install -e ".[{extra}]"' in str(err.value)
     assert isinstance(err.value, ImportError) and isinstance(err.value, BltModelsError)
 
 
@@ -39,7 +39,7 @@ def test_cli_demo_without_matplotlib_prints_the_install_line(monkeypatch, tmp_pa
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["demo", "--model", "blt_b", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and 'pip install "blt-models[plot]"' in err
+    assert err.count("\n") == 1 and 'pip install -e ".[plot]"' in err
 
 
 @pytest.mark.parametrize(("module", "suffix"), [("h5py", ".h5"), ("zarr", ".zarr")])

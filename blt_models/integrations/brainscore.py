@@ -16,8 +16,10 @@ clock does not cover is an error that says how many steps it needs.
 >>> brain.start_recording("IT", time_bins=[(100, 110), (110, 120)])
 >>> responses = brain.look_at(stimulus_set)   # NeuroidAssembly: presentation x neuroid x time_bin
 
-Requires ``pip install "blt-models[brainscore]"`` (brainscore-vision 2.4; its pins, e.g.
-``numpy<2``, are best kept in their own environment).
+Requires the ``brainscore`` extra (brainscore-vision 2.4) in its own environment, since its
+pins (e.g. ``numpy<2``) do not fit others: in a clone of blt-models,
+``pip install "torch==2.14.1" "torchvision==0.29.1" -e ".[brainscore]"`` in a new virtual
+environment (``bash scripts/setup_integrations.sh brainscore`` builds ``.venvs/brainscore``).
 """
 
 from __future__ import annotations

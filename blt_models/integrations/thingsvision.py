@@ -19,7 +19,10 @@ once per forward with exactly that value, taken from ``forward_timesteps``.
 ...                                    flatten_acts=False)
 >>> feats["layer3@t7"].shape, feats["layer3"].shape   # (N, C, H, W), (N, T, C, H, W)
 
-Requires ``pip install "blt-models[thingsvision]"``.
+Requires the ``thingsvision`` extra and thingsvision itself in their own environment: in a clone
+of blt-models, ``pip install "torch==2.14.1" "torchvision==0.29.1" -e ".[thingsvision]"`` then
+``pip install --no-deps "thingsvision>=2.7,<2.8"`` in a new virtual environment
+(``bash scripts/setup_integrations.sh thingsvision`` builds ``.venvs/thingsvision``).
 """
 
 from __future__ import annotations
