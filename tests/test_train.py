@@ -208,7 +208,8 @@ def test_resumed_epoch_reports_the_loss_of_all_its_batches(tmp_path, capsys):
     rows = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["train_loss"] == pytest.approx(full["train_loss"], rel=1e-9)
     # No float noise in metrics and configs (40.400000000000006): percentages to 4 decimals.
-    for value in rows[0]["top1_per_step"] + rows[0]["top5_per_step"]:
+    assert "top5_per_step" not in rows[0] and "top5" not in rows[0]  # 4 classes: top-5 is always 100%
+    for value in rows[0]["top1_per_step"]:
         assert value == round(value, 4)
     cfg = json.loads((tmp_path / "part" / "best" / "config.json").read_text())
     assert all(v == round(v, 4) for v in cfg["pretrained_cfg"]["metrics"]["top1_per_step"])
@@ -308,3 +309,89 @@ def test_two_process_resume_gives_the_same_weights(tmp_path):
     b = _weights(tmp_path / "part" / "last" / "model.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------------------- own folder
+def _image_folder(root: Path, classes=("cat", "dog"), n=6, size=40) -> None:
+    """``root/<class>/<i>.png``: a class-coloured square on noise, so the classes are learnable."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            x = torch.rand(size, size, 3, generator=rng) * 0.3
+            x[8:32, 8:32, c % 3] += 0.7
+            Image.fromarray((x.clamp(0, 1) * 255).byte().numpy()).save(root / name / f"{i}.png")
+
+
+FOLDER_RUN = ["--dataset", "folder", "--input-size", "32", "--batch-size", "4", "--workers", "0",
+              "--no-progress", "--epochs", "1", "--model-kwargs", '{"timesteps": 4}']  # fmt: skip
+
+
+def test_own_folder_train_val_end_to_end(tmp_path, capsys):
+    _image_folder(tmp_path / "data" / "train", n=6)
+    _image_folder(tmp_path / "data" / "val", n=2)
+    out = tmp_path / "run"
+    result = recipe.main([*FOLDER_RUN, "--data-path", str(tmp_path / "data"), "--output-dir", str(out)])
+    log = capsys.readouterr().out
+    assert "2 classes: cat, dog" in log and "top-5" not in log and "CPU threads per process" in log
+    assert "top5" not in result and result["val_images"] == 4
+    model = bm.create_model(f"local-dir:{out / 'best'}")
+    assert model.num_classes == 2 and model.pretrained_cfg.class_names == ("cat", "dog")
+    assert model.pretrained_cfg.crop_pct == pytest.approx(0.875)  # the validation resize + crop
+    assert "top5" not in model.pretrained_cfg.metrics
+
+
+def test_own_folder_split_by_seed_is_per_class_and_reproducible(tmp_path):
+    _image_folder(tmp_path / "data", classes=("a", "b", "c"), n=10)
+    split = [recipe_data.own_folder(str(tmp_path / "data"), 32, val_fraction=0.2, seed=s) for s in (0, 0, 1)]
+    train, val, info = split[0]
+    assert info.class_names == ("a", "b", "c") and info.num_classes == 3
+    assert len(train) == 24 and len(val) == 6
+    assert sorted(val.dataset.targets[i] for i in val.indices) == [0, 0, 1, 1, 2, 2]  # 2 per class
+    assert not set(train.indices) & set(val.indices)
+    assert val.indices == split[1][1].indices and val.indices != split[2][1].indices
+
+
+def test_class_count_mismatch_is_an_error_never_a_silent_head(tmp_path):
+    _image_folder(tmp_path / "data" / "train", n=4)
+    _image_folder(tmp_path / "data" / "val", n=2)
+    data = ["--data-path", str(tmp_path / "data"), "--output-dir", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match="num_classes=1000, but the data has 2 classes"):
+        recipe.main([*FOLDER_RUN[:-2], "--model-kwargs", '{"num_classes": 1000}', *data])
+    with pytest.raises(ValueError, match="--num-cats 1000, but .* has 2 classes"):
+        recipe_data.build_datasets("imagenet", data_path=str(tmp_path / "data"), num_cats=1000)
+    # The ImageNet layout on a two-class folder gives a two-way head, not 1000.
+    _, _, info = recipe_data.build_datasets("imagenet", data_path=str(tmp_path / "data"), input_size=32)
+    assert info.num_classes == 2 and info.class_names == ("cat", "dog")
+    (tmp_path / "data" / "val" / "bird").mkdir()
+    (tmp_path / "data" / "val" / "cat" / "0.png").rename(tmp_path / "data" / "val" / "bird" / "0.png")
+    with pytest.raises(ValueError, match="train/ has the classes .* but val/ has"):
+        recipe_data.own_folder(str(tmp_path / "data"), 32)
+    with pytest.raises(FileNotFoundError, match="one subfolder per class"):
+        recipe_data.own_folder(str(tmp_path / "data" / "val" / "cat"), 32)
+
+
+def test_cpu_threads_default_to_cores_per_process(monkeypatch):
+    monkeypatch.setattr(recipe, "available_cpus", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert recipe.default_threads() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert recipe.default_threads() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert recipe.default_threads() == 16
+
+
+def test_recipe_sets_passive_openmp_waiting_before_torch_loads():
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); import train; "
+            "print(os.environ['OMP_WAIT_POLICY'])")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code, str(RECIPE)], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "PASSIVE", out.stderr[-2000:]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # an explicit choice wins
+    out = subprocess.run([sys.executable, "-c", code, str(RECIPE)], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "ACTIVE", out.stderr[-2000:]

@@ -9,6 +9,8 @@
   ``._`` resource-fork duplicates removed.
 * ``imagenet_vggface2`` / ``imagenet_face``: the reference's hybrid datasets (ImageNet plus faces), each
   part with its own normalisation and the VGGFace2 labels offset after the ImageNet ones.
+* ``folder``: your own images, one subfolder per class: ``DIR/train/<class>/`` and
+  ``DIR/val/<class>/``, or ``DIR/<class>/`` split per class into train and validation by a seed.
 * ``synthetic``: small deterministic images for tests and smoke runs.
 
 Random augmentation is made a pure function of ``(seed, epoch, index)`` by :class:`SeededAugment`,
@@ -43,7 +45,8 @@ FASHION_MNIST_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
 
-DATASETS = ("fashion_mnist", "imagenet", "vggface2", "imagenet_vggface2", "imagenet_face", "synthetic")
+DATASETS = ("folder", "fashion_mnist", "imagenet", "vggface2", "imagenet_vggface2", "imagenet_face",
+            "synthetic")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class DataInfo:
     std: tuple[float, ...]
     class_names: tuple[str, ...] | None = None
     description: str = ""
+    crop_pct: float = 1.0  # evaluation: resize to input_size / crop_pct, centre crop input_size
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -204,6 +208,93 @@ def imagenet(root: str, train: bool, num_cats: int = 1000, horizontal_flip: bool
     return ds
 
 
+# ------------------------------------------------------------------------------- own folder
+FOLDER_LAYOUT = ("one subfolder per class (DIR/<class>/*.jpg), or DIR/train/<class>/ and "
+                 "DIR/val/<class>/ with the same class subfolders")  # fmt: skip
+
+
+def folder_classes(root: str | os.PathLike[str]) -> list[str]:
+    """The class names of an ImageFolder root: its subfolders, sorted (torchvision's rule)."""
+    from torchvision.datasets.folder import find_classes
+
+    try:
+        return find_classes(str(root))[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root} has no class subfolders: --data-path needs {FOLDER_LAYOUT}") from None
+
+
+def folder_transform(train: bool, horizontal_flip: bool = False, size: int = 224):
+    """Own-folder transforms: RandomResizedCrop (scale 0.35-1) and an optional flip for training;
+    Resize(size * 256 / 224) and CenterCrop for validation; ImageNet mean / std."""
+    from torchvision import transforms as T
+
+    if train:
+        steps = [T.RandomResizedCrop(size, scale=(0.35, 1.0))]
+        if horizontal_flip:
+            steps.append(T.RandomHorizontalFlip())
+    else:
+        steps = [T.Resize(round(size * 256 / 224)), T.CenterCrop(size)]
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def split_per_class(targets: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)``: each class's images shuffled by ``seed``, ``round(val_fraction *
+    n)`` of them (at least one, and never all) for validation."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"--val-fraction {val_fraction}: must be between 0 and 1")
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(target, []).append(index)
+    rng = random.Random(seed)
+    train, val = [], []
+    for target, indices in sorted(by_class.items()):
+        if len(indices) < 2:
+            raise ValueError(f"class {target} has {len(indices)} image: a train / val split needs at least 2 per class")
+        rng.shuffle(indices)
+        n_val = min(len(indices) - 1, max(1, round(val_fraction * len(indices))))
+        val += indices[:n_val]
+        train += indices[n_val:]
+    return sorted(train), sorted(val)
+
+
+def own_folder(root: str, size: int = 224, horizontal_flip: bool = False, val_fraction: float = 0.2,
+               seed: int = 0) -> tuple[Dataset, Dataset, DataInfo]:  # fmt: skip
+    """``(train, val, DataInfo)`` of an image folder: ``root/train`` and ``root/val`` (the same
+    class subfolders in both), or ``root`` itself split per class by ``seed``. Classes are the
+    sorted subfolder names; labels their index."""
+    from torchvision.datasets import ImageFolder
+
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"--data-path {root}: no such folder ({FOLDER_LAYOUT})")
+    train_tf, val_tf = folder_transform(True, horizontal_flip, size), folder_transform(False, size=size)
+    has_train, has_val = (base / "train").is_dir(), (base / "val").is_dir()
+    if has_train or has_val:
+        if not (has_train and has_val):
+            raise FileNotFoundError(f"{root} has {'train/' if has_train else 'val/'} but not "
+                                    f"{'val/' if has_train else 'train/'}: --data-path needs {FOLDER_LAYOUT}")  # fmt: skip
+        classes, val_classes = folder_classes(base / "train"), folder_classes(base / "val")
+        if classes != val_classes:
+            raise ValueError(f"{root}: train/ has the classes {classes} but val/ has {val_classes}; "
+                             "give both the same class subfolders")  # fmt: skip
+        train: Dataset = ImageFolder(str(base / "train"), transform=train_tf)
+        val: Dataset = ImageFolder(str(base / "val"), transform=val_tf)
+        split = "train/ and val/"
+    else:
+        classes = folder_classes(base)
+        train_all = ImageFolder(str(base), transform=train_tf)
+        train_idx, val_idx = split_per_class(train_all.targets, val_fraction, seed)
+        train = Subset(train_all, train_idx)
+        val = Subset(ImageFolder(str(base), transform=val_tf), val_idx)
+        split = f"split per class by seed {seed}, {val_fraction:g} for validation"
+    if len(classes) < 2:
+        raise ValueError(f"{root} has {len(classes)} class subfolder ({classes}): a classifier needs at least 2")
+    info = DataInfo(len(classes), 3, size, IMAGENET_MEAN, IMAGENET_STD, tuple(classes),
+                    f"image folder {base.resolve()}: {len(classes)} classes ({split}); "
+                    "RandomResizedCrop / Resize + CenterCrop, ImageNet statistics", crop_pct=224 / 256)  # fmt: skip
+    return train, val, info
+
+
 # ------------------------------------------------------------------------------- VGGFace2
 class _PadToMultiple:
     def __init__(self, multiple: int = 14) -> None:
@@ -309,7 +400,8 @@ def build_datasets(name: str, *, data_path: str | None = None, vggface2_path: st
                    input_size: int | None = None, contrastive: bool = False,
                    horizontal_flip: bool = False, num_cats: int = 0,
                    limit_train: int | None = None, limit_val: int | None = None,
-                   synthetic_classes: int = 4, synthetic_channels: int = 1):  # fmt: skip
+                   synthetic_classes: int = 4, synthetic_channels: int = 1,
+                   val_fraction: float = 0.2, seed: int = 0):  # fmt: skip
     """``(train, val, DataInfo)`` for a dataset name (see :data:`DATASETS`)."""
     if name == "fashion_mnist":
         size = input_size or 32
@@ -327,13 +419,23 @@ def build_datasets(name: str, *, data_path: str | None = None, vggface2_path: st
                         (1.0,) * synthetic_channels, None, "synthetic")  # fmt: skip
     else:
         size = input_size or 224
-        if name == "imagenet":
+        if name == "folder":
+            if not data_path:
+                raise ValueError(f"--dataset folder needs --data-path DIR: {FOLDER_LAYOUT}")
+            train, val, info = own_folder(data_path, size, horizontal_flip, val_fraction, seed)
+            if num_cats:
+                raise ValueError("--num-cats does not apply to --dataset folder: its classes are its subfolders")
+        elif name == "imagenet":
             if not data_path:
                 raise ValueError("--data-path (ImageNet root with train/ and val/) is required")
-            n = num_cats or 1000
+            classes = folder_classes(os.path.join(data_path, "train"))
+            if num_cats > len(classes):  # never a head wider than the classes the data has
+                raise ValueError(f"--num-cats {num_cats}, but {data_path}/train has {len(classes)} classes")
+            n = num_cats or len(classes)
             train = imagenet(data_path, True, n, horizontal_flip, size)
             val = imagenet(data_path, False, n, horizontal_flip, size)
-            info = DataInfo(n, 3, size, IMAGENET_MEAN, IMAGENET_STD, None, "ImageNet (reference transforms)")
+            info = DataInfo(n, 3, size, IMAGENET_MEAN, IMAGENET_STD, tuple(classes[:n]),
+                            f"ImageNet layout, {n} classes (reference transforms)", crop_pct=224 / 256)  # fmt: skip
         elif name == "vggface2":
             if not vggface2_path:
                 raise ValueError("--vggface2-path (VGGFace2 root with train/) is required")

@@ -24,12 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
-from torch.utils.data.distributed import DistributedSampler
+# OpenMP threads that spin while they wait make CPU training several times slower whenever the
+# cores are shared (other jobs, other ranks, data workers): measured 5x on 2 cores. Sleeping
+# waiters cost nothing measurable on idle cores. Set before torch loads OpenMP; an explicit
+# OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.data import DataLoader, Sampler  # noqa: E402
+from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -59,8 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-checkpoint", action="store_true",
                    help="recompute each timestep in the backward pass (BLT models): less memory")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="fashion_mnist", choices=DATASETS)
-    g.add_argument("--data-path", default=None, help="ImageNet root (train/, val/) or Fashion-MNIST folder")
+    g.add_argument("--dataset", default="fashion_mnist", choices=DATASETS,
+                   help="folder: your own images, one subfolder per class (with --data-path)")
+    g.add_argument("--data-path", default=None,
+                   help="folder: DIR/<class>/ or DIR/train|val/<class>/; ImageNet root (train/, val/); "
+                   "Fashion-MNIST idx folder")  # fmt: skip
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="folder without train/ and val/: share of each class held out (split by --seed)")
     g.add_argument("--vggface2-path", default=None, help="VGGFace2 root (train/<identity>/...)")
     g.add_argument("--input-size", type=int, default=None, help="image side (default: dataset's)")
     g.add_argument("--num-cats", type=int, default=0, help="first N classes / identities only")
@@ -109,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint and stop after this many global steps (simulates an interruption)")
     g.add_argument("--save-all-ranks", action="store_true", help="every rank writes its final weights")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process (default: available cores / processes on this node)")
     g.add_argument("--tensorboard", action="store_true")
     g.add_argument("--wandb-project", default=None)
     g.add_argument("--wandb-run", default=None)
@@ -118,6 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ===================================================================================== distributed
+def available_cpus() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (containers,
+    batch jobs), which ``os.cpu_count()`` and torch's default ignore."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def default_threads() -> int:
+    """Threads per process: available cores / processes on this node (torchrun's
+    ``LOCAL_WORLD_SIZE``), at least 1: more threads than cores makes CPU training many times
+    slower."""
+    return max(1, available_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+
+
 class Dist:
     """Process-group state; a single process is world size 1 without a group."""
 
@@ -307,7 +340,7 @@ class Recorder:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         flat = {k: v for k, v in row.items() if not isinstance(v, list)}
-        for key in ("top1_per_step", "top5_per_step"):
+        for key in ("top1_per_step", "top5_per_step")[: 2 if "top5_per_step" in row else 1]:
             for step, value in zip(row["readout_steps"], row[key], strict=True):
                 flat[f"{key[:4]}_step{step}"] = value
         path = self.run_dir / "metrics.csv"
@@ -360,7 +393,7 @@ def evaluate(model: bm.ClockedModel, loader: DataLoader, args: argparse.Namespac
     packed = env.all_sum(torch.cat([top1, top5, loss_sum[None], count[None]]).to(env.device)).cpu()
     r = len(top1)
     n = packed[-1].item()
-    return {
+    metrics = {
         "readout_steps": steps,
         # Percentages to 4 decimals (exact counts behind them); no 40.400000000000006.
         "top1_per_step": [round(v, 4) for v in (packed[:r] / n * 100).tolist()],
@@ -368,6 +401,9 @@ def evaluate(model: bm.ClockedModel, loader: DataLoader, args: argparse.Namespac
         "val_loss": round(packed[2 * r].item() / n, 6),
         "val_images": int(n),
     }
+    if model.num_classes <= 5:  # top-5 of 5 or fewer classes is always 100%: not reported
+        del metrics["top5_per_step"]
+    return metrics
 
 
 def compute_loss(out: dict[str, Tensor], y: Tensor, args: argparse.Namespace,
@@ -426,13 +462,24 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
             with open(run_dir / "log.txt", "a") as f:
                 f.write(msg + "\n")
 
+    if env.device.type == "cpu":
+        threads = args.threads or default_threads()
+        torch.set_num_threads(threads)
+        log(f"CPU threads per process: {threads} ({'--threads' if args.threads else 'default'}: "
+            f"{available_cpus()} available cores / {os.environ.get('LOCAL_WORLD_SIZE', 1)} process(es) "
+            f"on this node; --threads N to change), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")  # fmt: skip
+
     # ------------------------------------------------------------------ data
     contrastive = args.objective == "contrastive"
     train_ds, val_ds, info = build_datasets(
         args.dataset, data_path=args.data_path, vggface2_path=args.vggface2_path,
         input_size=args.input_size, contrastive=contrastive, horizontal_flip=args.horizontal_flip,
         num_cats=args.num_cats, limit_train=args.limit_train, limit_val=args.limit_val,
+        val_fraction=args.val_fraction, seed=args.seed,
     )  # fmt: skip
+    if info.class_names:
+        shown = ", ".join(info.class_names[:10]) + (", ..." if len(info.class_names) > 10 else "")
+        log(f"{info.num_classes} classes: {shown}")
     train_ds = SeededAugment(train_ds, args.seed)
     sampler = DistributedSampler(train_ds, num_replicas=env.world, rank=env.rank, shuffle=True,
                                  seed=args.seed, drop_last=True)  # fmt: skip
@@ -445,10 +492,15 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     # ------------------------------------------------------------------ model
     torch.manual_seed(args.seed)
     model_args: dict[str, Any] = json.loads(args.model_kwargs)
+    if model_args.get("num_classes", info.num_classes) != info.num_classes:
+        raise ValueError(f"--model-kwargs num_classes={model_args['num_classes']}, but the data has "
+                         f"{info.num_classes} classes: leave num_classes out (it comes from the data)")  # fmt: skip
     model_args.update(num_classes=info.num_classes, in_chans=info.in_chans)
     if args.timesteps is not None:
         model_args["timesteps"] = args.timesteps
     model = bm.create_model(args.model, pretrained=args.pretrained, **model_args)
+    if model.num_classes != info.num_classes:  # never train a head of another width
+        raise ValueError(f"{args.model} has a {model.num_classes}-way head but the data has {info.num_classes} classes")
     model_args["timesteps"] = model.timesteps
     arch_name, tag = args.model.partition(".")[::2]
     if tag or args.pretrained:  # constructor arguments that the tag's weights needed
@@ -511,7 +563,7 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     architecture = args.model.partition(".")[0]  # "arch.tag" fine-tunes a tag's weights
     pretrained_cfg = bm.PretrainedCfg(
         architecture=architecture, tag=args.dataset, input_size=(info.in_chans, info.input_size, info.input_size),
-        interpolation="bilinear", crop_pct=1.0, mean=info.mean, std=info.std, num_classes=info.num_classes,
+        interpolation="bilinear", crop_pct=info.crop_pct, mean=info.mean, std=info.std, num_classes=info.num_classes,
         class_names=info.class_names, timesteps=model.timesteps, unroll=getattr(model, "unroll", None),
         source="blt-models examples/train/train.py", training_data=info.description,
     )  # fmt: skip
@@ -609,20 +661,25 @@ def run(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         top1 = metrics["top1_per_step"][-1]
         row = {"epoch": epoch, "step": step, "lr": float(f"{optimizer.param_groups[0]['lr']:.6g}"),
                "train_loss": round(train_loss[0].item() / max(1, train_loss[1].item()), 6),
-               "val_loss": metrics["val_loss"], "top1": top1, "top5": metrics["top5_per_step"][-1],
+               "val_loss": metrics["val_loss"], "top1": top1,
+               **({"top5": metrics["top5_per_step"][-1]} if "top5_per_step" in metrics else {}),
                "epoch_time_s": round(time.time() - t_epoch, 1),
                "wall_time_s": round(time.time() - t_start, 1), **metrics}  # fmt: skip
         recorder.epoch(row)
         per_step = " ".join(f"t{s}:{a:.2f}" for s, a in zip(metrics["readout_steps"], metrics["top1_per_step"], strict=True))
         log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-            f"top-1 {top1:.2f} top-5 {row['top5']:.2f} ({row['epoch_time_s']:.0f}s) per step: {per_step}")  # fmt: skip
+            f"top-1 {top1:.2f}" + (f" top-5 {row['top5']:.2f}" if "top5" in row else "")
+            + f" ({row['epoch_time_s']:.0f}s) per step: {per_step}")  # fmt: skip
+        top5 = "top5_per_step" in metrics
+        per_step_table = {"step": metrics["readout_steps"], "top1 (%)": metrics["top1_per_step"],
+                          **({"top5 (%)": metrics["top5_per_step"]} if top5 else {})}  # fmt: skip
         cfg = pretrained_cfg.replace(metrics={
-            "epoch": epoch, "top1": top1, "top5": row["top5"], "readout_steps": metrics["readout_steps"],
-            "top1_per_step": metrics["top1_per_step"], "top5_per_step": metrics["top5_per_step"],
+            "epoch": epoch, "top1": top1, **({"top5": row["top5"]} if top5 else {}),
+            "readout_steps": metrics["readout_steps"], "top1_per_step": metrics["top1_per_step"],
+            **({"top5_per_step": metrics["top5_per_step"]} if top5 else {}),
             "val_images": metrics["val_images"],
             # the model card renders this as a per-step accuracy table
-            "per_step": {"step": metrics["readout_steps"], "top1 (%)": metrics["top1_per_step"],
-                         "top5 (%)": metrics["top5_per_step"]}})  # fmt: skip
+            "per_step": per_step_table})  # fmt: skip
         model.pretrained_cfg = cfg
         if env.main:
             bm.save_pretrained(model, run_dir / "last")
