@@ -404,7 +404,7 @@ def test_import_error_names_the_extra(monkeypatch):
         monkeypatch.delitem(sys.modules, k)
     monkeypatch.setitem(sys.modules, "rsatoolbox", None)
     try:
-        with pytest.raises(ImportError, match=r'pip install "blt-models\[analysis\]"'):
+        with pytest.raises(ImportError, match=r'pip install -e "\.\[analysis\]"'):
             importlib.import_module("blt_models.analysis")
     finally:
         for k in [k for k in sys.modules if k.startswith("blt_models.analysis")]:

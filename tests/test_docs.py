@@ -86,15 +86,17 @@ def test_readme_recipe_from_own_images_to_per_step_rdms(tmp_path, monkeypatch):
     from blt_models.demo import SAMPLES
 
     folder = tmp_path / "my_images"
-    folder.mkdir()
-    for png in sorted(SAMPLES.glob("*.png"))[:6]:
-        shutil.copy(png, folder / png.name)
+    for i, png in enumerate(sorted(SAMPLES.glob("*.png"))[:6]):
+        (folder / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, folder / "ab"[i % 2] / png.name)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(_readme_block("Your own images: features and per-step RDMs"), "README", "exec"),
          scope)  # fmt: skip
     feats, rdms = scope["feats"], scope["rdms"]
-    assert feats.image_ids == sorted(p.name for p in folder.iterdir())
+    assert feats.image_ids == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    assert feats.labels == ["a"] * 3 + ["b"] * 3
+    assert set(scope["decoding"].accuracy) == {"layer1", "layer3"}
     assert (tmp_path / "features.h5").is_file() and (tmp_path / "rdms.png").stat().st_size > 5000
     first = bm.create_model("blt_bl_tiny.fashion_mnist").first_steps()
     steps = sorted({int(s) for s, lay in zip(rdms.rdm_descriptors["step"],

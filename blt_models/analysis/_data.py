@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["FeatureSet", "StateMatrix", "as_feature_set", "to_numpy"]
 
 
@@ -40,12 +42,15 @@ class FeatureSet:
         first_step: ``{layer: int}``, first clock step with image information; earlier steps are
             *inactive* (zeros in BLT's biological unrolling) and skipped by default.
         image_ids: optional identifiers of the N images.
+        labels: optional class of each of the N images (an extraction result's ``.labels``:
+            the subfolder of each image); used by the analyses when no labels are passed.
     """
 
     features: dict[str, np.ndarray]
     steps: dict[str, np.ndarray]
     first_step: dict[str, int]
     image_ids: list[Any] | None = None
+    labels: list[Any] | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -91,7 +96,23 @@ class FeatureSet:
             {k: self.steps[k] for k in layers},
             {k: self.first_step[k] for k in layers},
             self.image_ids,
+            self.labels,
         )
+
+    def labels_or(self, labels: Any, what: str) -> np.ndarray:
+        """``labels`` as ``[N]`` if given, else the features' own (their subfolders); an error
+        naming both ways to give them if there are none, or if the count is not N."""
+        if labels is None:
+            labels = self.labels
+        if labels is None:
+            raise InputError(
+                f"{what} needs the class of every image: pass labels=[...] (one per image), or "
+                "extract from a folder with one subfolder per class (result.labels)"
+            )
+        y = to_numpy(labels).reshape(-1)
+        if y.shape[0] != self.num_images:
+            raise InputError(f"{y.shape[0]} labels for {self.num_images} images")
+        return y
 
 
 def _per_layer(value: Any, layers: Iterable[str]) -> dict[str, Any]:
@@ -113,7 +134,7 @@ def as_feature_set(source: Any, layers: Sequence[str] | str | None = None) -> Fe
     """
     if isinstance(source, FeatureSet):
         return source.subset(layers)
-    steps_attr = first_attr = ids = None
+    steps_attr = first_attr = ids = labels = None
     transpose = False
     if isinstance(source, Mapping):
         raw = source
@@ -122,6 +143,7 @@ def as_feature_set(source: Any, layers: Sequence[str] | str | None = None) -> Fe
         steps_attr = getattr(source, "steps", None)
         first_attr = getattr(source, "first_step", None)
         ids = getattr(source, "image_ids", None)
+        labels = getattr(source, "labels", None)
         # TimestepOutput keeps the clock first ([T, B, ...]) and its .steps are readout steps.
         if type(source).__name__ == "TimestepOutput" and hasattr(source, "timesteps"):
             transpose = True
@@ -169,7 +191,7 @@ def as_feature_set(source: Any, layers: Sequence[str] | str | None = None) -> Fe
             first[name] = int(steps[name][nonzero[0]]) if nonzero else int(steps[name][0])
     if ids is not None:
         ids = list(to_numpy(ids).tolist()) if not isinstance(ids, list) else ids
-    return FeatureSet(features, steps, first, ids).subset(layers)
+    return FeatureSet(features, steps, first, ids, labels).subset(layers)
 
 
 @dataclass

@@ -97,7 +97,9 @@ def plot_rdm_frames(
         order: order of the images for the rows/columns; default: sorted by ``labels`` (stable)
             when labels are given, else as computed.
         labels: class of every image (in the RDMs' order); draws class boundaries and labels
-            the class blocks on the first column and the bottom row.
+            the class blocks on the first column and the bottom row. Default: the RDMs'
+            ``"label"`` pattern descriptor ([`compute_rdms`][blt_models.analysis.compute_rdms]
+            adds each image's subfolder there for features extracted from a folder).
         class_names: names for the label values (a sequence indexed by label, or a mapping).
         scale: ``"shared"`` (default): one colour scale for every frame, so changes in the
             magnitude of dissimilarities over time stay visible; ``"layer"``: one scale per row;
@@ -114,6 +116,8 @@ def plot_rdm_frames(
     mats = rdms.get_matrices()
     n_images = mats.shape[-1]
     lab = None
+    if labels is None:
+        labels = getattr(rdms, "pattern_descriptors", {}).get("label")
     if labels is not None:
         lab = np.asarray(to_numpy_labels(labels))
         if lab.shape[0] != n_images:

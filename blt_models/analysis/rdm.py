@@ -74,7 +74,9 @@ def compute_rdms(
         layers: subset of layers (default all, in the given order).
         include_inactive: keep steps before a layer's first active step (zeros; their
             correlation/cosine RDMs are undefined).
-        pattern_descriptors: extra per-image descriptors (e.g. ``{"label": labels}``).
+        pattern_descriptors: extra per-image descriptors (e.g. ``{"label": labels}``); the
+            features' own labels (``result.labels``: each image's subfolder) are added as
+            ``"label"`` unless given.
 
     Returns:
         ``RDMs`` with ``rdm_descriptors`` ``layer``, ``step`` (clock step) and ``state``
@@ -89,6 +91,8 @@ def compute_rdms(
     pdesc: dict[str, Any] = {"index": np.arange(fs.num_images)}
     if fs.image_ids is not None:
         pdesc["image_id"] = np.asarray(fs.image_ids)
+    if fs.labels is not None:
+        pdesc["label"] = np.asarray(fs.labels)
     for key, value in (pattern_descriptors or {}).items():
         pdesc[key] = np.asarray(to_numpy(value))
     vectors = []

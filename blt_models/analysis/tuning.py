@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ._data import as_feature_set, to_numpy
 
 __all__ = [
@@ -122,11 +123,20 @@ def face_selectivity(
 
     Args:
         features: ``{layer: [N, T, ...]}``, an extraction result or a ``TimestepOutput``.
-        is_face: ``[N]`` booleans, True for face (target) stimuli.
+        is_face: ``[N]`` booleans, True for face (target) stimuli; or the name of the target
+            class among the features' labels (``"faces"``: the images of the subfolder
+            ``faces/``).
         threshold: d' above which a unit counts as selective (reference default 0.2).
         units: ``"channels"`` (spatial mean per channel) or ``"flatten"``.
     """
     fs = as_feature_set(features, layers)
+    if isinstance(is_face, str):
+        classes = fs.labels_or(None, f"face_selectivity(is_face={is_face!r})")
+        if is_face not in set(classes.tolist()):
+            raise InputError(
+                f"is_face={is_face!r} is not one of the classes {sorted(set(classes.tolist()))}"
+            )
+        is_face = classes == is_face
     out_d: dict[str, np.ndarray] = {}
     out_s: dict[str, np.ndarray] = {}
     out_f: dict[str, np.ndarray] = {}
@@ -175,7 +185,7 @@ class DecodingResult:
 
 def decode_over_time(
     features: Any,
-    labels: Any,
+    labels: Any = None,
     cv: int = 5,
     seed: int = 0,
     units: str = "flatten",
@@ -188,7 +198,8 @@ def decode_over_time(
 
     Args:
         features: ``{layer: [N, T, ...]}``, an extraction result or a ``TimestepOutput``.
-        labels: ``[N]`` class labels (binary face / non-face, or identities, categories...).
+        labels: ``[N]`` class labels (binary face / non-face, or identities, categories...);
+            default: the features' own (``result.labels``: each image's subfolder).
         cv: number of stratified folds (shuffled with ``seed``).
         units: ``"flatten"`` (all units) or ``"channels"`` (spatial mean per channel).
         classifier: a scikit-learn estimator; default standardisation + ridge classifier with its
@@ -202,7 +213,8 @@ def decode_over_time(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    y = to_numpy(labels).reshape(-1)
+    fs = as_feature_set(features, layers)
+    y = fs.labels_or(labels, "decode_over_time")
     _, counts = np.unique(y, return_counts=True)
     if counts.size < 2:
         raise ValueError("labels need at least two classes")
@@ -215,7 +227,6 @@ def decode_over_time(
             StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-1, 5, 7))
         )
     rng = np.random.default_rng(seed)
-    fs = as_feature_set(features, layers)
     acc: dict[str, np.ndarray] = {}
     std: dict[str, np.ndarray] = {}
     steps_out: dict[str, np.ndarray] = {}
@@ -307,7 +318,7 @@ def _preferred_dprime(resp: np.ndarray, labels: np.ndarray, pref: np.ndarray,
 
 def temporal_tuning(
     features: Any,
-    labels: Any,
+    labels: Any = None,
     threshold: float = 0.5,
     units: str = "channels",
     layers: Sequence[str] | str | None = None,
@@ -320,7 +331,8 @@ def temporal_tuning(
 
     Args:
         features: ``{layer: [N, T, ...]}``, an extraction result or a ``TimestepOutput``.
-        labels: ``[N]`` category of every image (at least 4 images per category).
+        labels: ``[N]`` category of every image (at least 4 images per category); default: the
+            features' own (``result.labels``: each image's subfolder).
         threshold: d' that the lower confidence bound must exceed for the onset.
         units: ``"channels"`` (spatial mean per channel) or ``"flatten"``.
         n_bootstrap: resamples of the test images for the confidence band.
@@ -330,9 +342,7 @@ def temporal_tuning(
         [`TemporalTuning`][blt_models.analysis.TemporalTuning].
     """
     fs = as_feature_set(features, layers)
-    y = to_numpy(labels).reshape(-1)
-    if y.shape[0] != fs.num_images:
-        raise ValueError(f"{y.shape[0]} labels for {fs.num_images} images")
+    y = fs.labels_or(labels, "temporal_tuning")
     categories = np.unique(y)
     if len(categories) < 2:
         raise ValueError("temporal_tuning needs at least two categories")

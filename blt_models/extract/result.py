@@ -25,6 +25,7 @@ class ExtractedFeatures:
             earlier steps its features are zeros (as ``forward_timesteps`` documents).
         image_ids: ``N`` strings (relative paths for a folder, the paths for a list, indices
             otherwise), in row order.
+        labels: (property) the class of each image from its subfolder, for a folder source.
         metadata: model, weights, preprocessing, pooling, source and library provenance (see
             ``docs/extraction.md``).
     """
@@ -52,6 +53,20 @@ class ExtractedFeatures:
         return ExtractedFeatures(
             feats, self.steps, dict(self.first_step), list(self.image_ids), dict(self.metadata)
         )
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class of each image from its subfolder: for a folder source (one subfolder per class),
+        the first folder of each image id (``"cats/001.jpg"`` -> ``"cats"``; deeper folders
+        belong to their top one). None for other sources, and when an image lies directly in
+        the folder (no class). The analysis functions use these when no labels are given."""
+        source = self.metadata.get("source") or {}
+        if source.get("kind") != "folder":
+            return None
+        parts = [str(i).split("/", 1) for i in self.image_ids]
+        if not parts or any(len(p) < 2 for p in parts):
+            return None
+        return [p[0] for p in parts]
 
     def active(self, layer: str) -> Tensor:
         """``BoolTensor [S]``: True where ``layer`` is active at that step."""
