@@ -476,3 +476,36 @@ def test_temporal_tuning_of_noise_has_no_onset():
     res = ba.temporal_tuning({"a": rng.standard_normal((30, 5, 16))}, y, threshold=0.5)
     # Preferences picked on one half do not carry over to the other half: no selectivity.
     assert res.onset == {"a": None} and abs(res.dprime_mean["a"]).max() < 0.5
+
+
+def test_every_result_prints_as_a_short_summary(model_run, rdms):
+    """No result dumps its arrays (an RSAResult printed 36 KB): each repr is one short line with
+    its shape, layers, steps and headline numbers."""
+    model, out, feats, labels = model_run
+    matrix = ba.cka_matrix(feats)
+    neural = ba.compute_rdms({"v": np.asarray(feats["layer2"])[:, -1:]})
+    results = {
+        "FeatureSet": (ba.as_feature_set(feats), ["16 images", "layer0: steps 0..4", "(32, 14, 14)"]),
+        "StateMatrix": (matrix, ["linear CKA", f"{len(matrix.labels)} x {len(matrix.labels)} states",
+                                 "layer2: steps 2..4"]),
+        "RSAResult": (ba.rsa(rdms, neural), ["corr", "states x 1 bins", "best 1.000 at step 4"]),
+        "Trajectories": (ba.mds_trajectories(ba.rdm_of_rdms(rdms), n_components=2),
+                         ["2-D joint MDS", "stress", "layer1: steps 1..4, path"]),
+        "SelectivityResult": (ba.face_selectivity(feats, labels == 0),
+                              ["d' > 0.2, channels", "layer0: steps 0..4, 32 units, max fraction"]),
+        "DecodingResult": (ba.decode_over_time(feats, labels, cv=2, layers=["layer2"], max_features=64),
+                           ["2-fold CV", "layer2: steps 2..4"]),
+        "ModelGraph": (ba.model_graph(model), ["5 layers (input, layer0", "lateral 3", "top_down 2"]),
+    }  # fmt: skip
+    for name, (result, expected) in results.items():
+        text = repr(result)
+        assert text.startswith(name + "(") and "\n" not in text and len(text) < 500, text
+        assert "array(" not in text and "[[" not in text, text
+        for part in expected:
+            assert part in text, (part, text)
+
+
+def test_reprs_name_only_the_first_layers_of_a_deep_model():
+    fs = ba.as_feature_set({f"l{i}": np.ones((3, 2, 4)) for i in range(20)})
+    text = repr(fs)
+    assert "l5: steps" in text and "l6:" not in text and "... (14 more)" in text and len(text) < 400

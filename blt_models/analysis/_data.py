@@ -18,6 +18,25 @@ from ..errors import InputError
 
 __all__ = ["FeatureSet", "StateMatrix", "as_feature_set", "to_numpy"]
 
+#: Layers a result's repr names before "... (N more)".
+REPR_LAYERS = 6
+
+
+def span(steps: Iterable[Any]) -> str:
+    """``"3..9"`` (or ``"3"``, or ``"none"``) for a sequence of clock steps."""
+    values = [int(s) for s in steps]
+    if not values:
+        return "none"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}..{values[-1]}"
+
+
+def summary(name: str, head: str, rows: Sequence[str]) -> str:
+    """``name(head; row; row; ... (k more))``: the short repr of a result object."""
+    shown = list(rows[:REPR_LAYERS])
+    if len(rows) > REPR_LAYERS:
+        shown.append(f"... ({len(rows) - REPR_LAYERS} more)")
+    return f"{name}(" + "; ".join([head, *shown]) + ")"
+
 
 def to_numpy(x: Any) -> np.ndarray:
     """A numpy array from a numpy array, a torch tensor (any device) or a nested sequence."""
@@ -98,6 +117,14 @@ class FeatureSet:
             self.image_ids,
             self.labels,
         )
+
+    def __repr__(self) -> str:
+        rows = [f"{layer}: steps {span(self.active_steps(layer))} {tuple(x.shape[2:])}"
+                for layer, x in self.features.items()]  # fmt: skip
+        head = f"{self.num_images} images"
+        if self.labels is not None:
+            head += f", {len(set(self.labels))} classes"
+        return summary("FeatureSet", head, rows)
 
     def labels_or(self, labels: Any, what: str) -> np.ndarray:
         """``labels`` as ``[N]`` if given, else the features' own (their subfolders); an error
@@ -230,6 +257,13 @@ class StateMatrix:
         ia = [i for i, (name, _) in enumerate(self.labels) if name == layer_a]
         ib = [i for i, (name, _) in enumerate(self.labels) if name == layer_b]
         return self.values[np.ix_(ia, ib)]
+
+    def __repr__(self) -> str:
+        rows = [f"{layer}: steps {span(self.steps(layer))}" for layer in self.layers]
+        finite = self.values[np.isfinite(self.values)]
+        values = f", values {finite.min():.3g}..{finite.max():.3g}" if finite.size else ""
+        head = f"{self.kind or 'values'}, {len(self.labels)} x {len(self.labels)} states{values}"
+        return summary("StateMatrix", head, rows)
 
     def distances(self) -> np.ndarray:
         """The values as a dissimilarity matrix (``1 - similarity`` when they are similarities)."""

@@ -14,6 +14,7 @@ Edge kinds: ``bottom_up`` (blue), ``skip`` (purple), ``lateral`` (green), ``top_
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,13 @@ class ModelGraph:
 
     def edges_of(self, kind: str) -> list[DiagramEdge]:
         return [e for e in self.edges if e.kind == kind]
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{k} {n}" for k, n in Counter(e.kind for e in self.edges).items())
+        layers = [n.name for n in self.nodes]
+        shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
+        return (f"ModelGraph({self.name}: {len(layers)} layers ({shown}); "
+                f"{len(self.edges)} connections ({kinds}))")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ module summaries

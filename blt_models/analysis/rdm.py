@@ -11,7 +11,7 @@ import numpy as np
 from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import RDMs, calc_rdm, compare
 
-from ._data import StateMatrix, as_feature_set, to_numpy
+from ._data import StateMatrix, as_feature_set, span, summary, to_numpy
 
 __all__ = [
     "RDM_METHODS",
@@ -168,6 +168,18 @@ class RSAResult:
         idx = [i for i, (name, _) in enumerate(self.labels) if name == layer]
         return np.array([self.labels[i][1] for i in idx]), self.scores[idx]
 
+    def __repr__(self) -> str:
+        rows = []
+        for layer in self.layers:
+            steps, scores = self.layer(layer)
+            best = int(np.nanargmax(scores.max(axis=1))) if np.isfinite(scores).any() else 0
+            rows.append(f"{layer}: steps {span(steps)}, best {np.nanmax(scores[best]):.3f} at "
+                        f"step {int(steps[best])}")  # fmt: skip
+        head = f"{self.method}, {len(self.labels)} states x {len(self.bins)} bins"
+        if np.isfinite(self.noise_ceiling).any():
+            head += f", noise ceiling {np.nanmin(self.noise_ceiling):.3f}..{np.nanmax(self.noise_ceiling):.3f}"
+        return summary("RSAResult", head, rows)
+
     def best(self, bin_index: int = 0) -> tuple[tuple[str, int], float]:
         """The state with the highest score in one bin."""
         i = int(np.nanargmax(self.scores[:, bin_index]))
@@ -297,6 +309,16 @@ class Trajectories:
     @property
     def n_components(self) -> int:
         return int(next(iter(self.coords.values())).shape[1])
+
+    def __repr__(self) -> str:
+        lengths = self.path_lengths()
+        rows = [f"{layer}: steps {span(self.steps[layer])}, path {lengths[layer]:.3g}"
+                for layer in self.coords]  # fmt: skip
+        stress = self.stress if isinstance(self.stress, dict) else {"": self.stress}
+        head = (f"{self.n_components}-D {'joint' if self.joint else 'per-layer'} MDS"
+                f"{' of ' + self.kind if self.kind else ''}, stress "
+                f"{max(float(v) for v in stress.values()):.3g}")  # fmt: skip
+        return summary("Trajectories", head, rows)
 
     def path_lengths(self) -> dict[str, float]:
         """Total distance travelled by each layer (sum of step-to-step lengths)."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ._data import as_feature_set, to_numpy
+from ._data import as_feature_set, span, summary, to_numpy
 
 __all__ = [
     "DecodingResult",
@@ -105,6 +105,16 @@ class SelectivityResult:
 
     def mean_dprime(self, layer: str) -> np.ndarray:
         return self.dprime[layer].mean(axis=1)
+
+    def __repr__(self) -> str:
+        rows = []
+        for layer, fraction in self.fraction.items():
+            steps = self.steps[layer]
+            best = int(np.argmax(fraction)) if len(fraction) else 0
+            rows.append(f"{layer}: steps {span(steps)}, {self.dprime[layer].shape[1]} units, "
+                        + (f"max fraction {fraction[best]:.3f} at step {int(steps[best])}"
+                           if len(fraction) else "no active step"))  # fmt: skip
+        return summary("SelectivityResult", f"d' > {self.threshold:g}, {self.units}", rows)
 
 
 def face_selectivity(
