@@ -106,7 +106,12 @@ def run_demo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = out_dir / "activity.png"
-    _plot(activity, out.first_step, out.steps.tolist(), accuracy, p_true, model_name, figure)
+    # Readouts that are the same for every image (before the image reaches the readout, e.g.
+    # CORnet-RT's steps 0-2) are shaded in the figure, not drawn as accuracy.
+    fixed = (out.logits - out.logits[:, :1]).abs().amax(dim=(1, 2)) == 0
+    title = f"{model_name}: {len(samples.paths)} Fashion-MNIST test images"
+    _plot(activity, out.first_step, out.steps.tolist(), accuracy, p_true, title, figure,
+          fixed.tolist() if len(samples.paths) > 1 else None, len(samples.class_names))  # fmt: skip
     print(f"wrote {figure}")
     return {
         "activity": activity,
@@ -116,7 +121,7 @@ def run_demo(
     }
 
 
-def _plot(activity, first_step, steps, accuracy, p_true, title, path) -> None:
+def _plot(activity, first_step, steps, accuracy, p_true, title, path, fixed=None, classes=10):
     matplotlib = require("matplotlib", "blt-models demo (its figure, activity.png)")
 
     matplotlib.use("Agg")
@@ -128,22 +133,34 @@ def _plot(activity, first_step, steps, accuracy, p_true, title, path) -> None:
     for name, values in activity.items():
         t0 = first_step[name]
         ax.plot(range(t0, len(values)), values[t0:].tolist(), marker="o", label=name)
-    ax.set_xlabel("model time step")
+    ax.set_xlabel("clock step t")
     ax.set_ylabel("mean activation")
-    ax.set_title("layer activity")
+    ax.set_title("layer activity (from each layer's first step)")
     ax.legend(fontsize=8)
     if accuracy:
+        live = [i for i in range(len(steps)) if not (fixed and fixed[i])]
+        shown = [steps[i] for i in live]
+        for ax in axes[0, 1:]:
+            for i, step in enumerate(steps):
+                if fixed and fixed[i]:
+                    ax.axvspan(step - 0.5, step + 0.5, color="0.9", lw=0)
         ax = axes[0, 1]
-        ax.plot(steps, [100 * a for a in accuracy], marker="o", color="k")
-        ax.set_xlabel("model time step")
+        ax.plot(shown, [100 * accuracy[i] for i in live], marker="o", color="k", label="top-1")
+        ax.axhline(
+            100 / classes, color="0.5", ls="--", lw=0.8, label=f"chance ({100 / classes:g}%)"
+        )
+        ax.set_ylim(0, 100)  # the whole scale: a few points do not look like a jump
+        ax.set_xlabel("clock step t (readout steps)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title("readout accuracy")
+        ax.legend(fontsize=8, loc="lower right")
         ax = axes[0, 2]
-        ax.plot(steps, p_true.numpy(), color="tab:blue", alpha=0.25, linewidth=0.8)
-        ax.plot(steps, p_true.mean(1).numpy(), color="k", linewidth=2, label="mean")
-        ax.set_xlabel("model time step")
+        ax.plot(shown, p_true[live].numpy(), color="tab:blue", alpha=0.25, linewidth=0.8)
+        ax.plot(shown, p_true[live].mean(1).numpy(), color="k", linewidth=2, label="mean")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("clock step t (readout steps)")
         ax.set_ylabel("p(true class)")
-        ax.set_title("evidence per image")
+        ax.set_title("evidence for the true class, per image")
         ax.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
 

@@ -509,3 +509,86 @@ def test_reprs_name_only_the_first_layers_of_a_deep_model():
     fs = ba.as_feature_set({f"l{i}": np.ones((3, 2, 4)) for i in range(20)})
     text = repr(fs)
     assert "l5: steps" in text and "l6:" not in text and "... (14 more)" in text and len(text) < 400
+
+
+# ------------------------------------------------------------------ figure labels (issue 25)
+@pytest.fixture
+def figures(monkeypatch):
+    """Every matplotlib Figure saved during the test, in order (the plot functions return only
+    the path)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    original = Figure.savefig
+
+    def record(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+def _colorbar_labels(fig) -> list[str]:
+    return [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def _legend_texts(fig) -> list[str]:
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+@pytest.mark.parametrize(("method", "label"), [("correlation", "1 - Pearson r"),
+                                              ("cosine", "1 - cosine similarity")])  # fmt: skip
+def test_rdm_colourbar_says_what_it_shows(model_run, tmp_path, figures, method, label):
+    ba.plot_rdm_frames(ba.compute_rdms(model_run[2], method=method), tmp_path / "f.png")
+    assert _colorbar_labels(figures[-1]) == [label]
+    assert label in figures[-1]._suptitle.get_text()
+
+
+def test_rsa_title_names_what_was_compared(model_run, rdms, tmp_path, figures):
+    neural = ba.compute_rdms({"v": np.asarray(model_run[2]["layer2"])[:, -1:]})
+    ba.plot_rsa(ba.rsa(rdms, neural), tmp_path / "rsa.png")
+    title = figures[-1]._suptitle.get_text().replace("\n", " ")
+    assert "3 layers" in title and "1 neural RDM" in title and "16 images" in title
+    assert "1 - Pearson r" in title or "correlation" in title
+
+
+def test_decoding_legend_explains_the_bands(model_run, tmp_path, figures):
+    _, _, feats, labels = model_run
+    dec = ba.decode_over_time(feats, labels, cv=2, max_features=64)
+    ba.plot_decoding(dec, tmp_path / "d.png")
+    texts = _legend_texts(figures[-1])
+    assert {"layer0", "layer1", "layer2", "chance", "± 1 SD over folds"} <= set(texts)
+    assert figures[-1].axes[0].get_ylim() == (0, 1.02)
+
+
+def test_state_matrix_ticks_steps_inside_layer_blocks(model_run, tmp_path, figures):
+    matrix = ba.cka_matrix(model_run[2])
+    ba.plot_state_matrix(matrix, tmp_path / "m.png")
+    ax = figures[-1].axes[0]
+    steps = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(steps) == len(matrix.labels)  # one tick per state
+    assert steps[:5] == ["0", "", "", "", "4"] and steps[-3:] == ["2", "3", "4"]  # layer2: 2..4
+    layer_names = [t.get_text() for a in ax.child_axes for t in a.get_xticklabels()]
+    assert layer_names == ["layer0", "layer1", "layer2"]
+
+
+def test_readouts_that_ignore_the_image_are_marked_not_plotted(tmp_path, figures):
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((5, 8, 4))
+    logits[:3] = logits[:3, :1]  # steps 0-2: the same readout for every image (CORnet-RT)
+    curves = ba.readout_curves(logits, np.arange(8) % 4, steps=np.arange(5))
+    assert curves.image_independent.tolist() == [True, True, True, False, False]
+    ba.plot_readout(curves, tmp_path / "r.png")
+    fig = figures[-1]
+    assert "readout independent of the image" in _legend_texts(fig)
+    top1 = next(line for line in fig.axes[0].get_lines() if line.get_label() == "top-1")
+    assert list(top1.get_xdata()) == [3, 4] and fig.axes[0].get_ylim() == (0, 1.02)
+    assert not ba.readout_curves(logits[:, :1], [0], steps=np.arange(5)).image_independent.any()
+
+
+def test_selectivity_fraction_axis_is_the_whole_range(model_run, tmp_path, figures):
+    _, _, feats, labels = model_run
+    ba.plot_selectivity(ba.face_selectivity(feats, labels == 0), tmp_path / "s.png")
+    assert figures[-1].axes[0].get_ylim() == (0, 1.02)

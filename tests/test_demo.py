@@ -53,3 +53,20 @@ def test_cli_list_and_info(capsys):
     assert "10,002,600" in out and "5, 6, 7, 8, 9" in out and "layer5 (from step 5)" in out
     assert main(["info", "blt_blx"]) == 1
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_demo_figure_labels_and_honest_accuracy_axis(tmp_path, monkeypatch, capsys):
+    """The figure on the docs' front page: the accuracy axis spans 0-100% with chance marked (a
+    zoom on 82-91% made eight points look like a leap), and its title says what was run."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    original = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (saved.append(self), original(self, *a, **k))[1])
+    run_demo(out_dir=tmp_path)
+    fig = saved[-1]
+    activity, accuracy, evidence = fig.axes
+    assert fig._suptitle.get_text() == "blt_bl_tiny.fashion_mnist: 100 Fashion-MNIST test images"
+    assert accuracy.get_ylim() == (0, 100) and accuracy.get_ylabel() == "top-1 accuracy (%)"
+    assert "chance (10%)" in [t.get_text() for t in accuracy.get_legend().get_texts()]
+    assert evidence.get_ylim() == (0, 1) and activity.get_xlabel() == "clock step t"

@@ -29,6 +29,19 @@ __all__ = [
 
 TIME_LABEL = "model time (clock step t)"
 
+#: What an RDM's entries are, by rsatoolbox's ``dissimilarity_measure``: the colourbar label.
+DISSIMILARITY_LABELS = {
+    "correlation": "1 - Pearson r",
+    "cosine": "1 - cosine similarity",
+    "squared euclidean": "squared Euclidean distance / features",
+    "euclidean": "Euclidean distance",
+}
+
+
+def dissimilarity_label(measure: str) -> str:
+    """``"1 - Pearson r"`` for ``"correlation"``...; an unknown measure as it is."""
+    return DISSIMILARITY_LABELS.get(str(measure), str(measure))
+
 
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -53,6 +66,13 @@ def _integer_steps(*axes: Any) -> None:
 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """The figure's title, wrapped to the figure's width (a long title is never clipped)."""
+    import textwrap
+
+    fig.suptitle(textwrap.fill(text, width=int(fig.get_figwidth() * 13)), fontsize=10)
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
@@ -184,17 +204,18 @@ def plot_rdm_frames(
             if blocks is not None and i == len(layers) - 1:
                 ax.set_xticks(blocks[1], [name_of(v) for v in blocks[2]], fontsize=5,
                               rotation=90)  # fmt: skip
-    label = {"frame": "dissimilarity / frame max"}.get(scale, rdms.dissimilarity_measure)
+    measure = dissimilarity_label(rdms.dissimilarity_measure)
+    label = f"{measure} (/ frame max)" if scale == "frame" else measure
     if scale == "layer":
         for i, layer in enumerate(layers):
             if layer in images:
                 fig.colorbar(images[layer], ax=list(axes[i]), shrink=0.8, label=label)
     elif images:
         fig.colorbar(next(iter(images.values())), ax=axes, shrink=0.6, label=label)
-    default = f"RDMs ({rdms.dissimilarity_measure}) over {TIME_LABEL}"
+    default = f"RDMs ({measure}) over {TIME_LABEL}"
     default += {"shared": ", one colour scale", "layer": ", one colour scale per layer",
                 "frame": ", each frame scaled to its maximum"}[scale]  # fmt: skip
-    fig.suptitle(title or default, fontsize=10)
+    _suptitle(fig, title or default)
     return _save(fig, path)
 
 
@@ -205,7 +226,8 @@ def to_numpy_labels(labels: Sequence[Any]) -> np.ndarray:
 
 
 def _layer_ticks(ax: Any, matrix: StateMatrix) -> None:
-    """Layer blocks on both axes, with separators."""
+    """Layer blocks on both axes, with separators; inside each block a tick per state, labelled
+    with its clock step at the block's first and last state (all of them in short blocks)."""
     labels = matrix.labels
     starts, names = [], []
     for i, (layer, _) in enumerate(labels):
@@ -214,10 +236,24 @@ def _layer_ticks(ax: Any, matrix: StateMatrix) -> None:
             names.append(layer)
     ends = starts[1:] + [len(labels)]
     centers = [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)]
-    ax.set_xticks(centers)
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(centers)
-    ax.set_yticklabels(names, fontsize=8)
+    shown = {i for a, b in zip(starts, ends, strict=True)
+             for i in (range(a, b) if b - a <= 4 else (a, b - 1))}  # fmt: skip
+    steps = [f"{s}" if i in shown else "" for i, (_, s) in enumerate(labels)]
+    ax.set_xticks(range(len(labels)), steps, fontsize=6)
+    ax.set_yticks(range(len(labels)), steps, fontsize=6)
+    ax.tick_params(length=2, pad=1)
+    # Layer names on a second axis outside the step numbers.
+    for axis, secondary in ((ax.xaxis, ax.secondary_xaxis("bottom")),
+                            (ax.yaxis, ax.secondary_yaxis("left"))):  # fmt: skip
+        secondary.set_ticks(centers, names, fontsize=8)
+        secondary.tick_params(length=0, pad=12)
+        if axis is ax.xaxis:
+            secondary.set_xlabel("layer, clock step t (time increases within each block)")
+            for text in secondary.get_xticklabels():
+                text.set_rotation(30)
+                text.set_ha("right")
+        else:
+            secondary.set_ylabel("layer, clock step t")
     for s in starts[1:]:
         ax.axhline(s - 0.5, color="white", lw=0.8)
         ax.axvline(s - 0.5, color="white", lw=0.8)
@@ -236,8 +272,6 @@ def plot_state_matrix(
     ax = fig.add_subplot()
     im = ax.imshow(matrix.values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     _layer_ticks(ax, matrix)
-    ax.set_xlabel("state (layer, clock step t; time increases within each block)")
-    ax.set_ylabel("state (layer, clock step t)")
     fig.colorbar(im, ax=ax, label=matrix.kind)
     ax.set_title(title or matrix.kind, fontsize=10)
     return _save(fig, path)
@@ -292,7 +326,7 @@ def plot_trajectories(
             title="layer (dots: clock step, darker = later)",
             title_fontsize=7,
         )
-    fig.suptitle(title or f"Trajectories through model time ({traj.kind})", fontsize=10)
+    _suptitle(fig, title or f"Trajectories through model time ({traj.kind})")
     return _save(fig, path)
 
 
@@ -343,15 +377,13 @@ def plot_rsa(result: Any, path: str | Path, title: str | None = None) -> Path:
             ax.set_xticklabels([str(result.bins[i]) for i in ticks[:: max(1, nb // 6)]], fontsize=7)
         if im is not None:
             fig.colorbar(im, ax=axes, label=f"RDM similarity ({result.method})")
+    compared = result.meta.get("compared") or "model RDMs vs neural RDMs"
     if nb == 1:
         _integer_steps(ax)
-        default = f"RSA: each layer's RDM at each clock step vs the neural RDM ({result.method})"
+        default = f"RSA ({result.method}): {compared}"
     else:
-        default = (
-            f"RSA: each layer's RDM at each clock step (rows) vs the neural RDM of each of "
-            f"{nb} time bins (columns), {result.method}"
-        )
-    fig.suptitle(title or default, fontsize=10)
+        default = f"RSA ({result.method}): {compared}; rows: clock steps, columns: neural bins"
+    _suptitle(fig, title or default)
     return _save(fig, path)
 
 
@@ -371,6 +403,7 @@ def plot_selectivity(
             steps, result.dprime[layer].mean(axis=1), "-o", ms=3, color=colour, label=layer
         )
     axes[0].set_ylabel(f"fraction of units with d' > {result.threshold:g}")
+    axes[0].set_ylim(0, 1.02)  # a proportion: the whole range, not a zoom on the differences
     axes[1].set_ylabel("mean d' over units")
     axes[1].axhline(0, color="0.6", lw=0.8)
     if decoding is not None:
@@ -379,7 +412,7 @@ def plot_selectivity(
         ax.set_xlabel(TIME_LABEL)
     _integer_steps(*axes)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title or f"Selectivity over model time (units: {result.units})", fontsize=10)
+    _suptitle(fig, title or f"Selectivity over model time (units: {result.units})")
     return _save(fig, path)
 
 
@@ -393,20 +426,21 @@ def _decoding_axes(ax: Any, decoding: Any, layers: Sequence[str] | None, colours
         steps = decoding.steps[layer]
         acc, sd = decoding.accuracy[layer], decoding.std[layer]
         ax.plot(steps, acc, "-o", ms=3, color=colour, label=layer)
-        ax.fill_between(steps, acc - sd, acc + sd, color=colour, alpha=0.15)
+        ax.fill_between(steps, acc - sd, acc + sd, color=colour, alpha=0.25, lw=0)
     ax.axhline(decoding.chance, color="0.5", ls="--", lw=0.8, label="chance")
+    ax.fill_between([], [], [], color="0.6", alpha=0.4, lw=0, label="± 1 SD over folds")
     ax.set_ylabel(f"decoding accuracy ({decoding.folds}-fold CV)")
     ax.set_ylim(0, 1.02)
 
 
 def plot_decoding(decoding: Any, path: str | Path, title: str | None = None) -> Path:
     """Cross-validated decoding accuracy per layer over model time."""
-    fig = _figure(6.0, 4.2)
+    fig = _figure(7.0, 4.2)
     ax = fig.add_subplot()
     _decoding_axes(ax, decoding, None, None)
     ax.set_xlabel(TIME_LABEL)
     _integer_steps(ax)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title(title or "Linear decoding over model time", fontsize=10)
     return _save(fig, path)
 
@@ -416,25 +450,34 @@ def plot_readout(curves: Any, path: str | Path, title: str | None = None) -> Pat
     fig = _figure(9.0 if curves.accuracy is not None else 5.0, 3.8)
     axes = fig.subplots(1, 2 if curves.accuracy is not None else 1, squeeze=False)[0]
     ax_e = axes[-1]
+    fixed = np.asarray(curves.image_independent, dtype=bool)
+    live = ~fixed
+    for ax in axes:  # readouts that do not depend on the image: shaded, not drawn
+        for step in np.asarray(curves.steps)[fixed]:
+            ax.axvspan(step - 0.5, step + 0.5, color="0.9", lw=0)
+    if fixed.any():
+        axes[0].fill_between([], [], [], color="0.9", label="readout independent of the image")
+    steps = np.asarray(curves.steps)[live]
     if curves.accuracy is not None:
         ax = axes[0]
-        ax.plot(curves.steps, curves.accuracy, "-o", ms=3, label="top-1")
+        ax.plot(steps, np.asarray(curves.accuracy)[live], "-o", ms=3, label="top-1")
         if curves.topk_accuracy is not None:
-            ax.plot(curves.steps, curves.topk_accuracy, "-s", ms=3, label=f"top-{curves.k}")
+            ax.plot(steps, np.asarray(curves.topk_accuracy)[live], "-s", ms=3,
+                    label=f"top-{curves.k}")  # fmt: skip
         if curves.num_classes:
             ax.axhline(1 / curves.num_classes, color="0.5", ls="--", lw=0.8, label="chance")
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("accuracy")
         ax.set_xlabel(TIME_LABEL)
         ax.legend(fontsize=8)
-    ax_e.plot(curves.steps, curves.entropy, "-o", ms=3, color="C3", label="mean entropy")
+    ax_e.plot(steps, np.asarray(curves.entropy)[live], "-o", ms=3, color="C3", label="mean entropy")
     if curves.num_classes:
         ax_e.axhline(np.log(curves.num_classes), color="0.5", ls="--", lw=0.8, label="uniform")
     ax_e.set_ylabel("softmax entropy (nats)")
     ax_e.set_xlabel(TIME_LABEL)
     ax_e.legend(fontsize=8)
     _integer_steps(*axes)
-    fig.suptitle(title or "Readout over model time", fontsize=10)
+    _suptitle(fig, title or "Readout over model time")
     return _save(fig, path)
 
 
@@ -471,6 +514,8 @@ def plot_temporal_tuning(result: Any, path: str | Path, title: str | None = None
         ax.set_xlabel(TIME_LABEL)
     _integer_steps(ax_r, ax_d)
     ax_d.legend(fontsize=7)
-    fig.suptitle(title or "Category tuning over model time (preferred category chosen on held-out images)",
-                 fontsize=10)  # fmt: skip
+    _suptitle(
+        fig,
+        title or "Category tuning over model time (preferred category chosen on held-out images)",
+    )
     return _save(fig, path)

@@ -252,7 +252,15 @@ def rsa(
                 t = target.subset_pattern("index", pick)
                 boots[i] = np.nanmean(compare(m, t, method=method), axis=1)
             sem[:, b] = np.nanstd(boots, axis=0, ddof=1)
-    return RSAResult(scores, labels, bins, method, ceiling, sem)
+    layers = list(dict.fromkeys(layer for layer, _ in labels))
+    measure = getattr(model_rdms, "dissimilarity_measure", "")
+    per_bin = f"{len(groups[0])} per bin, " if len(groups[0]) > 1 else ""
+    compared = (
+        f"model RDMs ({measure + ', ' if measure else ''}{len(layers)} layers x clock steps) vs "
+        f"{neural.n_rdm} neural RDM{'s' if neural.n_rdm > 1 else ''} ({per_bin}{len(bins)} "
+        f"bin{'s' if len(bins) > 1 else ''}), {n} images"
+    )
+    return RSAResult(scores, labels, bins, method, ceiling, sem, meta={"compared": compared})
 
 
 # --------------------------------------------------------------------------- RDM of RDMs, MDS

@@ -26,6 +26,9 @@ class ReadoutCurves:
         entropy_per_image: ``[R, B]``.
         confidence: ``[R]`` mean maximum softmax probability.
         predictions: ``[R, B]`` top-1 classes.
+        image_independent: ``[R]`` True where the readout is the same for every image (a step
+            before the image reaches the readout, e.g. CORnet-RT's steps 0-2): figures shade
+            these steps and leave them out of the curves. All False with a single image.
     """
 
     steps: np.ndarray
@@ -37,6 +40,11 @@ class ReadoutCurves:
     predictions: np.ndarray
     k: int = 5
     num_classes: int = 0
+    image_independent: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_independent is None:
+            self.image_independent = np.zeros(len(self.steps), dtype=bool)
 
     def __repr__(self) -> str:
         def row(values: np.ndarray | None, fmt: str = "{:.3f}") -> str:
@@ -118,4 +126,6 @@ def readout_curves(
         predictions=pred,
         k=k or 0,
         num_classes=num_classes,
+        # The same logits for every image (exactly: the image has not reached the readout yet).
+        image_independent=(np.ptp(z, axis=1).max(axis=1) == 0) if b > 1 else np.zeros(r, bool),
     )

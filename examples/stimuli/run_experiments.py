@@ -215,7 +215,7 @@ def _plt():
 
 def plot_masking(masking, reports_mask, static, steps, path, origin) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6), sharey=True)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(steps)))
     titles = {"noise": "noise mask: accuracy", "image": "different-image mask: accuracy"}
     panels = [(titles[k], v) for k, v in masking.items()]
@@ -230,11 +230,16 @@ def plot_masking(masking, reports_mask, static, steps, path, origin) -> Path:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("SOA (steps from target onset to mask onset)")
         ax.set_xticks(soas)
+        ax.set_ylim(0, 100)
     axes[0].set_ylabel("% of images")
-    axes[2].legend(fontsize=7, loc="center right")
-    fig.suptitle(f"Backward masking on blt_bl_tiny.fashion_mnist (dotted: unmasked image; chance "
-                 f"10%), {origin}", fontsize=8)  # fmt: skip
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="0.3", linestyle=":", linewidth=0.8))
+    labels.append("unmasked image (same readout step)")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.suptitle("Backward masking on blt_bl_tiny.fashion_mnist: accuracy falls when the mask "
+                 "comes soon after the target (chance 10%)", fontsize=12)  # fmt: skip
+    fig.text(0.5, 0.905, origin, ha="center", fontsize=8, color="0.35")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.9))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -263,18 +268,25 @@ def plot_duration(duration, static, steps, path, origin) -> Path:
 
 def plot_flash(flash, layers, T, path) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     evoked = np.array([flash["evoked"][k] for k in layers])  # [L, T]
     norm = evoked / np.maximum(evoked.max(axis=1, keepdims=True), 1e-12)
+    # Steps before a layer is active carry no image: grey, not a value on the colour scale.
+    inactive = np.arange(T)[None, :] < np.array([flash["first_step"][k] for k in layers])[:, None]
     ax = axes[0]
-    ax.imshow(norm, aspect="auto", cmap="magma", origin="lower")
+    cmap = plt.get_cmap("magma").with_extremes(bad="0.85")
+    image = ax.imshow(np.ma.masked_array(norm, inactive), aspect="auto", cmap=cmap, origin="lower",
+                      vmin=0, vmax=1)  # fmt: skip
+    fig.colorbar(image, ax=ax, label="|flash - blank| / row max", fraction=0.05, pad=0.02)
     ax.set_yticks(range(len(layers)), layers)
     ax.set_xticks(range(T))
     ax.set_xlabel("clock step (image on at step 0 only)")
     ax.set_title("|flash - blank| per layer (each row scaled to its max)", fontsize=9)
     for k, name in enumerate(layers):
         ax.plot(flash["first_step"][name], k, marker="s", markerfacecolor="none",
-                markeredgecolor="cyan", markersize=14)  # fmt: skip
+                markeredgecolor="cyan", markersize=14,
+                label="first active step (grey: inactive)" if k == 0 else None)  # fmt: skip
+    ax.legend(fontsize=7, loc="upper left")
     ax = axes[1]
     for name in layers:
         t0 = flash["first_step"][name]
