@@ -119,17 +119,19 @@ def _steps_text(steps: list[int]) -> str:
 
 
 def architectures_table() -> str:
+    """One compact row per architecture (fits a laptop screen): architectures with weights first."""
     lines = [
-        "| architecture | description | params (M) | GFLOPs `model(x)` | GFLOPs all readouts "
-        "| input | timesteps | readout steps | weights |",
-        "|---|---|--:|--:|--:|---|--:|---|---|",
+        "| architecture | description | params (M) | GFLOPs last / all readouts | input "
+        "| T | readout steps | weights |",
+        "|---|---|--:|--:|---|--:|---|---|",
     ]
-    for r in architecture_rows():
+    rows = sorted(architecture_rows(), key=lambda r: not r["pretrained"])  # stable: names sorted
+    for r in rows:
         c, h, w = r["input_size"]
-        weights = ", ".join(f"`{t}`" for t in r["pretrained"]) or "—"
+        weights = ", ".join(f"`.{t.split('.', 1)[1]}`" for t in r["pretrained"]) or "—"
         lines.append(
             f"| `{r['name']}` | {r['description']} | {r['params'] / 1e6:.2f} "
-            f"| {r['gflops_last']:.2f} | {r['gflops_all']:.2f} | {c}×{h}×{w} | {r['timesteps']} "
+            f"| {r['gflops_last']:.2f} / {r['gflops_all']:.2f} | {c}×{h}×{w} | {r['timesteps']} "
             f"| {_steps_text(r['readout_steps'])} | {weights} |"
         )
     return "\n".join(lines)
@@ -173,23 +175,46 @@ def _accuracy(cfg) -> str:
     return "not measured"
 
 
+def _short(text: str | None) -> str:
+    """The head of a long description: up to its first parenthesis or comma."""
+    if not text:
+        return "—"
+    return re.split(r" \(|, ", text, maxsplit=1)[0]
+
+
+def _top1(cfg) -> str:
+    """The top-1 figure alone (its dataset and per-step values are in the details)."""
+    m = cfg.metrics or {}
+    for key in ("top1", "imagenet_top1", "top1_readme"):
+        if key in m:
+            return f"{m[key]:.1f}%"
+    return "—"
+
+
 def pretrained_table() -> str:
+    """A compact table of the tags with weights, then each tag's details in a collapsed block."""
     lines = [
-        "| name | weights | training data | classes | timesteps / unroll | top-1 | license "
-        "| source |",
-        "|---|---|---|--:|---|---|---|---|",
+        "| name | trained on | classes | timesteps | top-1 | license |",
+        "|---|---|--:|---|--:|---|",
     ]
+    details = []
     for cfg in _cfgs():
         if not cfg.has_weights:
             continue
         timing = str(cfg.timesteps) if cfg.timesteps else "—"
         if cfg.unroll:
-            timing += f" / {cfg.unroll}"
+            timing += f" ({cfg.unroll})"
         lines.append(
-            f"| `{cfg.name}` | {_where(cfg)} | {cfg.training_data or '—'} | {cfg.num_classes} "
-            f"| {timing} | {_accuracy(cfg)} | {cfg.license or '—'} | {cfg.source or '—'} |"
+            f"| `{cfg.name}` | {_short(cfg.training_data)} | {cfg.num_classes} | {timing} "
+            f"| {_top1(cfg)} | {_short(cfg.license)} |"
         )
-    return "\n".join(lines)
+        details += [
+            f"    * **`{cfg.name}`**: weights {_where(cfg)}; trained on {cfg.training_data or '—'};",
+            f"      top-1 {_accuracy(cfg)}; license {cfg.license or '—'}; source {cfg.source or '—'}.",
+        ]
+    block = ['', '??? info "Where each tag\'s weights come from: files, training data, accuracy, '
+             'license, source"', "", *details]  # fmt: skip
+    return "\n".join(lines + block)
 
 
 def configs_table() -> str:

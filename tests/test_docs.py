@@ -348,3 +348,50 @@ def test_no_page_claims_the_package_is_on_pypi():
             for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
             for n, line in enumerate(p.read_text().splitlines(), 1) if claims.search(line)]  # fmt: skip
     assert not hits, "\n".join(hits)
+
+
+# ------------------------------------------------------------------ site layout (issue 25)
+def test_zoo_page_leads_with_weights_in_a_compact_table():
+    text = (ROOT / "docs" / "models.md").read_text()
+    assert text.index("## Pretrained weights") < text.index("## Architectures")
+    pretrained = text.split("<!-- zoo:pretrained -->", 1)[1].split("\n\n", 1)[0]
+    header = pretrained.strip().splitlines()[0]
+    assert header.count("|") - 1 <= 6, header  # fits a laptop screen; details one click away
+    assert '??? info "Where each tag' in text and "(sha256 pinned)" in text
+    arch = text.split("<!-- zoo:architectures -->", 1)[1].split("<!--", 1)[0].strip().splitlines()[2:]
+    with_weights = [not row.rstrip().endswith("| — |") for row in arch]
+    assert with_weights == sorted(with_weights, reverse=True)  # architectures with weights first
+
+
+def _load_layout_checker():
+    spec = importlib.util.spec_from_file_location("check_docs_layout",
+                                                  ROOT / "scripts" / "check_docs_layout.py")  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_layout_check_finds_raw_roles(tmp_path):
+    checker = _load_layout_checker()
+    (tmp_path / "a.html").write_text("<p>see :class:<code>Foo</code></p>")
+    (tmp_path / "b.html").write_text("<p>see <a href='#x'><code>Foo</code></a>: fine</p>")
+    assert checker.raw_roles(tmp_path) == ["a.html: ...:class:<code>..."]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_layout_check_finds_overflowing_tables_and_code_in_chromium(tmp_path, capsys):
+    checker = _load_layout_checker()
+    wide = "x" * 400
+    page = tmp_path / "wide" / "index.html"
+    page.parent.mkdir()
+    page.write_text(f"<html><body><article style='width: 600px'>"
+                    f"<div class='md-typeset__scrollwrap' style='overflow:auto'><table><tr><td>"
+                    f"{wide}</td></tr></table></div><pre><code style='display:block;overflow:auto'>"
+                    f"{wide}</code></pre><table><tr><td>short</td></tr></table></article></body></html>")  # fmt: skip
+    (tmp_path / "fine" / "index.html").parent.mkdir()
+    (tmp_path / "fine" / "index.html").write_text("<html><body><article><pre><code>ok</code></pre>"
+                                                  "</article></body></html>")  # fmt: skip
+    assert checker.main([str(tmp_path), "--width", "1400"]) == 1
+    out = capsys.readouterr().out
+    assert "2 pages at 1400 px: 2 overflow(s)" in out
+    assert "wide: table" in out and "wide: code" in out and "fine:" not in out

@@ -284,7 +284,7 @@ def plot_flash(flash, layers, T, path) -> Path:
     ax.set_title("|flash - blank| per layer (each row scaled to its max)", fontsize=9)
     for k, name in enumerate(layers):
         ax.plot(flash["first_step"][name], k, marker="s", markerfacecolor="none",
-                markeredgecolor="cyan", markersize=14,
+                markeredgecolor="cyan", markersize=14, linestyle="none",
                 label="first active step (grey: inactive)" if k == 0 else None)  # fmt: skip
     ax.legend(fontsize=7, loc="upper left")
     ax = axes[1]
