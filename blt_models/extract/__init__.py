@@ -223,7 +223,7 @@ def extract_features(
 
     src = Source(
         source, batch_size, num_workers, make_transform, image_ids,
-        pin_memory=plan.device.type == "cuda",
+        pin_memory=plan.device.type == "cuda", outputs=[] if out is None else [out],
     )  # fmt: skip
     if transform is not None and not src.transform_applies:
         raise InvalidArgumentError(
