@@ -930,17 +930,18 @@ class ClockedModel(nn.Module):
         """Absolute layer indices for timm's ``indices`` argument (timm's own resolution)."""
         from timm.models._features import feature_take_indices
 
-        sequence = isinstance(indices, (list, tuple, range))
-        if not (indices is None or _is_int(indices) or (sequence and all(map(_is_int, indices)))):
+        given: Any = indices
+        sequence = isinstance(given, (list, tuple, range))
+        if not (given is None or _is_int(given) or (sequence and all(map(_is_int, given)))):
             raise InvalidArgumentError(
                 f"indices must be None (every layer), an int n (the last n layers) or a list of "
                 f"layer positions (ints, negative from the end); got {indices!r}. Layers: "
                 f"{', '.join(f'{i}: {n}' for i, n in enumerate(self.layer_names))}."
             )
-        if indices is not None:
-            indices = int(indices) if _is_int(indices) else [int(i) for i in indices]
+        if given is not None:
+            given = int(given) if _is_int(given) else [int(i) for i in given]
         try:
-            return list(feature_take_indices(len(self.layer_names), indices)[0])
+            return list(feature_take_indices(len(self.layer_names), given)[0])
         except AssertionError as err:  # timm asserts; users get an IndexError
             raise IndexError(str(err)) from None
 

@@ -281,8 +281,10 @@ def _class_names(classes: int, given: Any) -> tuple[tuple[str, ...] | None, str]
     from .models.rcnn_sat import rcnn_sat_ecoset_class_names
 
     if given is not None:
-        if isinstance(given, (str, bytes)) or not isinstance(given, (list, tuple)) or not all(
-            isinstance(n, str) for n in given
+        if (
+            isinstance(given, (str, bytes))
+            or not isinstance(given, (list, tuple))
+            or not all(isinstance(n, str) for n in given)
         ):
             raise ConfigValueError(
                 f"class_names = {given!r}: must be a list of strings, one per class of the file "

@@ -113,8 +113,7 @@ def read_keras_h5(path: str | os.PathLike[str]) -> KerasWeightsFile:
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(
-            f"Keras weight file not found: {path}"
-            + (" (it is a folder)" if path.is_dir() else "")
+            f"Keras weight file not found: {path}" + (" (it is a folder)" if path.is_dir() else "")
         )
     try:
         import h5py

@@ -54,11 +54,11 @@ from ._pretrained import PretrainedCfg
 from ._registry import get_model_entrypoint, get_pretrained_cfg, model_family, split_model_name_tag
 from ._validate import (
     check_common_args,
-    refuse,
     check_float_sequence,
     check_int,
     check_int_sequence,
     check_timesteps,
+    refuse,
 )
 from .errors import (
     CheckpointNotFoundError,
@@ -156,11 +156,13 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
         args["timesteps"] = timesteps
         cfg = cfg.replace(timesteps=timesteps)
     args = check_common_args(args, dict.fromkeys(args, "the model's own attributes"))
-    if recurrent and args.get("timesteps") is not None:
+    if isinstance(model, ClockedModel) and recurrent and args.get("timesteps") is not None:
         try:
-            model.resolve_timesteps(args["timesteps"])  # type: ignore[union-attr]
+            model.resolve_timesteps(args["timesteps"])
         except TimestepsError as err:
-            raise refuse("timesteps", args["timesteps"], "the model's own attributes", str(err))
+            raise refuse(
+                "timesteps", args["timesteps"], "the model's own attributes", str(err)
+            ) from None
     if cfg.timesteps is not None:
         cfg = cfg.replace(timesteps=check_timesteps(cfg.timesteps, "pretrained_cfg.timesteps"))
     cfg = cfg.replace(**pretrained_cfg)
@@ -294,7 +296,7 @@ def _check_pretrained_cfg(
                 raise ConfigValueError(
                     f"{origin} has no pretrained_cfg.{key}, and the default "
                     f"{list(getattr(cfg, key))} (ImageNet's, 3 channels) does not fit its "
-                    f"input_size of {channels} channel(s): add \"{key}\" (1 or {channels} "
+                    f'input_size of {channels} channel(s): add "{key}" (1 or {channels} '
                     "numbers, the normalisation the weights were trained with) to it."
                 )
             raise ConfigValueError(

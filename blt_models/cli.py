@@ -196,7 +196,7 @@ def _positive_int(text: str) -> int:
 def _parse_model_args(items: Sequence[str]) -> dict:
     import ast
 
-    out = {}
+    out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -98,9 +98,7 @@ def _per_step(name: str, value: Any, timesteps: int, minimum: float | None) -> P
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = MAX_TIMESTEPS) -> None:
     """An int in ``[minimum, maximum]`` (steps are bounded as the models' clocks are)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise StimulusError(
-            f"{name} must be an integer; got {value!r} ({type(value).__name__})"
-        )
+        raise StimulusError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum:,}" if maximum is not None else f">= {minimum}"
         raise StimulusError(f"{name} must be an integer {bound}; got {value!r}")
@@ -146,6 +144,8 @@ class Protocol:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if type(self) is Protocol:
+            raise StimulusError(f"Protocol is the base class; use one of {', '.join(PROTOCOLS)}")
         _check_int("timesteps", self.timesteps, 1)
         _check_int("seed", self.seed, 0, 2**63 - 1)
         raw: Any = self.blank
@@ -313,8 +313,11 @@ def _first_batch(images: Tensor | Sequence[Tensor], several: bool) -> Tensor:
 def _check_index(index: Any) -> list[int]:
     """``apply``'s ``index=``: one integer per image (a tensor of integers, a list, a range)."""
     if isinstance(index, Tensor):
-        if index.ndim != 1 or index.is_floating_point() or index.is_complex() or (
-            index.dtype == torch.bool
+        if (
+            index.ndim != 1
+            or index.is_floating_point()
+            or index.is_complex()
+            or (index.dtype == torch.bool)
         ):
             raise StimulusError(
                 f"index must be one integer per image ([B] integers); got a tensor of shape "
