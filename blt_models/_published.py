@@ -216,11 +216,11 @@ def _refuse_constant(token: str) -> Any:
 
 
 def _check_per_step(metrics: dict[str, Any], where: str) -> None:
-    """``metrics["per_step"]``, if there: an object of lists of equal length (a table's columns)."""
+    """``metrics["per_step"]`` as an object: lists of equal length (the card's table columns)."""
     per_step = metrics.get("per_step")
-    if per_step is None:
+    if not isinstance(per_step, dict):
         return
-    columns = per_step.items() if isinstance(per_step, dict) else ()
+    columns = per_step.items()
     if not columns or not all(isinstance(col, list) for _, col in columns):
         raise ConfigValueError(
             f"metrics.per_step = {per_step!r} ({where}): must be an object of lists, one per "
