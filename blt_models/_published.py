@@ -57,6 +57,7 @@ from ._validate import (
     check_float_sequence,
     check_int,
     check_int_sequence,
+    check_output_location,
     check_timesteps,
     refuse,
 )
@@ -638,19 +639,9 @@ def _check_target(save_directory: Any) -> Path:
         raise ConfigValueError(
             f"save_directory = {save_directory!r}: must name a folder, e.g. 'out/my_model'."
         )
-    try:
-        target = Path(save_directory).expanduser().resolve()
-    except (RuntimeError, OSError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
-        raise SaveTargetError(
-            f"save_directory {os.fspath(save_directory)!r} cannot be resolved ({err}): a "
-            "symbolic link that points at itself? Name a new folder."
-        ) from None
-    for parent in target.parents:
-        if parent.exists() and not parent.is_dir():
-            raise SaveTargetError(
-                f"save_directory {os.fspath(save_directory)!r} lies inside {parent}, which is a "
-                "file, not a folder; name a folder in a folder."
-            )
+    target = check_output_location(
+        save_directory, f"save_directory {os.fspath(save_directory)!r}", SaveTargetError
+    )
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents or target.parent == target:
         raise SaveTargetError(

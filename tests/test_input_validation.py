@@ -344,7 +344,7 @@ def test_save_pretrained_of_a_compiled_model_points_at_orig_mod(model, tmp_path)
 
 def test_save_target_in_a_file_or_over_odd_entries(model, tmp_path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(SaveTargetError, match=r"lies inside .*file, which is a file"):
+    with pytest.raises(SaveTargetError, match=r"lies inside .*file., which is a file"):
         bm.save_pretrained(model, tmp_path / "file" / "m")
     with pytest.raises(SaveTargetError, match=r"lies inside"):
         bm.save_pretrained(model, tmp_path / "file" / "a" / "b")
@@ -364,6 +364,20 @@ def test_save_target_in_a_file_or_over_odd_entries(model, tmp_path) -> None:
     with pytest.raises(SaveTargetError, match=r"not a plain file"):
         bm.save_pretrained(model, looped)
     assert (looped / "model.safetensors").is_symlink()
+
+
+def test_extraction_output_inside_a_file_or_a_symlink_loop(model, tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    os.symlink(tmp_path / "loop.h5", tmp_path / "loop.h5")
+    x = torch.randn(2, 1, 32, 32)
+    for out, match in (
+        (tmp_path / "file" / "feats.h5", r"lies inside .*file., which is a file"),
+        (tmp_path / "file" / "feats.zarr", r"lies inside"),
+        (tmp_path / "loop.h5", r"cannot be resolved"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=match):
+            extract_features(model, x, layers="layer3", out=out, progress=False)
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_config_json_without_mean_is_blamed_on_config_json(model, tmp_path) -> None:
