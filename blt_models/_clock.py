@@ -688,11 +688,17 @@ class ClockedModel(nn.Module):
                 f"the sequence [T, B, C, H, W] has shape {tuple(x.shape)}: it needs at least one "
                 "frame and one image."
             )
-        if x.device.type == "meta":
+        weight = next(self.parameters(), None)
+        on_meta = weight is not None and weight.device.type == "meta"
+        if weight is not None and (x.device.type == "meta") != on_meta:
+            # A model built on the meta device takes meta inputs (shape inference); else not.
             raise InputError(
-                f"the input is on the meta device (shape {tuple(x.shape)}, no values): pass "
-                "images with data, e.g. x.to_empty(device='cpu') filled with images, or the "
-                "images themselves."
+                f"the input is on the meta device (shape {tuple(x.shape)}, no values) but the "
+                f"model's weights are on {weight.device}: pass the images themselves."
+                if not on_meta
+                else f"the model is on the meta device (no weights) and the input on "
+                f"{x.device}: load weights first (model.to_empty(device='cpu') and "
+                "load_state_dict, or create_model(..., pretrained=True))."
             )
         if not x.is_floating_point():
             raise InputError(

@@ -323,8 +323,14 @@ def test_forward_timesteps_layers_of_the_wrong_type(model, layers) -> None:
 
 
 def test_meta_device_input_is_named(model) -> None:
-    with pytest.raises(InputError, match="meta device"):
+    with pytest.raises(InputError, match=r"input is on the meta device .* weights are on cpu"):
         model(torch.empty(2, 1, 32, 32, device="meta"))
+    with torch.device("meta"):
+        on_meta = bm.create_model("blt_bl", num_layers=4, in_chans=1, timesteps=T)
+    with pytest.raises(InputError, match=r"model is on the meta device .* input on cpu"):
+        on_meta(torch.randn(2, 1, 32, 32))
+    # A model built on the meta device infers shapes from meta inputs (docs/gen_zoo.py).
+    assert on_meta(torch.empty(2, 1, 32, 32, device="meta")).shape == (2, 1000)
 
 
 def test_batch_major_5d_input_says_how_it_was_read(model) -> None:
