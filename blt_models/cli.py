@@ -257,9 +257,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         split_model_name_tag(args.model)[1]
     )
     pretrained = args.pretrained or (tagged and args.checkpoint is None) or None
+    stimulus = None if args.stimulus is None else _read_protocol(args.stimulus)
     # Untrained weights are drawn from --seed: the same in every torchrun process and on a
     # re-run, so shards join and an interrupted extraction resumes.
-    stimulus = None if args.stimulus is None else _read_protocol(args.stimulus)
     torch.manual_seed(args.seed)
     model = bm.create_model(
         args.model, pretrained=pretrained, checkpoint_path=args.checkpoint,
