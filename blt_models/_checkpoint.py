@@ -91,7 +91,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise UnreadableCheckpointError(f"could not read {path}: {err}") from err
     if kind == "safetensors":
         return _read_safetensors(path)
-    if kind == "hdf5":  # a Keras HDF5 weight file (rcnn-sat): the family maps its layer names
+    from ._keras_h5 import is_hdf5_name
+
+    if kind == "hdf5" or (kind == "?" and is_hdf5_name(path)):
+        # A Keras HDF5 weight file (rcnn-sat): the family maps its layer names. A file named .h5
+        # that is not HDF5 is refused by the Keras reader as such.
         from ._keras_h5 import keras_h5_state_dict
 
         return keras_h5_state_dict(path)
@@ -184,7 +188,8 @@ def to_model_layout(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[
 def check_weight_values(
     state_dict: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str
 ) -> None:
-    """Refuse non-floating tensors where the model has floating ones, and NaN / Inf values.
+    """Refuse non-floating tensors where the model has floating ones, NaN / Inf values, and
+    negative BatchNorm running variances.
 
     Raises [`InvalidWeightsError`][blt_models.errors.InvalidWeightsError] naming the first offending tensors.
     """
@@ -197,6 +202,12 @@ def check_weight_values(
             n_nan = int(torch.isnan(value).sum())
             n_inf = int(torch.isinf(value).sum())
             bad.append(f"{key}: {n_nan} NaN and {n_inf} Inf of {value.numel()} values")
+        elif key.endswith("running_var") and value.is_floating_point() and bool((value < 0).any()):
+            n_negative = int((value < 0).sum())
+            bad.append(
+                f"{key}: {n_negative} negative of {value.numel()} values (a BatchNorm's running "
+                "variance cannot be negative; normalising by it gives NaN)"
+            )
     if bad:
         shown = bad[:10] + ([f"... and {len(bad) - 10} more"] if len(bad) > 10 else [])
         raise InvalidWeightsError(

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import MAX_TIMESTEPS, as_int
-from .errors import InputError, StepOutOfRangeError, TimestepsError, UnknownLayerError
+from .errors import (
+    InputError,
+    InvalidArgumentError,
+    StepOutOfRangeError,
+    TimestepsError,
+    UnknownLayerError,
+)
 
 __all__ = [
     "CONNECTION_KINDS",
@@ -325,8 +331,13 @@ class ClockedModel(nn.Module):
             requested: list[str] = []
         elif isinstance(layers, str):
             requested = list(self.layer_names) if layers == "all" else [layers]
-        else:
+        elif isinstance(layers, (list, tuple)):
             requested = list(layers)
+        else:
+            raise UnknownLayerError(
+                f"layers must be layer names (a string, a list of strings, 'all' or None); got "
+                f"{layers!r} ({type(layers).__name__}). Layers: {', '.join(self.layer_names)}."
+            )
         canonical = {name: self._canonical_layer(name) for name in requested}
         capture = frozenset(canonical.values())
         readouts = self._readout_steps_for(x, timesteps)
@@ -677,6 +688,18 @@ class ClockedModel(nn.Module):
                 f"the sequence [T, B, C, H, W] has shape {tuple(x.shape)}: it needs at least one "
                 "frame and one image."
             )
+        weight = next(self.parameters(), None)
+        on_meta = weight is not None and weight.device.type == "meta"
+        if weight is not None and (x.device.type == "meta") != on_meta:
+            # A model built on the meta device takes meta inputs (shape inference); else not.
+            raise InputError(
+                f"the input is on the meta device (shape {tuple(x.shape)}, no values) but the "
+                f"model's weights are on {weight.device}: pass the images themselves."
+                if not on_meta
+                else f"the model is on the meta device (no weights) and the input on "
+                f"{x.device}: load weights first (model.to_empty(device='cpu') and "
+                "load_state_dict, or create_model(..., pretrained=True))."
+            )
         if not x.is_floating_point():
             raise InputError(
                 f"expected a floating-point image tensor; got dtype {x.dtype}. Convert with "
@@ -748,7 +771,14 @@ class ClockedModel(nn.Module):
                 f"{self._display_name()} does not take input sequences [T, B, C, H, W]: "
                 f"{self._sequence_unsupported_reason()}"
             )
-        t = self._resolve_timesteps(length)
+        try:
+            t = self._resolve_timesteps(length)
+        except TimestepsError as err:
+            raise TimestepsError(
+                f"{err} The 5-D input of shape {tuple(x.shape)} was read as time-major "
+                f"[T, B, C, H, W]: T={length} frames of B={int(x.shape[1])} images. For "
+                "batch-major data [B, T, C, H, W] pass x.transpose(0, 1)."
+            ) from None
         if x.shape[0] > 1 and x.stride(0) == 0:
             return x[0], t
         return x, t
@@ -906,13 +936,18 @@ class ClockedModel(nn.Module):
         """Absolute layer indices for timm's ``indices`` argument (timm's own resolution)."""
         from timm.models._features import feature_take_indices
 
-        try:
-            return list(
-                feature_take_indices(
-                    len(self.layer_names),
-                    indices if indices is None or isinstance(indices, int) else list(indices),
-                )[0]
+        given: Any = indices
+        sequence = isinstance(given, (list, tuple, range))
+        if not (given is None or _is_int(given) or (sequence and all(map(_is_int, given)))):
+            raise InvalidArgumentError(
+                f"indices must be None (every layer), an int n (the last n layers) or a list of "
+                f"layer positions (ints, negative from the end); got {indices!r}. Layers: "
+                f"{', '.join(f'{i}: {n}' for i, n in enumerate(self.layer_names))}."
             )
+        if given is not None:
+            given = int(given) if _is_int(given) else [int(i) for i in given]
+        try:
+            return list(feature_take_indices(len(self.layer_names), given)[0])
         except AssertionError as err:  # timm asserts; users get an IndexError
             raise IndexError(str(err)) from None
 

@@ -232,9 +232,11 @@ def convert_checkpoint(
 
     ``overrides`` are constructor arguments (``timesteps=15``...). Loading is strict.
     """
-    from ._keras_h5 import is_hdf5_file
+    from ._keras_h5 import is_hdf5_file, is_hdf5_name
 
-    if is_hdf5_file(path):  # a Keras HDF5 weight file: the rcnn-sat networks (Spoerer et al. 2020)
+    # A Keras HDF5 weight file (the rcnn-sat networks, Spoerer et al. 2020), or a file named as
+    # one, which the Keras reader refuses by its contents.
+    if is_hdf5_file(path) or is_hdf5_name(path):
         from ._convert_rcnn_sat import load_rcnn_sat_h5
 
         return load_rcnn_sat_h5(path, arch=arch, **overrides)

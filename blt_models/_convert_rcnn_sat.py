@@ -22,7 +22,7 @@ from ._checkpoint import load_state_dict_strict
 from ._clock import ClockedModel
 from ._keras_h5 import KerasWeightsFile, read_keras_h5
 from ._pretrained import PretrainedCfg
-from .errors import KerasWeightsError
+from .errors import ConfigValueError, KerasWeightsError, PublishedFormatError
 
 __all__ = ["RcnnSatFileSpec", "inspect_rcnn_sat_h5", "load_rcnn_sat_h5", "convert_rcnn_sat_h5"]
 
@@ -281,9 +281,20 @@ def _class_names(classes: int, given: Any) -> tuple[tuple[str, ...] | None, str]
     from .models.rcnn_sat import rcnn_sat_ecoset_class_names
 
     if given is not None:
-        names = tuple(str(n) for n in given)
+        if (
+            isinstance(given, (str, bytes))
+            or not isinstance(given, (list, tuple))
+            or not all(isinstance(n, str) for n in given)
+        ):
+            raise ConfigValueError(
+                f"class_names = {given!r}: must be a list of strings, one per class of the file "
+                f"({classes})."
+            )
+        names = tuple(given)
         if len(names) != classes:
-            raise ValueError(f"class_names has {len(names)} names; the file has {classes} classes")
+            raise ConfigValueError(
+                f"class_names has {len(names)} names; the file has {classes} classes"
+            )
         return names, "class names as given"
     if classes == 565:
         return rcnn_sat_ecoset_class_names(), (
@@ -317,14 +328,19 @@ def load_rcnn_sat_h5(
     allowed = {"cumulative_readout"} if spec.arch == "rcnn_bl" else set()
     fixed = sorted(set(overrides) - allowed)
     if fixed:
-        raise ValueError(
+        raise ConfigValueError(
             f"{', '.join(fixed)} cannot be chosen for {found.path.name}: the weights fix the "
             f"architecture of {spec.arch} ({', '.join(f'{k}={v}' for k, v in spec.kwargs.items())})"
             + ("; only cumulative_readout can be set" if allowed else "")
         )
     kwargs = dict(spec.kwargs)
     if spec.arch == "rcnn_bl":
-        kwargs["cumulative_readout"] = bool(overrides.get("cumulative_readout", False))
+        flag = overrides.get("cumulative_readout", False)
+        if not isinstance(flag, bool):
+            raise ConfigValueError(
+                f"cumulative_readout = {flag!r} ({type(flag).__name__}): must be True or False."
+            )
+        kwargs["cumulative_readout"] = flag
     model = create_model(spec.arch, **kwargs)
     load_state_dict_strict(model, found.state_dict(), what=f"Keras weight file {found.path.name!r}")
 
@@ -386,5 +402,5 @@ def convert_rcnn_sat_h5(
     reloaded = create_model(f"local-dir:{out}", pretrained=True)
     ref, got = model.state_dict(), reloaded.state_dict()
     if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
-        raise RuntimeError(f"{out} does not reload to the converted weights")
+        raise PublishedFormatError(f"{out} does not reload to the converted weights")
     return out

@@ -18,9 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import KerasWeightsError
+from .errors import CheckpointNotFoundError, KerasWeightsError
 
-__all__ = ["KerasWeightsFile", "read_keras_h5", "is_hdf5_file", "keras_h5_state_dict"]
+__all__ = [
+    "KerasWeightsFile",
+    "read_keras_h5",
+    "is_hdf5_file",
+    "is_hdf5_name",
+    "keras_h5_state_dict",
+]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -59,6 +65,12 @@ class KerasWeightsFile:
             for layer, weights in self.layers.items()
             for name, value in weights.items()
         }
+
+
+def is_hdf5_name(path: str | os.PathLike[str]) -> bool:
+    """True if the file is named as an HDF5 file (``.h5``, ``.hdf5``): read by its contents as
+    one, so that a file that is not HDF5 is refused as such."""
+    return Path(path).suffix.lower() in (".h5", ".hdf5")
 
 
 def is_hdf5_file(path: str | os.PathLike[str]) -> bool:
@@ -100,7 +112,9 @@ def read_keras_h5(path: str | os.PathLike[str]) -> KerasWeightsFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Keras weight file not found: {path}")
+        raise CheckpointNotFoundError(
+            f"Keras weight file not found: {path}" + (" (it is a folder)" if path.is_dir() else "")
+        )
     try:
         import h5py
     except ImportError as err:  # pragma: no cover - h5py is in the [extract] and [dev] extras

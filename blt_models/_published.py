@@ -57,13 +57,16 @@ from ._validate import (
     check_float_sequence,
     check_int,
     check_int_sequence,
+    check_output_location,
     check_timesteps,
+    refuse,
 )
 from .errors import (
     CheckpointNotFoundError,
     ConfigValueError,
     PublishedFormatError,
     SaveTargetError,
+    TimestepsError,
     UnknownModelError,
     WeightsUnavailableError,
 )
@@ -119,6 +122,11 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
     of ``model.pretrained_cfg`` in the written config. A head replaced after creation
     (``model.reset_classifier(5)``) is recorded as ``num_classes=5``.
     """
+    if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        raise ConfigValueError(
+            f"{type(model).__name__} is a torch.compile wrapper: save the model it compiles, "
+            "save_pretrained(model._orig_mod, ...) (the weights are shared, nothing is copied)."
+        )
     cfg = getattr(model, "pretrained_cfg", None)
     args = getattr(model, "model_args", None)
     arch = getattr(cfg, "architecture", "")
@@ -139,14 +147,32 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
         args["num_classes"] = num_classes
         cfg = cfg.replace(num_classes=num_classes, class_names=None)
     timesteps = getattr(model, "timesteps", None)
+    recurrent = isinstance(model, ClockedModel) and not model.feedforward
+    if recurrent and "timesteps" in args and timesteps is None:
+        raise refuse(
+            "timesteps", None, "the model's own attributes",
+            "a recurrent model needs its number of clock steps; set model.timesteps = N.",
+        )  # fmt: skip
     if "timesteps" in args and timesteps is not None and args["timesteps"] != timesteps:
         args["timesteps"] = timesteps
         cfg = cfg.replace(timesteps=timesteps)
     args = check_common_args(args, dict.fromkeys(args, "the model's own attributes"))
+    if isinstance(model, ClockedModel) and recurrent and args.get("timesteps") is not None:
+        try:
+            model.resolve_timesteps(args["timesteps"])
+        except TimestepsError as err:
+            raise refuse(
+                "timesteps", args["timesteps"], "the model's own attributes", str(err)
+            ) from None
     if cfg.timesteps is not None:
         cfg = cfg.replace(timesteps=check_timesteps(cfg.timesteps, "pretrained_cfg.timesteps"))
     cfg = cfg.replace(**pretrained_cfg)
     pretrained = {k: v for k, v in cfg.to_dict().items() if k not in _LOCATION_FIELDS}
+    # What config.json would hold must read back as it is: the reader's own checks.
+    _check_pretrained_cfg(
+        _jsonable(pretrained, "pretrained_cfg"), "the pretrained config to be written",
+        num_classes=args.get("num_classes"),
+    )  # fmt: skip
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -190,10 +216,32 @@ def _refuse_constant(token: str) -> Any:
     raise ValueError(f"{token} is not JSON (strict JSON has no NaN / Infinity)")
 
 
-def _check_pretrained_cfg(data: dict[str, Any], origin: str) -> PretrainedCfg:
+def _check_per_step(metrics: dict[str, Any], where: str) -> None:
+    """``metrics["per_step"]`` as an object: lists of equal length (the card's table columns)."""
+    per_step = metrics.get("per_step")
+    if not isinstance(per_step, dict):
+        return
+    columns = per_step.items()
+    if not columns or not all(isinstance(col, list) for _, col in columns):
+        raise ConfigValueError(
+            f"metrics.per_step = {per_step!r} ({where}): must be an object of lists, one per "
+            "column, e.g. {'step': [3, 4], 'top1': [0.61, 0.7]}."
+        )
+    lengths = {name: len(col) for name, col in columns}
+    if len(set(lengths.values())) > 1:
+        raise ConfigValueError(
+            f"metrics.per_step ({where}): columns of unequal length {lengths}; give one value "
+            "per step in every column."
+        )
+
+
+def _check_pretrained_cfg(
+    data: dict[str, Any], origin: str, num_classes: int | None = None
+) -> PretrainedCfg:
     """A [`PretrainedCfg`][blt_models.PretrainedCfg] from ``config.json``'s ``pretrained_cfg``; every field checked.
 
     Unknown fields (a later format's additions) are ignored; location fields are dropped.
+    ``num_classes``: the model's (``model_args``), which ``class_names`` must name one by one.
     """
     o = f"{origin} (pretrained_cfg.%s)"
     out: dict[str, Any] = {}
@@ -227,6 +275,8 @@ def _check_pretrained_cfg(data: dict[str, Any], origin: str) -> PretrainedCfg:
         elif key in ("model_args", "metrics"):
             if not isinstance(value, dict):
                 raise ConfigValueError(f"{key} ({where}): must be a JSON object.")
+            if key == "metrics":
+                _check_per_step(value, where)
             out[key] = value
         elif key == "interpolation":
             if value not in ("bilinear", "bicubic", "nearest"):
@@ -243,10 +293,24 @@ def _check_pretrained_cfg(data: dict[str, Any], origin: str) -> PretrainedCfg:
     channels = cfg.input_size[0]
     for key in ("mean", "std"):
         if len(getattr(cfg, key)) not in (1, channels):
+            if key not in data:
+                raise ConfigValueError(
+                    f"{origin} has no pretrained_cfg.{key}, and the default "
+                    f"{list(getattr(cfg, key))} (ImageNet's, 3 channels) does not fit its "
+                    f'input_size of {channels} channel(s): add "{key}" (1 or {channels} '
+                    "numbers, the normalisation the weights were trained with) to it."
+                )
             raise ConfigValueError(
                 f"{key} = {list(getattr(cfg, key))} ({o % key}): needs 1 or {channels} entries "
                 f"(input_size has {channels} channels)."
             )
+    classes = cfg.num_classes if num_classes is None else num_classes
+    if cfg.class_names is not None and len(cfg.class_names) != classes:
+        raise ConfigValueError(
+            f"class_names ({o % 'class_names'}): {len(cfg.class_names)} names for a model of "
+            f"{classes} classes; give one name per class, in the order of the readout's outputs "
+            "(or none)."
+        )
     return cfg
 
 
@@ -575,7 +639,9 @@ def _check_target(save_directory: Any) -> Path:
         raise ConfigValueError(
             f"save_directory = {save_directory!r}: must name a folder, e.g. 'out/my_model'."
         )
-    target = Path(save_directory).expanduser().resolve()
+    target = check_output_location(
+        save_directory, f"save_directory {os.fspath(save_directory)!r}", SaveTargetError
+    )
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents or target.parent == target:
         raise SaveTargetError(
@@ -587,6 +653,16 @@ def _check_target(save_directory: Any) -> Path:
         if not target.is_dir():
             raise SaveTargetError(f"{target} exists and is not a folder")
         foreign = sorted(p.name for p in target.iterdir() if p.name not in PUBLISHED_FILES)
+        odd = [
+            p.name for p in target.iterdir()
+            if p.name in PUBLISHED_FILES and (p.is_symlink() or not p.is_file())
+        ]  # fmt: skip
+        if odd:
+            raise SaveTargetError(
+                f"{target} holds {', '.join(odd)} that is not a plain file (a folder or a "
+                "symbolic link): it is not a folder save_pretrained wrote, and replacing it "
+                "would delete what it holds; save into a new or empty folder."
+            )
         if foreign:
             raise SaveTargetError(
                 f"{target} already holds other files ({', '.join(foreign[:5])}); save into a new or "
@@ -619,6 +695,8 @@ def save_pretrained(
 
     ``create_model("local-dir:<folder>", pretrained=True)`` loads the result to identical outputs.
     """
+    if repo_id is not None:
+        _check_repo_id(repo_id)
     target = _check_target(save_directory)
     config = model_config(model, **pretrained_cfg)
     _check_rebuild(config["architecture"], config["model_args"], model)
@@ -648,6 +726,18 @@ def save_pretrained(
     return target
 
 
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _check_repo_id(repo_id: Any) -> str:
+    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id):
+        raise ConfigValueError(
+            f"repo_id = {repo_id!r}: must name a Hub repo as 'org/name' (letters, digits, "
+            "'-', '_', '.'), e.g. 'my-lab/blt_bl-ecoset'."
+        )
+    return repo_id
+
+
 def push_folder(
     folder: str | os.PathLike[str],
     repo_id: str,
@@ -664,6 +754,7 @@ def push_folder(
     A generated model card is regenerated so that its usage snippet names ``repo_id``. Returns the
     commit URL.
     """
+    _check_repo_id(repo_id)
     folder = Path(folder)
     config = check_folder(folder)
     card = folder / CARD_NAME
@@ -704,6 +795,7 @@ def push_to_hub(
     ``pretrained_cfg`` keywords are as in [`save_pretrained`][blt_models.save_pretrained]. Afterwards anyone loads it with
     ``create_model("hf-hub:<repo_id>", pretrained=True)``.
     """
+    _check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="blt-models-push-") as tmp:
         folder = save_pretrained(model, Path(tmp) / "model", repo_id=repo_id, **pretrained_cfg)
         return push_folder(
@@ -757,7 +849,7 @@ class _Source:
                 raise CheckpointNotFoundError(f"{name}: no such folder {self.folder}")
         else:
             repo, _, revision = rest.partition("@")
-            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or (revision == "" and "@" in rest):
+            if not _REPO_ID.fullmatch(repo) or (revision == "" and "@" in rest):
                 raise ConfigValueError(
                     f"{name!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'"
                 )
@@ -906,7 +998,10 @@ def _published_location(name: str, fetch: bool, verify: bool) -> Location:
     config = read_config(source.fetch(CONFIG_NAME), config_origin)
     arch = _registered_arch(config["architecture"], f"{config_origin} (architecture)")
     args = config["model_args"]
-    cfg = _check_pretrained_cfg(config["pretrained_cfg"], config_origin)
+    classes = args.get("num_classes")
+    cfg = _check_pretrained_cfg(
+        config["pretrained_cfg"], config_origin, classes if isinstance(classes, int) else None
+    )
     location: dict[str, Any] = {}
     if source.kind == "hf-hub":
         location = {"hf_hub_id": source.repo_id, "hf_hub_revision": source.revision}

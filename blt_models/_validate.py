@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigValueError
@@ -24,6 +26,7 @@ __all__ = [
     "check_float_sequence",
     "check_str",
     "check_common_args",
+    "check_output_location",
     "refuse",
     "with_origin",
 ]
@@ -144,3 +147,22 @@ def check_common_args(args: dict[str, Any], origins: dict[str, str]) -> dict[str
         if key in out and not (key == "timesteps" and out[key] is None):
             out[key] = check(out[key], origins.get(key, "argument"))
     return out
+
+
+def check_output_location(path: str | os.PathLike[str], what: str, error: type[Exception]) -> Path:
+    """``path`` resolved, or ``error`` naming ``what`` (e.g. ``"out='x.h5'"``) for a path behind
+    a symbolic link loop or inside a file (raw ``RuntimeError`` / ``NotADirectoryError`` else)."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise error(
+            f"{what} cannot be resolved ({err}): a symbolic link that points at itself? Name "
+            "another location."
+        ) from None
+    for parent in resolved.parents:
+        if parent.exists() and not parent.is_dir():
+            raise error(
+                f"{what} lies inside {str(parent)!r}, which is a file, not a folder; name a "
+                "location in a folder."
+            )
+    return resolved

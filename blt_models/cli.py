@@ -168,27 +168,72 @@ def _parse_steps(text: str | None) -> list[int] | None:
         part = part.strip()
         lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
         try:
-            steps += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
         except ValueError:
             raise ValueError(
                 f"--steps: cannot read {part!r} (use e.g. 'all', '0-9', '0,4,9', '-1')"
             ) from None
+        if last < first:
+            raise ValueError(
+                f"--steps: the range {part!r} runs backwards; write it from the first step to "
+                f"the last, '{last}-{first}'"
+            )
+        steps += list(range(first, last + 1))
     return steps
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (e.g. ``--img-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1); got {value}")
+    return value
 
 
 def _parse_model_args(items: Sequence[str]) -> dict:
     import ast
 
-    out = {}
+    out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ValueError(f"--model-arg expects KEY=VALUE; got {item!r}")
+        if key in out:
+            raise ValueError(
+                f"--model-arg {key} is given twice ({key}={out[key]!r} and {item!r}); give each "
+                "argument once"
+            )
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def _read_protocol(path: str) -> object:
+    """The presentation protocol in the JSON file ``path`` (the ``to_dict`` form of a protocol of
+    ``blt_models.stimuli``, e.g. ``{"protocol": "BackwardMask", "timesteps": 8, "soa": 2}``)."""
+    import json
+
+    from blt_models.stimuli import StimulusError, protocol_from_dict
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except OSError as err:
+        raise StimulusError(f"--stimulus: cannot read {path!r} ({err.strerror or err})") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise StimulusError(
+            f"--stimulus: {path!r} is not a JSON file ({err}); write the protocol's to_dict(), "
+            'e.g. {"protocol": "BackwardMask", "timesteps": 8, "soa": 2}'
+        ) from None
+    try:
+        return protocol_from_dict(record)
+    except StimulusError as err:
+        raise StimulusError(f"--stimulus {path!r}: {err}") from None
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -212,6 +257,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         split_model_name_tag(args.model)[1]
     )
     pretrained = args.pretrained or (tagged and args.checkpoint is None) or None
+    stimulus = None if args.stimulus is None else _read_protocol(args.stimulus)
     # Untrained weights are drawn from --seed: the same in every torchrun process and on a
     # re-run, so shards join and an interrupted extraction resumes.
     torch.manual_seed(args.seed)
@@ -245,7 +291,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=device, dtype=args.dtype, pool=args.pool,
         num_workers=args.num_workers, progress=not args.no_progress, timesteps=args.timesteps,
         overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
-        compile=args.compile,
+        compile=args.compile, stimulus=stimulus,
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
     meta = res.metadata
@@ -306,6 +352,10 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file: .h5 / .hdf5 (HDF5) or .zarr")
     p.add_argument("--pool", default=None, help="none (default), avg, or random:WIDTH[:SEED]")
     p.add_argument("--timesteps", type=int, default=None, help="clock length (default: model's)")
+    p.add_argument("--stimulus", default=None, metavar="PROTOCOL.json",
+                   help="a presentation protocol applied to every image: a JSON file holding its "
+                   "to_dict() form, e.g. {\"protocol\": \"BackwardMask\", \"timesteps\": 8, "
+                   "\"soa\": 2} (blt_models.stimuli; it sets the clock length)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0, help="image-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -317,7 +367,8 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random initialisation of an untrained model (default 0)")  # fmt: skip
     p.add_argument("--in-chans", type=int, default=None, help="input channels (1 for grayscale)")
-    p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--img-size", type=_positive_int, default=None,
+                   help="input side in pixels (default: the model's)")  # fmt: skip
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument, e.g. num_layers=4 (repeatable)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace OUT instead of resuming")

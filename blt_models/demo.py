@@ -21,6 +21,7 @@ from PIL import Image
 
 from ._clock import ClockedModel
 from ._optional import require
+from .errors import SaveTargetError
 
 SAMPLES = Path(__file__).parent / "samples" / "fashion_mnist"
 DEFAULT_MODEL = "blt_bl_tiny.fashion_mnist"
@@ -64,6 +65,17 @@ def run_demo(
 
     # Fail before the model runs, not after its results are printed.
     require("matplotlib", "blt-models demo (its figure, activity.png)")
+    out_dir = Path(out_dir)
+    figure = out_dir / "activity.png"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SaveTargetError(
+            f"the demo's output folder {str(out_dir)!r} is (or lies in) a file, not a folder: "
+            "name a folder (--out DIR), e.g. outputs/demo"
+        ) from None
+    if figure.exists() and not figure.is_file():
+        raise SaveTargetError(f"{str(figure)!r} exists and is not a file: remove it, or pass --out")
     if pretrained is None:
         pretrained = model_name in bm.list_pretrained()
     torch.manual_seed(0)
@@ -103,9 +115,6 @@ def run_demo(
         if labelled
         else None
     )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figure = out_dir / "activity.png"
     # Readouts that are the same for every image (before the image reaches the readout, e.g.
     # CORnet-RT's steps 0-2) are shaded in the figure, not drawn as accuracy.
     fixed = (out.logits - out.logits[:, :1]).abs().amax(dim=(1, 2)) == 0

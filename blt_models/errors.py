@@ -136,8 +136,8 @@ class PublishedFormatError(BltModelsError, ValueError):
 
 
 class SaveTargetError(BltModelsError, FileExistsError):
-    """A ``save_pretrained`` target that must not be replaced (other files in it, not a folder,
-    the current directory)."""
+    """A ``save_pretrained`` (or demo) output target that must not be replaced or cannot be
+    written (other files in it, not a folder, inside a file, the current directory)."""
 
 
 class KerasWeightsError(BltModelsError, ValueError):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,6 +41,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ._validate import MAX_TIMESTEPS, as_int
 from .errors import StimulusError
 
 __all__ = [
@@ -59,6 +61,18 @@ __all__ = [
 PerStep = float | tuple[float, ...]
 
 
+def _number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a real number (numpy and 0-d tensor numbers too), not a bool
+    or a string."""
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise StimulusError(
+            f"{name} must be a number (int or float); got {value!r} ({type(value).__name__})"
+        )
+    return float(value)
+
+
 def _per_step(name: str, value: Any, timesteps: int, minimum: float | None) -> PerStep:
     if isinstance(value, (list, tuple)):
         if len(value) != timesteps:
@@ -66,11 +80,14 @@ def _per_step(name: str, value: Any, timesteps: int, minimum: float | None) -> P
                 f"{name} has {len(value)} values but timesteps={timesteps}: give one value, or "
                 "one per step."
             )
-        values = tuple(float(v) for v in value)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        values = (float(value),)
+        values = tuple(_number(f"{name}[{i}]", v) for i, v in enumerate(value))
+    elif isinstance(value, (numbers.Real, Tensor)) and not isinstance(value, bool):
+        values = (_number(name, value),)
     else:
-        raise StimulusError(f"{name} must be a number or a sequence of numbers; got {value!r}")
+        raise StimulusError(
+            f"{name} must be a number or a list of numbers (one per step); got {value!r} "
+            f"({type(value).__name__})"
+        )
     for v in values:
         if not math.isfinite(v) or (minimum is not None and v < minimum):
             bound = f" and >= {minimum}" if minimum is not None else ""
@@ -78,9 +95,13 @@ def _per_step(name: str, value: Any, timesteps: int, minimum: float | None) -> P
     return values if isinstance(value, (list, tuple)) else values[0]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise StimulusError(f"{name} must be an integer >= {minimum}; got {value!r}")
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = MAX_TIMESTEPS) -> None:
+    """An int in ``[minimum, maximum]`` (steps are bounded as the models' clocks are)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StimulusError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum:,}" if maximum is not None else f">= {minimum}"
+        raise StimulusError(f"{name} must be an integer {bound}; got {value!r}")
 
 
 def _seed_for(seed: int, stream: int, index: int) -> int:
@@ -123,11 +144,13 @@ class Protocol:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if type(self) is Protocol:
+            raise StimulusError(f"Protocol is the base class; use one of {', '.join(PROTOCOLS)}")
         _check_int("timesteps", self.timesteps, 1)
-        _check_int("seed", self.seed, 0)
+        _check_int("seed", self.seed, 0, 2**63 - 1)
         raw: Any = self.blank
         if isinstance(raw, (list, tuple)):
-            values = tuple(float(b) for b in raw)
+            values = tuple(_number(f"blank[{i}]", b) for i, b in enumerate(raw))
             if not values or not all(math.isfinite(b) for b in values):
                 raise StimulusError(f"blank must be finite numbers; got {raw!r}")
             blank: float | tuple[float, ...] = values
@@ -189,12 +212,12 @@ class Protocol:
         Returns:
             ``[T, B, C, H, W]`` in the dtype and on the device of the images, contiguous.
         """
-        first = _first_batch(images)
+        first = _first_batch(images, several=isinstance(self, RSVP))
         batch = int(first.shape[0])
         if index is None:
             index_list = list(range(batch))
         else:
-            index_list = [int(i) for i in (index.tolist() if isinstance(index, Tensor) else index)]
+            index_list = _check_index(index)
             if len(index_list) != batch:
                 raise StimulusError(
                     f"index has {len(index_list)} entries for a batch of {batch} images"
@@ -250,26 +273,82 @@ class Protocol:
         return [t for t, name in enumerate(self.schedule()) if name in ("image", "item0")]
 
 
-def _first_batch(images: Tensor | Sequence[Tensor]) -> Tensor:
-    if isinstance(images, Tensor):
-        first: Any = images[0] if images.ndim == 5 else images
+def _first_batch(images: Tensor | Sequence[Tensor], several: bool) -> Tensor:
+    """The (first) image batch ``[B, C, H, W]`` of ``apply``'s images; ``several``: RSVP, which
+    also takes a list of batches or ``[items, B, C, H, W]``."""
+    takes = (
+        "[B, C, H, W] (RSVP: a list of such batches, one per item, or [items, B, C, H, W])"
+        if several
+        else "[B, C, H, W]"
+    )
+    if several and isinstance(images, (list, tuple)):
+        if not images:
+            raise StimulusError(f"got an empty list of image batches; expected {takes}")
+        first: Any = images[0]
+    elif several and isinstance(images, Tensor) and images.ndim == 5:
+        first = images[0]
     else:
-        first = images[0] if len(images) else None
+        first = images
     if not isinstance(first, Tensor):
-        raise StimulusError(f"expected image tensors [B, C, H, W]; got {type(images).__name__}")
-    if first.ndim != 4 or not first.is_floating_point():
         raise StimulusError(
-            f"expected a floating-point image batch [B, C, H, W]; got shape {tuple(first.shape)}, "
-            f"dtype {first.dtype}. Add a batch dimension with x.unsqueeze(0) and normalise with "
-            "the model's transform."
+            f"expected an image tensor {takes}; got {type(images).__name__}"
+            + (f" of {type(first).__name__}" if first is not images else "")
+        )
+    if first.ndim != 4 or not first.is_floating_point():
+        hint = (
+            " A 5-D tensor is a sequence already: run it with model.forward_timesteps, or pass "
+            "its images [B, C, H, W]."
+            if first.ndim == 5
+            else " Add a batch dimension with x.unsqueeze(0)."
+            if first.ndim == 3
+            else ""
+        )
+        raise StimulusError(
+            f"expected a floating-point image batch {takes}; got shape {tuple(first.shape)}, "
+            f"dtype {first.dtype}. Normalise the images with the model's transform.{hint}"
         )
     return first
+
+
+def _check_index(index: Any) -> list[int]:
+    """``apply``'s ``index=``: one integer per image (a tensor of integers, a list, a range)."""
+    if isinstance(index, Tensor):
+        if (
+            index.ndim != 1
+            or index.is_floating_point()
+            or index.is_complex()
+            or (index.dtype == torch.bool)
+        ):
+            raise StimulusError(
+                f"index must be one integer per image ([B] integers); got a tensor of shape "
+                f"{tuple(index.shape)} and dtype {index.dtype}"
+            )
+        return [int(i) for i in index.tolist()]
+    if isinstance(index, (str, bytes, dict)) or not hasattr(index, "__iter__"):
+        raise StimulusError(
+            f"index must be one integer per image (a list, a range or a tensor [B]); got {index!r}"
+        )
+    out = []
+    for i, value in enumerate(index):
+        as_integer = as_int(value)
+        if as_integer is None:
+            raise StimulusError(
+                f"index[{i}] = {value!r} ({type(value).__name__}): image indices must be "
+                "integers (the images' positions in the stimulus set)"
+            )
+        out.append(as_integer)
+    return out
 
 
 def _check_like(name: str, value: Any, images: Tensor) -> Tensor:
     """An extra input of the same shape as the images ([C, H, W] broadcasts over the batch)."""
     if not isinstance(value, Tensor):
         raise StimulusError(f"{name} must be a tensor [B, C, H, W]; got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise StimulusError(
+            f"{name} has dtype {value.dtype}; give floating-point images normalised like the "
+            "target images (the model's transform), not raw pixel values"
+        )
     if value.ndim == 3:
         value = value.unsqueeze(0).expand_as(images)
     if tuple(value.shape) != tuple(images.shape):
@@ -474,8 +553,11 @@ def protocol_from_dict(record: dict[str, Any]) -> Protocol:
         raise StimulusError(f"not a protocol record (no 'protocol' key): {record!r}")
     fields = dict(record)
     name = fields.pop("protocol")
-    if name not in PROTOCOLS:
+    if not isinstance(name, str) or name not in PROTOCOLS:
         raise StimulusError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    bad_keys = [k for k in fields if not isinstance(k, str)]
+    if bad_keys:
+        raise StimulusError(f"{name} field names must be strings; got {bad_keys!r}")
     cls = PROTOCOLS[name]
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(fields) - known

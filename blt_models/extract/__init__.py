@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .._clock import ClockedModel
+from .._validate import check_output_location
 from ..errors import (
     ExtractionError,
     InvalidArgumentError,
@@ -204,6 +205,8 @@ def extract_features(
         compile,
     )
     backend = backend_of(out) if out is not None else None
+    if out is not None:
+        check_output_location(out, f"out={os.fspath(out)!r}", InvalidArgumentError)
     if backend is not None and plan.store_dtype == torch.bfloat16:
         if store_dtype is not None:
             raise InvalidArgumentError(
@@ -223,7 +226,7 @@ def extract_features(
 
     src = Source(
         source, batch_size, num_workers, make_transform, image_ids,
-        pin_memory=plan.device.type == "cuda",
+        pin_memory=plan.device.type == "cuda", outputs=[] if out is None else [out],
     )  # fmt: skip
     if transform is not None and not src.transform_applies:
         raise InvalidArgumentError(

@@ -249,10 +249,16 @@ def check_split(out: Path, metadata: dict[str, Any], world_size: int,
         except (OSError, KeyError, ValueError):
             continue  # being written, or unreadable: the shard's own rank deals with it
         got = (meta.get("shard") or {}).get("rows")
-        if got is not None and got != list(rows):
+        batch = meta.get("batch_size")
+        if got is not None and (got != list(rows) or batch != metadata.get("batch_size")):
+            held = (
+                f"holds images {got[0]} .. {got[1] - 1}, and this run gives rank {r} images "
+                f"{rows[0]} .. {rows[1] - 1}"
+                if got != list(rows)
+                else f"(rank {r}) holds the same images, but batch by batch of another size"
+            )
             raise OutputMismatchError(
-                f"the shard {str(path)!r} holds images {got[0]} .. {got[1] - 1}, and this run "
-                f"gives rank {r} images {rows[0]} .. {rows[1] - 1}: ranks split the source in "
+                f"the shard {str(path)!r} {held}: ranks split the source in "
                 f"whole batches, and the shards were written with batch_size="
                 f"{meta.get('batch_size')} (this run: batch_size={metadata.get('batch_size')}, "
                 f"{metadata.get('n_images')} images). Resume with the same batch_size and images, "

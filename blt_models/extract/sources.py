@@ -23,28 +23,73 @@ from ..errors import (
     UnreadableImageError,
 )
 
-__all__ = ["list_images", "Source", "file_fingerprint", "tensor_fingerprint", "same_image"]
+__all__ = [
+    "list_images",
+    "image_extensions",
+    "Source",
+    "file_fingerprint",
+    "tensor_fingerprint",
+    "same_image",
+]
 
 Batch = tuple[Tensor, list[str], list[str]]  # images [B, C, H, W], ids, fingerprints
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+def image_extensions() -> set[str]:
+    """File extensions (lower case, with the dot) of the formats PIL decodes.
+
+    PIL registers extensions for formats it only identifies (its "stub" plugins: HDF5's ``.h5``,
+    BUFR, GRIB, WMF outside Windows), whose files it cannot read as images: those are left out,
+    so a feature file ``feats.h5`` in a stimulus folder is not taken for an image.
+    """
+    from PIL import Image, ImageFile
+
+    Image.init()
+    exts = set()
+    for ext, fmt in Image.registered_extensions().items():
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        exts.add(ext.lower())
+    return exts
+
+
+def list_images(
+    folder: str | os.PathLike[str], exclude: Sequence[str | os.PathLike[str]] = ()
+) -> list[Path]:
     """Image files under ``folder`` (recursively, hidden files skipped), sorted by relative path.
+
+    Files are taken by their extension, for the formats PIL decodes (see
+    `image_extensions`): feature files (``.h5``), notes and other files are skipped.
+    ``exclude``: outputs of the run (a feature file ``feats.h5`` excludes itself and everything
+    named ``feats.h5.*`` next to it, e.g. its ``.shards`` folder), never read as inputs.
 
     Raises:
         NoImagesError: if there are none.
     """
-    from PIL import Image
-
     root = Path(folder)
     if not root.is_dir():
         raise NoImagesError(f"{str(root)!r} is not a folder")
-    exts = {e.lower() for e in Image.registered_extensions()}
+    exts = image_extensions()
+    outputs = [Path(p).absolute() for p in exclude]
+
+    def is_output(path: Path) -> bool:
+        path = path.absolute()
+        for out in outputs:
+            for part in (path, *path.parents):
+                if part.parent == out.parent and (
+                    part.name == out.name or part.name.startswith(out.name + ".")
+                ):
+                    return True
+        return False
+
     files: list[Path] = []
     others: list[Path] = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if outputs and is_output(path):
             continue
         (files if path.suffix.lower() in exts else others).append(path)
     if not files:
@@ -179,6 +224,7 @@ class Source:
         make_transform: Callable[[], Any],
         image_ids: Sequence[str] | None,
         pin_memory: bool,
+        outputs: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         from torch.utils.data import (
             BatchSampler,
@@ -205,9 +251,14 @@ class Source:
         # DataLoaders and Datasets of tensors go to the model as they are.
         self.transform_applies = False
 
+        if isinstance(source, str) and not source.strip():
+            raise InvalidArgumentError(
+                f"source = {source!r} is an empty string; name the folder of images (use '.' for the current "
+                "folder), or pass a list of image paths, a Dataset, a DataLoader or a tensor"
+            )
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             root = Path(source)
-            files = list_images(root)
+            files = list_images(root, exclude=outputs)
             self.kind, self.info = "folder", {"path": str(root.resolve())}
             self.ids = [p.relative_to(root).as_posix() for p in files]
             self.paths = [str(p) for p in files]
