@@ -12,8 +12,9 @@ re-run on the same file resumes after the last complete batch, after checking th
 already written are still the same (content fingerprints). Layout: ``docs/extraction.md``.
 
 The package: ``sources`` (stimuli -> batches, fingerprints), ``pooling``, ``stores`` (memory,
-HDF5, zarr behind one writer; reading back), ``result`` (:class:`ExtractedFeatures`), ``plan``
-(everything resolved once, and the loop).
+HDF5, zarr behind one writer; reading back), ``integrity`` (a file's layout and checksums checked
+before a row is read), ``result`` (:class:`ExtractedFeatures`), ``plan`` (everything resolved
+once, and the loop).
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def inspect_output(path: Path, backend: str) -> str:
                 keys = sorted(f.keys())
         except BlockingIOError:
             raise _in_use(path) from None
-        except OSError:
+        except Exception:  # noqa: BLE001 - OSError, or RuntimeError / KeyError of damaged HDF5
             if _contains_marker(path):
                 return "broken"
             raise OutputMismatchError(
@@ -637,25 +637,29 @@ class FileStore(Store):
 
 # ------------------------------------------------------------------------------ reading
 def _open_read(path: Path, backend: str) -> Any:
-    if backend == "h5":
-        h5py = require("h5py", "reading HDF5 features (.h5)")
+    """The store at ``path`` open for reading; a damaged one gives a named error."""
+    try:
+        if backend == "h5":
+            h5py = require("h5py", "reading HDF5 features (.h5)")
 
-        try:
             return h5py.File(path, "r")
-        except BlockingIOError:
-            raise _in_use(path) from None
-    zarr = require("zarr", "reading a zarr feature store (.zarr)")
+        zarr = require("zarr", "reading a zarr feature store (.zarr)")
 
-    return zarr.open_group(str(path), mode="r")
+        return zarr.open_group(str(path), mode="r")
+    except BlockingIOError:
+        raise _in_use(path) from None
+    except BltModelsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever h5py / zarr raise on a damaged file
+        raise library_error(path, err, "the file") from None
 
 
 def read_metadata(path: Path, backend: str) -> dict[str, Any]:
-    """The ``metadata`` attribute of a feature store (JSON), read without opening it for
-    writing."""
+    """The ``metadata`` attribute of a feature store, read without opening it for writing,
+    once the store is known to agree with itself (:func:`read_state`)."""
     root = _open_read(path, backend)
     try:
-        meta = root.attrs["metadata"]
-        return json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+        return read_state(path, root, backend).metadata
     finally:
         if backend == "h5":
             root.close()
@@ -961,12 +965,7 @@ def load_features(
         )
     if state == "absent":
         raise FileNotFoundError(f"no feature file at {str(path)!r} (an empty directory)")
-    try:
-        root = _open_read(path, backend)
-    except (BltModelsError, BlockingIOError):
-        raise
-    except Exception as err:  # noqa: BLE001 - damaged root metadata
-        raise library_error(path, err, "the file") from None
+    root = _open_read(path, backend)
     try:
         file_state = read_state(path, root, backend)
         if backend == "zarr":
