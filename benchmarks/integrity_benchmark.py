@@ -11,7 +11,9 @@ figures: they are the store's share alone. Runs alternate with / without, best o
 ``--repeats``; files are read back from the page cache, so reads measure CPU cost.
 
 Cases: unpooled maps (``[S, C, H, W]`` per layer: large rows) and average-pooled features
-(``[S, C]``: small rows, where per-row overhead shows).
+(``[S, C]``: small rows, where per-row overhead shows). ``--end-to-end N`` adds whole
+``extract_features`` runs (``blt_bl``, 4 layers, 10 steps, 64 px, every layer at every step,
+unpooled, N images) to HDF5 and zarr, with and without, so the share of a real run shows.
 
 Usage::
 
@@ -132,6 +134,31 @@ def read(path: Path, n: int, rng: np.random.Generator) -> dict[str, float]:
     return {"load": t_eager, "rows": t_rows, "last step": t_last}
 
 
+def end_to_end(folder: Path, args: argparse.Namespace) -> None:
+    import blt_models as bm
+    from blt_models.extract import extract_features
+
+    torch.manual_seed(0)
+    model = bm.create_model("blt_bl", num_layers=4, timesteps=10).eval()
+    model.pretrained_cfg = model.pretrained_cfg.replace(input_size=(3, 64, 64))
+    x = torch.randn(args.end_to_end, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    print(f"\nend to end: extract_features, {args.end_to_end} images, blt_bl 4 layers, 64 px")
+    for suffix in (".h5", ".zarr"):
+        best = {"with": float("inf"), "without": float("inf")}
+        for _ in range(args.repeats):
+            for mode in ("without", "with"):
+                path = folder / f"run-{mode}{suffix}"
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                ctx = without_integrity() if mode == "without" else contextlib.nullcontext()
+                with ctx:
+                    t0 = time.perf_counter()
+                    extract_features(model, x, out=path, batch_size=args.batch_size,
+                                     progress=False).load()  # fmt: skip
+                    best[mode] = min(best[mode], time.perf_counter() - t0)
+        w, wo = best["with"], best["without"]
+        print(f"  {suffix:5} write + load  with {w:.2f} s  without {wo:.2f} s  ratio {w / wo:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=128, help="images of the maps case")
@@ -140,10 +167,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="integrity-", dir=args.dir))
     try:
+        if args.end_to_end:
+            end_to_end(folder, args)
         for case, shapes in CASES.items():
             n = args.images if case == "maps" else args.pooled_images
             gen = torch.Generator().manual_seed(0)

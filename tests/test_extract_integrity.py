@@ -28,6 +28,7 @@ from blt_models.errors import (
     BltModelsError,
     CorruptFeatureFileError,
     FeatureWriteError,
+    MissingExtraError,
     OutputMismatchError,
 )
 from blt_models.extract import extract_features, load_features
@@ -429,6 +430,14 @@ extract_features(small_blt({T}), torch.zeros(3, 1, 32, 32), out={str(out)!r},
     assert not out.exists()  # nothing under the output's name ...
     res = extract_features(model, images, out=out, **KW)  # ... so the next run just runs
     assert res.num_images == 7
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_without_google_crc32c_nothing_is_created(model, images, tmp_path, monkeypatch, suffix):
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)
+    with pytest.raises(MissingExtraError, match=r"google-crc32c.*blt-models\[extract\]"):
+        extract_features(model, images, out=tmp_path / f"f{suffix}", **KW)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------ 4. random damage

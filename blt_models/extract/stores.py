@@ -38,6 +38,7 @@ from .integrity import (
     CHECKSUMS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    FileState,
     checksum_columns,
     library_error,
     metadata_checksum,
@@ -199,7 +200,7 @@ def missing_zarr_chunk(store: Path, arr: Any, rows: np.ndarray) -> str | None:
     return None
 
 
-def check_zarr_chunks(path: Path, root: Any, state: Any) -> None:
+def check_zarr_chunks(path: Path, root: Any, state: FileState) -> None:
     """Refuse a zarr feature store written with every chunk that lacks a chunk file of its
     first ``n_done`` rows: a copy or sync cut short (zarr would read the fill value)."""
     if not root.attrs.get("every_chunk_written"):
@@ -499,9 +500,11 @@ class FileStore(Store):
                 self._lay_out(metadata, shapes, n, batch_size, np_dtype)
                 self.root = None
             os.replace(tmp, self.path)  # also over the empty directory a zarr output may be
-        except (OSError, RuntimeError) as err:
+        except BaseException as err:
             self.close()
             _remove_quietly(tmp)
+            if not isinstance(err, (OSError, RuntimeError)) or isinstance(err, BltModelsError):
+                raise
             raise FeatureWriteError(
                 f"creating {str(self.path)!r} failed ({err}); nothing was left at that name, "
                 f"and {self._space_needed(0)}. Free space (or fix the disk) and run the same "
@@ -544,28 +547,29 @@ class FileStore(Store):
         self._create("steps", steps.shape, np.int64, steps.shape)
         self.arrays["steps"][:] = steps
 
-    def state(self) -> Any:
-        """The open store's :class:`~blt_models.extract.integrity.FileState`, checked (named
-        errors for a store that contradicts itself)."""
+    def state(self) -> FileState:
+        """The open store's state, checked (named errors for a store that contradicts
+        itself)."""
         state = read_state(self.path, self.root, self.backend)
         if self.backend == "zarr":
             check_zarr_chunks(self.path, self.root, state)
         return state
 
-    def written(self, state: Any) -> tuple[list[str], list[str]]:
+    def written(self, state: FileState) -> tuple[list[str], list[str]]:
         """Ids and fingerprints of the ``state.n_done`` images written, checked against their
         checksums (a file of format 4 or later)."""
         n = state.n_done
         try:
             ids = [_to_str(s) for s in self._array("image_ids")[:n]]
             fps = [_to_str(s) for s in self._array("fingerprints")[:n]]
-            table = np.asarray(self._array(CHECKSUMS)[:n]) if state.checksummed else None
+            columns = state.columns
+            table = np.asarray(self._array(CHECKSUMS)[:n]) if columns is not None else None
         except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on a damaged store
             raise library_error(self.path, err, "the ids and fingerprints") from None
-        if table is not None:
+        if table is not None and columns is not None:
             rows = np.arange(n)
             for name, values in (("image_ids", ids), ("fingerprints", fps)):
-                col = state.columns[name]
+                col = columns[name]
                 verify_rows(self.path, name, rows, string_checksums(values), table[:, col])
         return ids, fps
 
