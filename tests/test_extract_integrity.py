@@ -321,6 +321,14 @@ def test_swapped_chunks_are_refused(pristine, tmp_path, suffix):
             load_features(path, lazy=True)
 
 
+def test_an_array_removed_after_loading_is_named(pristine, tmp_path):
+    path = fresh(pristine, ".zarr", tmp_path)
+    lazy = load_features(path, lazy=True)["layer1"]
+    shutil.rmtree(path / "checksums")
+    with pytest.raises(CorruptFeatureFileError, match="checksums"):
+        lazy[0]
+
+
 def test_ids_changed_in_the_hdf5_heap_are_refused(pristine, model, images, tmp_path):
     """Variable-length strings live outside the chunks (no Fletcher-32): /checksums covers
     them."""
@@ -391,6 +399,23 @@ def test_full_disk_while_a_shard_is_created(model, images, small_disk):
     ballast.unlink()
     for rank in range(2):
         extract_features(model, images, out=out, rank=rank, world_size=2, **KW)
+    assert load_features(out).num_images == 7
+
+
+def test_full_disk_while_the_join_is_written(model, images, tmp_path, monkeypatch):
+    from blt_models.extract import shards
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "joined.h5"
+    extract_features(model, images, out=out, rank=0, world_size=2, **KW)
+    monkeypatch.setattr(shards, "write_new_file", full)
+    with pytest.raises(FeatureWriteError, match=r"the join .* needs about .* run any rank again"):
+        extract_features(model, images, out=out, rank=1, world_size=2, **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.h5.shards"]
+    monkeypatch.undo()
+    extract_features(model, images, out=out, rank=1, world_size=2, **KW)
     assert load_features(out).num_images == 7
 
 

@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..errors import CorruptFeatureFileError, InvalidArgumentError, OutputMismatchError
+from ..errors import (
+    CorruptFeatureFileError,
+    FeatureWriteError,
+    InvalidArgumentError,
+    OutputMismatchError,
+)
 from .integrity import CHECKSUMS, checksum_columns, metadata_checksum, read_state, write_new_file
 from .settings import SHARED_KEYS, differing
 
@@ -220,8 +225,15 @@ def join_if_complete(
             f.attrs["complete"] = True
             f.flush()
             image = f.id.get_file_image()
-        write_new_file(tmp, image)
-        os.replace(tmp, out)
+        try:
+            write_new_file(tmp, image)
+            os.replace(tmp, out)
+        except OSError as err:
+            raise FeatureWriteError(
+                f"writing the join {str(out)!r} failed ({err}); it needs about "
+                f"{len(image) / (1 << 20):.1f} MiB. Every shard is complete: free space (or fix "
+                "the disk) and run any rank again to write the join"
+            ) from err
     finally:
         tmp.unlink(missing_ok=True)
     return None

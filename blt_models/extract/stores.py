@@ -787,8 +787,9 @@ class LazyFeatures:
         except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on damaged chunks
             raise self._located(arr, rows, err, what) from None
 
-    def _read(self, root: Any, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
-        """``rest`` of the rows ``rows`` (sorted, distinct), each row checked first."""
+    def _read(self, checksums: Any, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
+        """``rest`` of the rows ``rows`` (sorted, distinct) of ``arr``, each row checked first
+        against its column of ``checksums`` (the array; None: a file without them)."""
         layer = self.key.split("/", 1)[-1]
         what = f"the features of layer {layer!r}"
         row_bytes = max(1, math.prod(self.shape[1:]) * self.np_dtype.itemsize)
@@ -798,8 +799,8 @@ class LazyFeatures:
             block = rows[i : i + per_block]
             self._check_chunks(arr, block)
             data = self._take_rows(arr, block, what)
-            if self.checksum_column is not None and len(block):
-                table = self._take_rows(root[CHECKSUMS], block, f"/{CHECKSUMS}")
+            if checksums is not None and len(block):
+                table = self._take_rows(checksums, block, f"/{CHECKSUMS}")
                 verify_rows(self.path, what, block, row_checksums(data),
                             table[:, self.checksum_column], self._shard_of if self.shards else None)  # fmt: skip
             parts.append(data[(slice(None), *rest)])
@@ -881,15 +882,16 @@ class LazyFeatures:
         try:
             try:
                 arr = root[self.key]
+                table = root[CHECKSUMS] if self.checksum_column is not None else None
             except Exception as err:  # noqa: BLE001 - a damaged or removed array
-                raise library_error(self.path, err, f"the array {self.key!r}") from None
+                raise library_error(self.path, err, f"the arrays of {self.key!r}") from None
             first = index[0] if index else slice(None)
             rest = self._basic(index[1:])
             if first is Ellipsis or first is None or rest is None:
                 # General numpy semantics on the rows that hold data (reads the whole array).
                 if first is not Ellipsis and first is not None:
                     self._rows(first)  # the row index's own checks and messages
-                full = self._read(root, arr, np.arange(self.n, dtype=np.int64), ())
+                full = self._read(table, arr, np.arange(self.n, dtype=np.int64), ())
                 try:
                     data = full[index]
                 except (IndexError, TypeError) as err:
@@ -899,14 +901,14 @@ class LazyFeatures:
             else:
                 rows = self._rows(first)
                 if isinstance(rows, slice):
-                    data = self._read(root, arr, np.arange(*rows.indices(self.n)), rest)
+                    data = self._read(table, arr, np.arange(*rows.indices(self.n)), rest)
                 elif isinstance(rows, np.ndarray):
                     # Rows in any order with repeats: each distinct row read once, in order.
                     uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
-                    data = self._read(root, arr, uniq, rest)[inverse.reshape(-1)]
+                    data = self._read(table, arr, uniq, rest)[inverse.reshape(-1)]
                     data = data.reshape(*rows.shape, *data.shape[1:])
                 else:
-                    data = self._read(root, arr, np.asarray([rows], dtype=np.int64), rest)[0]
+                    data = self._read(table, arr, np.asarray([rows], dtype=np.int64), rest)[0]
         except BlockingIOError:  # a shard of a join held open for writing by another process
             raise _in_use(self.path) from None
         finally:
