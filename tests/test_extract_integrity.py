@@ -321,6 +321,23 @@ def test_swapped_chunks_are_refused(pristine, tmp_path, suffix):
             load_features(path, lazy=True)
 
 
+def test_reads_in_blocks_check_every_block(pristine, tmp_path, monkeypatch):
+    from blt_models.extract import stores
+
+    monkeypatch.setattr(stores, "READ_BLOCK_BYTES", 1)  # one row per block
+    for suffix in SUFFIXES:
+        want = pristine[suffix][1]
+        got = load_features(pristine[suffix][0], lazy=True)
+        for name in want.layers:
+            assert torch.equal(got[name][:], want[name])
+            assert torch.equal(got[name][1:6:2, -1], want[name][1:6:2, -1])
+            assert torch.equal(got[name][[5, 0, 5]], want[name][[5, 0, 5]])
+        path = fresh(pristine, suffix, tmp_path)
+        swap_chunks(path, "features/layer1", 0, 2)
+        with pytest.raises(CorruptFeatureFileError, match="at rows 0 do not match"):
+            load_features(path, lazy=True)["layer1"][:, 0]
+
+
 def test_an_array_removed_after_loading_is_named(pristine, tmp_path):
     path = fresh(pristine, ".zarr", tmp_path)
     lazy = load_features(path, lazy=True)["layer1"]

@@ -794,7 +794,7 @@ class LazyFeatures:
         what = f"the features of layer {layer!r}"
         row_bytes = max(1, math.prod(self.shape[1:]) * self.np_dtype.itemsize)
         per_block = max(1, READ_BLOCK_BYTES // row_bytes)
-        parts = []
+        out = None  # filled block by block (no second copy of a large read)
         for i in range(0, max(len(rows), 1), per_block):
             block = rows[i : i + per_block]
             self._check_chunks(arr, block)
@@ -803,8 +803,14 @@ class LazyFeatures:
                 table = self._take_rows(checksums, block, f"/{CHECKSUMS}")
                 verify_rows(self.path, what, block, row_checksums(data),
                             table[:, self.checksum_column], self._shard_of if self.shards else None)  # fmt: skip
-            parts.append(data[(slice(None), *rest)])
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            part = data[(slice(None), *rest)]
+            if len(rows) <= per_block:
+                return part
+            if out is None:
+                out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+            out[i : i + len(block)] = part
+        assert out is not None
+        return out
 
     @property
     def ndim(self) -> int:
