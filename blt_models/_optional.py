@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("matplotlib", "plot"),
     "h5py": ("h5py", "extract"),
     "zarr": ("zarr", "extract"),
+    "google_crc32c": ("google-crc32c", "extract"),
     "rsatoolbox": ("rsatoolbox", "analysis"),
     "scipy": ("scipy", "analysis"),
     "sklearn": ("scikit-learn", "analysis"),

@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "ConfigValueError",
+    "CorruptFeatureFileError",
     "ExtractionError",
     "FeatureIndexError",
     "FeatureWriteError",
@@ -171,6 +172,13 @@ class NoImagesError(ExtractionError):
 
 class OutputMismatchError(ExtractionError):
     """An existing output file written with other settings (model, layers, steps, images...)."""
+
+
+class CorruptFeatureFileError(OutputMismatchError):
+    """A feature file that contradicts itself or fails its checksums: a layer, counter or id
+    missing or of the wrong shape / dtype / type, or rows that changed since they were written
+    (bit rot, swapped chunk files, a shard rewritten after the join). The message names the
+    file, the field or rows, and what was expected."""
 
 
 class InvalidArgumentError(ExtractionError, TypeError):

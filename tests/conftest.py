@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import pytest
 import torch
@@ -22,6 +23,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 4 MiB filesystem (a tmpfs) for full-disk tests; skipped where it cannot be
+    mounted (not root, or no mount permission in a container)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                        capture_output=True).returncode  # fmt: skip
+    if rc != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

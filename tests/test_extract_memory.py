@@ -136,7 +136,7 @@ def test_file_with_the_format2_hash_is_refused(tmp_path, suffix):
         extract_features(model, x, out=out, **kwargs)
     res = extract_features(model, x, out=out, overwrite=True, **kwargs)
     assert res.metadata["weights_sha256"] == documented_sha256(model)
-    assert res.metadata["format_version"] == stores_mod.FORMAT_VERSION == 3
+    assert res.metadata["format_version"] == stores_mod.FORMAT_VERSION == 4
 
 
 # ------------------------------------------------------------------ HDF5 chunk cache

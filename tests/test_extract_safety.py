@@ -348,7 +348,7 @@ def test_zarr_store_missing_a_chunk_is_refused_not_read_as_zeros(model, images, 
     assert torch.count_nonzero(load_features(out).load()["layer3"]) == 0
     chunk = next(p for p in sorted((out / "features" / "layer1" / "c").rglob("*")) if p.is_file())
     chunk.unlink()  # an interrupted copy or sync
-    with pytest.raises(bm.OutputMismatchError, match="truncated or corrupt"):
+    with pytest.raises(bm.OutputMismatchError, match=r"lacks the chunk file .* truncated"):
         load_features(out)
     with pytest.raises(bm.OutputMismatchError, match="overwrite=True"):
         extract_features(model, images, **kw)
@@ -359,7 +359,7 @@ def test_zarr_store_missing_a_chunk_is_refused_not_read_as_zeros(model, images, 
         lazy[:2]
     extract_features(model, images, overwrite=True, **kw)
     (out / "image_ids" / "c" / "0").unlink()
-    with pytest.raises(bm.OutputMismatchError, match="truncated or corrupt"):
+    with pytest.raises(bm.OutputMismatchError, match=r"lacks the chunk file image_ids/c/0"):
         load_features(out, lazy=True)
 
 
@@ -508,20 +508,6 @@ def test_write_error_leaves_a_resumable_file(model, images, tmp_path, monkeypatc
     res = extract_features(model, images, out=out, **kw).load()
     for name in res.layers:
         assert torch.equal(res[name], whole[name])
-
-
-@pytest.fixture()
-def small_disk(tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                        capture_output=True).returncode  # fmt: skip
-    if rc != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
 
 
 def _size(path: Path) -> int:

@@ -12,8 +12,9 @@ re-run on the same file resumes after the last complete batch, after checking th
 already written are still the same (content fingerprints). Layout: ``docs/extraction.md``.
 
 The package: ``sources`` (stimuli -> batches, fingerprints), ``pooling``, ``stores`` (memory,
-HDF5, zarr behind one writer; reading back), ``result`` ([`ExtractedFeatures`][blt_models.ExtractedFeatures]), ``plan``
-(everything resolved once, and the loop).
+HDF5, zarr behind one writer; reading back), ``integrity`` (a file's layout and checksums checked
+before a row is read), ``result`` ([`ExtractedFeatures`][blt_models.ExtractedFeatures]), ``plan`` (everything resolved
+once, and the loop).
 """
 
 from __future__ import annotations
@@ -421,7 +422,7 @@ def _extract(
     stream = itertools.chain([head] if head is not None else [], batches)
     try:
         store.open()
-        store.start_writing(plan.shapes, batch_size, plan.store_dtype)
+        store.start_writing(plan.shapes, batch_size, plan.store_dtype, src.n)
         run(plan, stream, store, start, src.n, progress, offset=src.offset)
         store.finish()
     finally:
@@ -449,15 +450,14 @@ def _prepare_file(
             "or a disk that failed while it was written); pass overwrite=True (CLI: --overwrite) "
             "to extract it again"
         )
+    if state == "absent":
+        np_dtype = np.dtype(str(plan.store_dtype).replace("torch.", ""))
+        store.create(metadata, plan.shapes, src.n, batch_size, np_dtype)
+        return 0, None
     store.open()
     try:
-        if state == "absent":
-            np_dtype = np.dtype(str(plan.store_dtype).replace("torch.", ""))
-            store.create(metadata, plan.shapes, src.n, batch_size, np_dtype)
-            return 0, None
-        existing = store.attrs()
-        assert existing is not None
-        old = existing["metadata"]
+        existing = store.state()  # a store that contradicts itself is refused by name
+        old = existing.metadata
         differ = differing(old, metadata, RESUME_KEYS)
         if differ:
             raise OutputMismatchError(
@@ -465,8 +465,8 @@ def _prepare_file(
                 f"({differ}); pass overwrite=True (CLI: --overwrite) to "
                 "replace it, or choose another output"
             )
-        n_done = existing["n_done"]
-        ids, fps = store.written(n_done)
+        n_done = existing.n_done
+        ids, fps = store.written(existing)
         # Default ids are the positions: a file written with image_ids= is not this source.
         expected = src.ids[:n_done] if src.ids is not None else [str(i) for i in range(n_done)]
         if ids != expected:
@@ -476,7 +476,7 @@ def _prepare_file(
             )
         if src.cheap_fingerprints:
             check_fingerprints(path, ids, fps, src.fingerprints(0, n_done))
-        return (None if existing["complete"] else n_done), (ids, fps)
+        return (None if existing.complete else n_done), (ids, fps)
     finally:
         store.close()
 

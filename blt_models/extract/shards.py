@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..errors import InvalidArgumentError, OutputMismatchError
+from ..errors import (
+    CorruptFeatureFileError,
+    FeatureWriteError,
+    InvalidArgumentError,
+    OutputMismatchError,
+)
+from .integrity import CHECKSUMS, checksum_columns, metadata_checksum, read_state, write_new_file
 from .settings import SHARED_KEYS, differing
 
 __all__ = ["resolve_ranks", "split_rows", "shard_path", "join_if_complete", "check_shards"]
@@ -105,10 +111,12 @@ def _shard_state(
         return "missing"
     try:
         with h5py.File(path, "r") as f:
-            meta = _read_meta(f)
-            n_done, complete = int(f.attrs.get("n_done", 0)), bool(f.attrs.get("complete", False))
+            state = read_state(path, f, "h5")
+            meta, n_done, complete = state.metadata, state.n_done, state.complete
     except BlockingIOError:
         return "still being written by another process"
+    except CorruptFeatureFileError as err:
+        return f"damaged ({err})"
     except (OSError, KeyError, ValueError):
         return "unreadable"
     differ = differing(meta, metadata, SHARED_KEYS)
@@ -170,11 +178,16 @@ def join_if_complete(
     joined = dict(metadata, shards={"world_size": world_size, "files": files})
     tmp = out.with_name(f".{out.name}.join-{os.getpid()}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["metadata"] = json.dumps(joined)  # first: whose file it is (inspect_output)
+        # Built in memory and written with one plain write (HDF5 cannot recover from a write
+        # that fails half-way), under a temporary name.
+        with h5py.File(str(tmp), "w", driver="core", backing_store=False) as f:
+            text = json.dumps(joined)
+            f.attrs["metadata"] = text  # first: whose file it is (inspect_output)
+            f.attrs["metadata_crc32c"] = metadata_checksum(json.loads(text))
             f.attrs["n_done"], f.attrs["complete"] = n, False
             ids: list[Any] = []
             fps: list[Any] = []
+            sums: list[np.ndarray] = []
             for r, rows in parts:
                 with h5py.File(shard_path(out, r, world_size), "r") as s:
                     shard_ids = [_str(v) for v in s["image_ids"][: rows[1] - rows[0]]]
@@ -183,6 +196,9 @@ def join_if_complete(
                         check(r, rows[0], shard_ids, shard_fps)
                     ids += shard_ids
                     fps += shard_fps
+                    # The rows' checksums as the shard wrote them: a shard row rewritten after
+                    # the join no longer matches them.
+                    sums.append(np.asarray(s[CHECKSUMS][: rows[1] - rows[0]]))
                     if r == parts[0][0]:
                         steps = s["steps"][:]
                         specs = {
@@ -200,9 +216,24 @@ def join_if_complete(
             for key, values in (("image_ids", ids), ("fingerprints", fps)):
                 f.create_dataset(key, data=np.asarray(values, dtype=object),
                                  dtype=h5py.string_dtype())  # fmt: skip
-            f.create_dataset("steps", data=steps)
+            table = np.concatenate(sums)
+            columns = checksum_columns(metadata["layers"])
+            ds = f.create_dataset(CHECKSUMS, data=table, chunks=(min(4096, n), len(columns)),
+                                  fletcher32=True)  # fmt: skip
+            ds.attrs["columns"] = columns
+            f.create_dataset("steps", data=steps, chunks=steps.shape, fletcher32=True)
             f.attrs["complete"] = True
-        os.replace(tmp, out)
+            f.flush()
+            image = f.id.get_file_image()
+        try:
+            write_new_file(tmp, image)
+            os.replace(tmp, out)
+        except OSError as err:
+            raise FeatureWriteError(
+                f"writing the join {str(out)!r} failed ({err}); it needs about "
+                f"{len(image) / (1 << 20):.1f} MiB. Every shard is complete: free space (or fix "
+                "the disk) and run any rank again to write the join"
+            ) from err
     finally:
         tmp.unlink(missing_ok=True)
     return None

@@ -25,12 +25,28 @@ from torch import Tensor
 
 from .._optional import require
 from ..errors import (
+    BltModelsError,
+    CorruptFeatureFileError,
     ExtractionError,
     FeatureIndexError,
     FeatureWriteError,
     OutputInUseError,
     OutputMismatchError,
     UnknownLayerError,
+)
+from .integrity import (
+    CHECKSUMS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FileState,
+    checksum_columns,
+    library_error,
+    metadata_checksum,
+    read_state,
+    row_checksums,
+    string_checksums,
+    verify_rows,
+    write_new_file,
 )
 from .result import ExtractedFeatures
 
@@ -45,8 +61,6 @@ __all__ = [
     "backend_of",
 ]
 
-FORMAT_NAME = "blt-models-features"
-FORMAT_VERSION = 3  # 2: fingerprints, provenance; 3: streamed weights_sha256, first_input, shards
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_SUFFIXES = (".zarr",)
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -136,7 +150,7 @@ def inspect_output(path: Path, backend: str) -> str:
                 keys = sorted(f.keys())
         except BlockingIOError:
             raise _in_use(path) from None
-        except OSError:
+        except Exception:  # noqa: BLE001 - OSError, or RuntimeError / KeyError of damaged HDF5
             if _contains_marker(path):
                 return "broken"
             raise OutputMismatchError(
@@ -164,9 +178,7 @@ def inspect_output(path: Path, backend: str) -> str:
         raise OutputMismatchError(f"{str(path)!r} has an unreadable zarr.json; {fix}") from None
     meta = attrs.get("metadata")
     if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME:
-        if attrs.get("every_chunk_written") and _zarr_store_cut_short(path, int(attrs["n_done"])):
-            return "broken"
-        return "ours"
+        return "ours"  # whether it agrees with itself: read_state, check_zarr_chunks
     raise OutputMismatchError(f"{str(path)!r} is a zarr store of another kind; {not_ours}{fix}")
 
 
@@ -188,24 +200,22 @@ def missing_zarr_chunk(store: Path, arr: Any, rows: np.ndarray) -> str | None:
     return None
 
 
-def _zarr_store_cut_short(path: Path, n_done: int) -> bool:
-    """Whether a zarr feature store lacks a chunk of its first ``n_done`` rows (or its arrays'
-    metadata): a copy cut short."""
-    zarr = require("zarr", "reading a zarr feature store (.zarr)")
-    try:
-        root = zarr.open_group(str(path), mode="r")
-        arrays = [
-            root["image_ids"],
-            root["fingerprints"],
-            *dict(root["features"].arrays()).values(),
-        ]
-    except (OSError, KeyError, ValueError, TypeError):
-        return True
-    for arr in arrays:
-        rows = np.arange(min(n_done, arr.shape[0]), dtype=np.int64)
-        if missing_zarr_chunk(path, arr, rows) is not None:
-            return True
-    return False
+def check_zarr_chunks(path: Path, root: Any, state: FileState) -> None:
+    """Refuse a zarr feature store written with every chunk that lacks a chunk file of its
+    first ``n_done`` rows: a copy or sync cut short (zarr would read the fill value)."""
+    if not root.attrs.get("every_chunk_written"):
+        return
+    names = [f"features/{name}" for name in state.metadata["layers"]]
+    names += ["image_ids", "fingerprints"] + ([CHECKSUMS] if state.checksummed else [])
+    for name in names:
+        arr = root[name]
+        missing = missing_zarr_chunk(path, arr, np.arange(state.n_done, dtype=np.int64))
+        if missing is not None:
+            raise CorruptFeatureFileError(
+                f"{str(path)!r} lacks the chunk file {missing} of its first {state.n_done} "
+                "images: the store is truncated (a copy or sync cut short, a clean-up); "
+                "extract it again with overwrite=True (CLI: --overwrite)"
+            )
 
 
 def remove_store(path: Path, with_shards: bool = False) -> None:
@@ -313,9 +323,21 @@ def _rows_per_chunk(bytes_per_image: int, batch_size: int, target: int) -> int:
     return best
 
 
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 class FileStore(Store):
     """One HDF5 file or zarr store: ``features/<layer>`` arrays ``[N, S, ...]``, ``image_ids``,
-    ``fingerprints``, ``steps``, and attributes ``metadata`` (JSON), ``n_done``, ``complete``.
+    ``fingerprints``, ``steps``, ``checksums``, and attributes ``metadata`` (JSON),
+    ``metadata_crc32c``, ``n_done``, ``complete``.
 
     Arrays are created at their full length when the number of images is known (a batch then
     writes chunks and one attribute, no shape change); rows past ``n_done`` are not data.
@@ -327,6 +349,19 @@ class FileStore(Store):
         self.arrays: dict[str, Any] = {}
         self.buffers: dict[str, Tensor] = {}
         self.np_dtype: np.dtype | None = None
+        self.n: int | None = None  # images of the run (None: unknown)
+        self.bytes_per_image = 0
+
+    def _space_needed(self, start: int, b: int = 0) -> str:
+        """How much space the rest of the run needs, and how much its disk has free."""
+        left = None if self.n is None else self.n - start
+        need = (left if left is not None else b) * self.bytes_per_image
+        try:
+            free = f" ({_mib(shutil.disk_usage(self.path.parent).free)} free on its disk)"
+        except OSError:
+            free = ""
+        what = f"the {left} images left" if left is not None else "this batch"
+        return f"it needs about {_mib(need)} more for {what}{free}"
 
     # -- opening
     def open(self) -> None:
@@ -387,17 +422,23 @@ class FileStore(Store):
 
     # -- arrays
     def _create(self, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]):
+        """An array with the format's own checksum on every chunk: Fletcher-32 in HDF5 (which
+        filters no variable-length strings: ids and fingerprints are covered by /checksums),
+        CRC-32C after zstd in zarr."""
         if self.backend == "h5":
             h5py = require("h5py", "writing features to HDF5 (.h5)")
 
             self.arrays[name] = self.root.create_dataset(
                 name, shape=shape, maxshape=(None, *shape[1:]), chunks=chunks,
-                dtype=h5py.string_dtype() if dtype is str else dtype,
+                dtype=h5py.string_dtype() if dtype is str else dtype, fletcher32=dtype is not str,
             )  # fmt: skip
         else:
+            zarr = require("zarr", "writing features to a zarr store (.zarr)")
+
             self.arrays[name] = self.root.create_array(
                 name, shape=shape, chunks=chunks, dtype=dtype,
                 fill_value="" if dtype is str else None,
+                compressors=(zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()),
             )  # fmt: skip
 
     def _array(self, name: str) -> Any:
@@ -429,10 +470,65 @@ class FileStore(Store):
         self, metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], n: int | None,
         batch_size: int, np_dtype: np.dtype,
     ) -> None:  # fmt: skip
-        """Lay out a new store (the arrays, ``steps``, the attributes) and flush it."""
+        """Lay out a new store (the arrays, ``steps``, the attributes) under a temporary name
+        next to ``path``, and rename it into place once complete: a run that dies (or a disk
+        that fills up) while the store is created leaves nothing at ``path``.
+
+        HDF5 builds the file in memory and writes it with one plain write: HDF5 cannot recover
+        from a write that fails half-way (a full disk during creation crashed the process).
+        The store is closed afterwards; `open` it to write batches.
+        """
+        self._sizes(shapes, n, np_dtype)
+        tmp = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
+        _remove_quietly(tmp)  # left by a process of this id that died (ids are reused)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.backend == "h5":
+                h5py = require("h5py", "writing features to HDF5 (.h5)")
+
+                self.root = h5py.File(str(tmp), "w", driver="core", backing_store=False)
+                self._lay_out(metadata, shapes, n, batch_size, np_dtype)
+                self.root.flush()
+                image = self.root.id.get_file_image()
+                self.root.close()
+                self.root = None
+                write_new_file(tmp, image)
+            else:
+                zarr = require("zarr", "writing features to a zarr store (.zarr)")
+
+                self.root = zarr.open_group(str(tmp), mode="w")
+                self._lay_out(metadata, shapes, n, batch_size, np_dtype)
+                self.root = None
+            os.replace(tmp, self.path)  # also over the empty directory a zarr output may be
+        except BaseException as err:
+            self.close()
+            _remove_quietly(tmp)
+            if not isinstance(err, (OSError, RuntimeError)) or isinstance(err, BltModelsError):
+                raise
+            raise FeatureWriteError(
+                f"creating {str(self.path)!r} failed ({err}); nothing was left at that name, "
+                f"and {self._space_needed(0)}. Free space (or fix the disk) and run the same "
+                "extraction again"
+            ) from err
+        finally:
+            self.root, self.arrays = None, {}
+
+    def _sizes(self, shapes: dict[str, tuple[int, ...]], n: int | None, dtype: np.dtype) -> None:
+        """Remember the run's length and bytes per image (features, checksums, ids)."""
+        self.n = n
+        per_image = sum(math.prod(shape) for shape in shapes.values()) * dtype.itemsize
+        self.bytes_per_image = per_image + 4 * (len(shapes) + 2) + 160
+
+    def _lay_out(
+        self, metadata: dict[str, Any], shapes: dict[str, tuple[int, ...]], n: int | None,
+        batch_size: int, np_dtype: np.dtype,
+    ) -> None:  # fmt: skip
         # The attributes first: they then sit at the start of an HDF5 file, where even a copy
         # cut short still shows whose file it is (see inspect_output).
         self.set_attrs(metadata=metadata, n_done=0, complete=False)
+        stored = self.attrs()
+        assert stored is not None  # the checksum of the metadata as it reads back
+        self.set_attrs(metadata_crc32c=metadata_checksum(stored["metadata"]))
         if self.backend == "zarr":
             self.set_attrs(every_chunk_written=True)
         target = (4 << 20) if self.backend == "h5" else (16 << 20)
@@ -444,24 +540,46 @@ class FileStore(Store):
             self.arrays[f"features/{name}"].attrs["first_step"] = metadata["first_step"][name]
         for name in ("image_ids", "fingerprints"):
             self._create(name, (length,), str, (4096,))
+        columns = checksum_columns(list(shapes))
+        self._create(CHECKSUMS, (length, len(columns)), np.uint32, (4096, len(columns)))
+        self.arrays[CHECKSUMS].attrs["columns"] = columns
         steps = np.asarray(metadata["steps"], dtype=np.int64)
-        if self.backend == "h5":
-            self.root.create_dataset("steps", data=steps)
-        else:
-            self.root.create_array("steps", data=steps)
-        self.flush()
+        self._create("steps", steps.shape, np.int64, steps.shape)
+        self.arrays["steps"][:] = steps
 
-    def written(self, n_done: int) -> tuple[list[str], list[str]]:
-        """Ids and fingerprints of the first ``n_done`` images."""
-        ids = [_to_str(s) for s in self._array("image_ids")[:n_done]]
-        fps = [_to_str(s) for s in self._array("fingerprints")[:n_done]]
+    def state(self) -> FileState:
+        """The open store's state, checked (named errors for a store that contradicts
+        itself)."""
+        state = read_state(self.path, self.root, self.backend)
+        if self.backend == "zarr":
+            check_zarr_chunks(self.path, self.root, state)
+        return state
+
+    def written(self, state: FileState) -> tuple[list[str], list[str]]:
+        """Ids and fingerprints of the ``state.n_done`` images written, checked against their
+        checksums (a file of format 4 or later)."""
+        n = state.n_done
+        try:
+            ids = [_to_str(s) for s in self._array("image_ids")[:n]]
+            fps = [_to_str(s) for s in self._array("fingerprints")[:n]]
+            columns = state.columns
+            table = np.asarray(self._array(CHECKSUMS)[:n]) if columns is not None else None
+        except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on a damaged store
+            raise library_error(self.path, err, "the ids and fingerprints") from None
+        if table is not None and columns is not None:
+            rows = np.arange(n)
+            for name, values in (("image_ids", ids), ("fingerprints", fps)):
+                col = columns[name]
+                verify_rows(self.path, name, rows, string_checksums(values), table[:, col])
         return ids, fps
 
     # -- the run
     def start_writing(
-        self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype: torch.dtype
-    ) -> None:
+        self, shapes: dict[str, tuple[int, ...]], batch_size: int, dtype: torch.dtype,
+        n: int | None = None,
+    ) -> None:  # fmt: skip
         self.np_dtype = np.dtype(str(dtype).replace("torch.", ""))
+        self._sizes(shapes, n, self.np_dtype)
         self.buffers = {k: torch.empty((batch_size, *s), dtype=dtype) for k, s in shapes.items()}
 
     def rows(self, start: int, b: int) -> dict[str, Tensor]:
@@ -475,11 +593,16 @@ class FileStore(Store):
         try:
             if self.backend == "h5":
                 self._reserve(b)
+            sums = []
             for name, buffer in self.buffers.items():
-                self._write(f"features/{name}", start, buffer[:b].numpy())
+                values = buffer[:b].numpy()
+                sums.append(row_checksums(values))
+                self._write(f"features/{name}", start, values)
             kind = object if self.backend == "h5" else str
             self._write("image_ids", start, np.asarray(ids, dtype=kind))
             self._write("fingerprints", start, np.asarray(fingerprints, dtype=kind))
+            sums += [string_checksums(ids), string_checksums(fingerprints)]
+            self._write(CHECKSUMS, start, np.stack(sums, axis=1))
             self.flush()  # the batch's data is on disk ...
             self.set_attrs(n_done=start + b)  # ... before the count says so
             self.flush()
@@ -487,8 +610,8 @@ class FileStore(Store):
             self.close()
             raise FeatureWriteError(
                 f"writing {str(self.path)!r} failed ({err}); it keeps the {start} images "
-                "written before this batch. Free space (or fix the disk) and run the same "
-                "extraction again to resume after them"
+                f"written before this batch, and {self._space_needed(start, b)}. Free space (or "
+                "fix the disk) and run the same extraction again to resume after them"
             ) from err
 
     def _reserve(self, b: int) -> None:
@@ -518,25 +641,29 @@ class FileStore(Store):
 
 # ------------------------------------------------------------------------------ reading
 def _open_read(path: Path, backend: str) -> Any:
-    if backend == "h5":
-        h5py = require("h5py", "reading HDF5 features (.h5)")
+    """The store at ``path`` open for reading; a damaged one gives a named error."""
+    try:
+        if backend == "h5":
+            h5py = require("h5py", "reading HDF5 features (.h5)")
 
-        try:
             return h5py.File(path, "r")
-        except BlockingIOError:
-            raise _in_use(path) from None
-    zarr = require("zarr", "reading a zarr feature store (.zarr)")
+        zarr = require("zarr", "reading a zarr feature store (.zarr)")
 
-    return zarr.open_group(str(path), mode="r")
+        return zarr.open_group(str(path), mode="r")
+    except BlockingIOError:
+        raise _in_use(path) from None
+    except BltModelsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever h5py / zarr raise on a damaged file
+        raise library_error(path, err, "the file") from None
 
 
 def read_metadata(path: Path, backend: str) -> dict[str, Any]:
-    """The ``metadata`` attribute of a feature store (JSON), read without opening it for
-    writing."""
+    """The ``metadata`` attribute of a feature store, read without opening it for writing,
+    once the store is known to agree with itself (`read_state`)."""
     root = _open_read(path, backend)
     try:
-        meta = root.attrs["metadata"]
-        return json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+        return read_state(path, root, backend).metadata
     finally:
         if backend == "h5":
             root.close()
@@ -557,6 +684,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+#: Bytes of full rows a lazy read holds at once to check them against their checksums.
+READ_BLOCK_BYTES = 64 << 20
+
+
 class LazyFeatures:
     """One layer of a feature file, read on indexing: ``lazy[10:20]`` reads 10 images.
 
@@ -564,18 +695,24 @@ class LazyFeatures:
     negative ints, slices with any step, integer arrays in any order and with repeats, boolean
     masks of length ``N``, numpy or torch) and returns tensors; floats, wrong-length masks and
     out-of-range rows raise [`FeatureIndexError`][blt_models.errors.FeatureIndexError] (an ``IndexError``).
-    ``load()`` reads the whole array. The file is opened for each read.
+    ``load()`` reads the whole array. The file is opened for each read, and every row read is
+    checked against its checksum (a file of format 4 or later) before any of it is returned,
+    whole rows at a time (at most ``READ_BLOCK_BYTES`` of them at once).
     """
 
     def __init__(
         self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any,
         files: dict[str, tuple[int, ...]] | None = None, every_chunk_written: bool = False,
+        checksum_column: int | None = None, shards: list[dict[str, Any]] | None = None,
     ) -> None:  # fmt: skip
         self.path, self.backend, self.key, self.n = path, backend, key, n
         self.every_chunk_written = every_chunk_written  # a zarr store: a missing chunk is damage
         self.shape = (n, *shape)
+        self.np_dtype = np.dtype(dtype)
         self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
         self.files = files or {}  # {file: identity} as loaded: the file, and a join's shards
+        self.checksum_column = checksum_column  # of /checksums; None: a file without them
+        self.shards = shards or []  # a join's shard files (metadata["shards"]["files"])
 
     def _check_unchanged(self) -> None:
         """Refuse to read if the file (or a shard of a join) was replaced, moved or rewritten
@@ -587,23 +724,93 @@ class LazyFeatures:
                     "being rewritten); load_features it again"
                 )
 
-    def _check_chunks(self, arr: Any, rows: int | slice | np.ndarray | None) -> None:
+    def _check_chunks(self, arr: Any, rows: np.ndarray) -> None:
         """A zarr store written with every chunk: refuse a read whose chunks went missing since
-        loading (zarr would read zeros). ``rows``: what the read takes (None: all)."""
+        loading (zarr would read zeros)."""
         if not self.every_chunk_written:
             return
-        if rows is None:
-            wanted = np.arange(self.n, dtype=np.int64)
-        elif isinstance(rows, slice):
-            wanted = np.arange(*rows.indices(self.n), dtype=np.int64)
-        else:
-            wanted = np.asarray(rows, dtype=np.int64).reshape(-1)
-        missing = missing_zarr_chunk(self.path, arr, wanted)
+        missing = missing_zarr_chunk(self.path, arr, rows)
         if missing:
             raise OutputMismatchError(
                 f"{str(self.path)!r} lost the chunk {missing} since it was loaded (a sync or a "
                 "clean-up); extract it again with overwrite=True"
             )
+
+    def _shard_of(self, row: int) -> str:
+        for info in self.shards:
+            if info["rows"][0] <= row < info["rows"][1]:
+                return f"the shard {str(self.path.parent / info['path'])!r}"
+        return "the file"
+
+    def _located(self, arr: Any, rows: np.ndarray, err: BaseException, what: str) -> Exception:
+        """The named error for a failed read of ``rows``: which chunk (or shard) fails."""
+        if isinstance(err, (BltModelsError, BlockingIOError)):
+            return err
+        chunks = getattr(arr, "chunks", None) if not getattr(arr, "is_virtual", False) else None
+        if chunks:  # the first chunk of the rows that fails on its own
+            k = int(chunks[0])
+            for c in np.unique(rows // k).tolist():
+                lo, hi = c * k, min((c + 1) * k, int(arr.shape[0]))
+                try:
+                    arr[lo:hi]
+                except Exception:  # noqa: BLE001
+                    if self.backend == "zarr":
+                        key = arr.metadata.encode_chunk_key((c, *[0] * (arr.ndim - 1)))
+                        place = f"the chunk file {arr.path}/{key}"
+                    else:
+                        place = "their HDF5 chunk"
+                    return library_error(self.path, err, f"{what}, rows {lo} .. {hi - 1} ({place})")
+        for info in self.shards:
+            lo, hi = info["rows"]
+            if ((rows >= lo) & (rows < hi)).any():
+                try:
+                    arr[lo:hi]
+                except Exception:  # noqa: BLE001
+                    return library_error(
+                        self.path, err, f"{what}, rows {lo} .. {hi - 1} ({self._shard_of(lo)})"
+                    )
+        span = f"rows {int(rows[0])} .. {int(rows[-1])}" if len(rows) else "rows"
+        return library_error(self.path, err, f"{what}, {span}")
+
+    def _take_rows(self, arr: Any, rows: np.ndarray, what: str) -> np.ndarray:
+        """Whole rows ``rows`` (sorted, distinct) of ``arr``: one slice where they are
+        consecutive."""
+        try:
+            if len(rows) == 0:
+                return np.asarray(arr[0:0])
+            first, last = int(rows[0]), int(rows[-1])
+            if last - first + 1 == len(rows):
+                return np.asarray(arr[first : last + 1])
+            if self.backend == "h5":
+                return np.asarray(arr[rows.tolist()])
+            return np.asarray(arr.oindex[rows])
+        except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on damaged chunks
+            raise self._located(arr, rows, err, what) from None
+
+    def _read(self, checksums: Any, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
+        """``rest`` of the rows ``rows`` (sorted, distinct) of ``arr``, each row checked first
+        against its column of ``checksums`` (the array; None: a file without them)."""
+        layer = self.key.split("/", 1)[-1]
+        what = f"the features of layer {layer!r}"
+        row_bytes = max(1, math.prod(self.shape[1:]) * self.np_dtype.itemsize)
+        per_block = max(1, READ_BLOCK_BYTES // row_bytes)
+        out = None  # filled block by block (no second copy of a large read)
+        for i in range(0, max(len(rows), 1), per_block):
+            block = rows[i : i + per_block]
+            self._check_chunks(arr, block)
+            data = self._take_rows(arr, block, what)
+            if checksums is not None and len(block):
+                table = self._take_rows(checksums, block, f"/{CHECKSUMS}")
+                verify_rows(self.path, what, block, row_checksums(data),
+                            table[:, self.checksum_column], self._shard_of if self.shards else None)  # fmt: skip
+            part = data[(slice(None), *rest)]
+            if len(rows) <= per_block:
+                return part
+            if out is None:
+                out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+            out[i : i + len(block)] = part
+        assert out is not None
+        return out
 
     @property
     def ndim(self) -> int:
@@ -679,15 +886,18 @@ class LazyFeatures:
         self._check_unchanged()
         root = _open_read(self.path, self.backend)
         try:
-            arr = root[self.key]
+            try:
+                arr = root[self.key]
+                table = root[CHECKSUMS] if self.checksum_column is not None else None
+            except Exception as err:  # noqa: BLE001 - a damaged or removed array
+                raise library_error(self.path, err, f"the arrays of {self.key!r}") from None
             first = index[0] if index else slice(None)
             rest = self._basic(index[1:])
             if first is Ellipsis or first is None or rest is None:
                 # General numpy semantics on the rows that hold data (reads the whole array).
                 if first is not Ellipsis and first is not None:
                     self._rows(first)  # the row index's own checks and messages
-                self._check_chunks(arr, None)
-                full = np.asarray(arr[: self.n])
+                full = self._read(table, arr, np.arange(self.n, dtype=np.int64), ())
                 try:
                     data = full[index]
                 except (IndexError, TypeError) as err:
@@ -696,11 +906,15 @@ class LazyFeatures:
                     ) from None
             else:
                 rows = self._rows(first)
-                self._check_chunks(arr, rows)
-                if isinstance(rows, np.ndarray):
-                    data = self._take(arr, rows, rest)
+                if isinstance(rows, slice):
+                    data = self._read(table, arr, np.arange(*rows.indices(self.n)), rest)
+                elif isinstance(rows, np.ndarray):
+                    # Rows in any order with repeats: each distinct row read once, in order.
+                    uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
+                    data = self._read(table, arr, uniq, rest)[inverse.reshape(-1)]
+                    data = data.reshape(*rows.shape, *data.shape[1:])
                 else:
-                    data = np.asarray(arr[(rows, *rest)])
+                    data = self._read(table, arr, np.asarray([rows], dtype=np.int64), rest)[0]
         except BlockingIOError:  # a shard of a join held open for writing by another process
             raise _in_use(self.path) from None
         finally:
@@ -711,18 +925,6 @@ class LazyFeatures:
         if not data.flags.c_contiguous or any(st < 0 for st in data.strides):
             data = data.copy(order="C")
         return torch.from_numpy(data)
-
-    def _take(self, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
-        """Rows in any order with repeats: read each distinct row once, in increasing order."""
-        uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
-        if len(uniq) == 0:
-            data = np.asarray(arr[(slice(0, 0), *rest)])
-        elif self.backend == "h5":
-            data = np.asarray(arr[(uniq.tolist(), *rest)])
-        else:
-            data = np.asarray(arr.oindex[(uniq, *rest)])
-        data = data[inverse.reshape(-1)]
-        return data.reshape(*rows.shape, *data.shape[1:])
 
     def load(self) -> Tensor:
         return self[:]
@@ -747,10 +949,17 @@ def load_features(
             larger than memory. ``result.load()`` turns a lazy result into tensors.
 
     An interrupted file gives the images written so far (``metadata["complete"]`` is False).
+    The file is checked before any row is handed out: its layout against its metadata (every
+    layer with the shape, dtype and rows the metadata implies; ids, steps and the counter
+    ``n_done``), then every row read against its checksum (files of format 4 or later; see
+    ``docs/extraction.md``).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        OutputMismatchError: ``path`` is not a feature file, or is truncated / corrupt.
+        CorruptFeatureFileError: a file that contradicts itself or fails its checksums (an
+            ``OutputMismatchError``); the message names the file, the field or rows.
+        OutputMismatchError: ``path`` is not a feature file, is truncated, or has a format
+            version this release does not read.
         OutputInUseError: another process holds the HDF5 file.
     """
     path = Path(path)
@@ -770,35 +979,46 @@ def load_features(
         raise FileNotFoundError(f"no feature file at {str(path)!r} (an empty directory)")
     root = _open_read(path, backend)
     try:
-        attrs = root.attrs
-        meta = attrs["metadata"]
-        metadata = json.loads(meta) if isinstance(meta, (str, bytes)) else dict(meta)
+        file_state = read_state(path, root, backend)
+        if backend == "zarr":
+            check_zarr_chunks(path, root, file_state)
+        metadata, n = file_state.metadata, file_state.n_done
         files = [path]
+        shards = (metadata.get("shards") or {}).get("files") or []
         if metadata.get("shards"):  # a join of per-process shards: are they all still there?
             from .shards import check_shards
 
             check_shards(path, root, metadata)
-            files += [path.parent / info["path"] for info in metadata["shards"]["files"]]
+            files += [path.parent / info["path"] for info in shards]
         identities = {str(f): file_identity(f) for f in files}
-        n = int(attrs.get("n_done", 0))
-        metadata["n_done"], metadata["complete"] = n, bool(attrs.get("complete", False))
+        metadata["n_done"], metadata["complete"] = n, file_state.complete
         names = metadata["layers"] if layers is None else _names(layers, metadata["layers"])
-        features: dict[str, Any] = {}
-        for name in names:
-            arr = root[f"features/{name}"]
-            if lazy:
-                features[name] = LazyFeatures(
-                    path, backend, f"features/{name}", n, tuple(arr.shape[1:]),
-                    np.dtype(str(arr.dtype)), files=identities,
-                    every_chunk_written=bool(attrs.get("every_chunk_written", False)),
-                )  # fmt: skip
-            else:
-                features[name] = torch.from_numpy(np.ascontiguousarray(arr[:n]))
-        ids = [_to_str(s) for s in root["image_ids"][:n]]
+        columns = file_state.columns or {}
+        try:
+            ids = [_to_str(s) for s in root["image_ids"][:n]]
+            table = np.asarray(root[CHECKSUMS][:n]) if file_state.checksummed else None
+        except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on a damaged store
+            raise library_error(path, err, "the array 'image_ids'") from None
+        if table is not None:
+            verify_rows(path, "the image ids", np.arange(n), string_checksums(ids),
+                        table[:, columns["image_ids"]])  # fmt: skip
         steps = torch.from_numpy(np.asarray(root["steps"][:], dtype=np.int64))
+        every_chunk = bool(root.attrs.get("every_chunk_written", False))
+        specs = {name: (tuple(root[f"features/{name}"].shape[1:]),
+                        np.dtype(str(root[f"features/{name}"].dtype))) for name in names}  # fmt: skip
+    except BlockingIOError:
+        raise _in_use(path) from None
     finally:
         if backend == "h5":
             root.close()
+    features: dict[str, Any] = {}
+    for name in names:
+        shape, dtype = specs[name]
+        lazy_layer = LazyFeatures(
+            path, backend, f"features/{name}", n, shape, dtype, files=identities,
+            every_chunk_written=every_chunk, checksum_column=columns.get(name), shards=shards,
+        )  # fmt: skip
+        features[name] = lazy_layer if lazy else lazy_layer.load()
     return ExtractedFeatures(
         features=features,
         steps=steps,
