@@ -32,6 +32,7 @@ is reported too. Threads: ``--threads`` for both (TF intra- and inter-op pools; 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -115,10 +116,12 @@ def run_tf(args: argparse.Namespace) -> dict:
             if args.checkpoint_root:
                 prefix = Path(args.checkpoint_root) / name / "model.ckpt"
                 prefix.parent.mkdir(parents=True, exist_ok=True)
-                tf.train.Saver(tf.global_variables()).save(sess, str(prefix), write_meta_graph=False)
+                tf.train.Saver(tf.global_variables()).save(
+                    sess, str(prefix), write_meta_graph=False
+                )
             feed = {inputs: x}
-            all_layers = _time(lambda: sess.run(every, feed), args.repeats)
-            logits = _time(lambda: sess.run(outputs["logits"], feed), args.repeats)
+            all_layers = _time(functools.partial(sess.run, every, feed), args.repeats)
+            logits = _time(functools.partial(sess.run, outputs["logits"], feed), args.repeats)
             sess.close()
         out["models"][name] = {
             "steps": steps,
@@ -161,8 +164,10 @@ def run_torch(args: argparse.Namespace) -> dict:
         model.eval()
         steps = int(model.timesteps)
         with torch.inference_mode():
-            all_layers = _time(lambda: model.forward_timesteps(x, layers="all"), args.repeats)
-            logits = _time(lambda: model(x), args.repeats)
+            all_layers = _time(
+                functools.partial(model.forward_timesteps, x, layers="all"), args.repeats
+            )
+            logits = _time(functools.partial(model, x), args.repeats)
         out["models"][name] = {
             "arch": arch,
             "weights": weights,
@@ -195,7 +200,9 @@ def _side(flag: str, python: str, args: argparse.Namespace, ckpt_root: str, env:
 def run_both(args: argparse.Namespace) -> dict:
     if not TF_PYTHON.exists():
         sys.exit(f"{TF_PYTHON} missing: run scripts/make_convrnn_fixtures.sh --install-only")
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2"
+    )
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     with tempfile.TemporaryDirectory() as ckpt_root:
         tf_result = _side("--tf", str(TF_PYTHON), args, ckpt_root, env)
