@@ -163,7 +163,7 @@ def check_version(path: Path, metadata: dict[str, Any]) -> int:
         raise OutputMismatchError(
             f"{str(path)!r} has feature file format_version {version}, written by blt-models "
             f"{writer}; this blt-models ({__version__}) reads versions {OLDEST_READABLE} to "
-            f"{FORMAT_VERSION}. Upgrade: pip install -U blt-models"
+            f"{FORMAT_VERSION}. Upgrade blt-models: git pull in its clone."
         )
     if version < OLDEST_READABLE:
         raise OutputMismatchError(
