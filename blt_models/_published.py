@@ -228,6 +228,17 @@ def _check_pretrained_cfg(data: dict[str, Any], origin: str) -> PretrainedCfg:
             if not isinstance(value, dict):
                 raise ConfigValueError(f"{key} ({where}): must be a JSON object.")
             out[key] = value
+        elif key == "protocol":
+            if value is not None:
+                from .stimuli import protocol_from_dict
+
+                try:
+                    protocol_from_dict(dict(value) if isinstance(value, dict) else value)
+                except (TypeError, ValueError) as err:
+                    raise ConfigValueError(
+                        f"protocol = {value!r} ({where}): not a presentation protocol ({err})."
+                    ) from None
+            out[key] = value
         elif key == "interpolation":
             if value not in ("bilinear", "bicubic", "nearest"):
                 raise ConfigValueError(
