@@ -226,6 +226,9 @@ def convert_checkpoint(
       the file (epoch, ``val_perf``).
     * Keras HDF5 files (the published rcnn-sat B / BL networks): variant, widths, classes and
       steps from the file's layers, see :func:`blt_models.convert_rcnn_sat_h5`.
+    * TensorFlow checkpoints (a folder holding ``model.ckpt.index`` + ``.data-*``, the prefix
+      or one of its files): the ConvRNNs of Nayebi et al. 2022; model and widths from the
+      variables, see :func:`blt_models.convert_convrnn_checkpoint`.
     * Other files (official CORnet ``{'state_dict': {'module.' + k}, 'arch', ...}``, plain state
       dicts, safetensors): the architecture is ``arch`` or the file's ``'arch'`` entry, and the
       weights go through the family's own key conversion.
@@ -234,6 +237,10 @@ def convert_checkpoint(
     """
     from ._keras_h5 import is_hdf5_file
 
+    if _is_tf_checkpoint(path):  # a TensorFlow checkpoint: the ConvRNNs (Nayebi et al. 2022)
+        from ._convert_convrnn import load_convrnn_checkpoint
+
+        return load_convrnn_checkpoint(path, arch=arch, **overrides)
     if is_hdf5_file(path):  # a Keras HDF5 weight file: the rcnn-sat networks (Spoerer et al. 2020)
         from ._convert_rcnn_sat import load_rcnn_sat_h5
 
@@ -314,6 +321,22 @@ def convert_checkpoint(
     model.pretrained_cfg = converted.replace(source=f"converted by blt-models from {name}")
     origin = f"from the file's 'arch' entry {recorded_arch!r}" if not arch else "from --arch"
     return model, f"{chosen} ({origin})"
+
+
+def _is_tf_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A folder with a ``*.index`` file, a prefix whose ``.index`` exists, or a checkpoint file."""
+    from ._tf_checkpoint import resolve_tf_checkpoint_prefix
+
+    p = os.fspath(path)
+    if not (os.path.isdir(p) or os.path.isfile(p + ".index") or re.search(
+        r"\.(index|meta)$|\.data-\d{5}-of-\d{5}$", p
+    )):  # fmt: skip
+        return False
+    try:
+        resolve_tf_checkpoint_prefix(p)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------- BLT-VS

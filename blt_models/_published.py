@@ -852,6 +852,11 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
             )
             pin, size = _checked_weights_record(config, config_origin)
         return path, _verified(path, pin, where, size, verify, unpinned)
+    if cfg.url and cfg.url.endswith(".ckpt.index"):  # a TensorFlow checkpoint (the ConvRNNs)
+        from ._convert_convrnn import fetch_convrnn_weights
+
+        path = fetch_convrnn_weights(cfg)
+        return path, _verified(path, pin, cfg.url, None, verify, unpinned)
     if cfg.url:
         path = url_download(cfg.url, name=cfg.name, arch=cfg.architecture)
         return path, _verified(path, pin, cfg.url, None, verify, unpinned)

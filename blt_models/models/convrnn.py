@@ -374,14 +374,15 @@ class MedianReciprocalGatedCell(nn.Module):
     """
 
     def __init__(
-        self, channels: int, cell_channels: int, residual_channels: int, feedback_channels: int
-    ) -> None:
+        self, channels: int, cell_channels: int, residual_channels: int, feedback_channels: int,
+        kernel: int = 7,
+    ) -> None:  # fmt: skip
         super().__init__()
         co, cc = channels, cell_channels
         self.channels, self.cell_channels = co, cc
         self.cell_input_to_cell = SameConv2d(co, cc, 2)
-        self.cell_tau = SeparableConv2d(cc, cc, 7)
-        self.cell_out_to_cell = SeparableConv2d(co, cc, 7)
+        self.cell_tau = SeparableConv2d(cc, cc, kernel)
+        self.cell_out_to_cell = SeparableConv2d(co, cc, kernel)
         self.out_input_to_out = SameConv2d(co, co, 3)
         self.out_residual_add = (
             None if residual_channels == co else nn.Conv2d(residual_channels, co, 1, bias=False)
@@ -389,8 +390,8 @@ class MedianReciprocalGatedCell(nn.Module):
         self.out_feedback_to_out = (
             nn.Conv2d(feedback_channels, co, 1) if feedback_channels else None
         )
-        self.out_tau = SeparableConv2d(co, co, 7)
-        self.out_gate = SeparableConv2d(cc, co, 7)
+        self.out_tau = SeparableConv2d(co, co, kernel)
+        self.out_gate = SeparableConv2d(cc, co, kernel)
         self.tau_offset, self.gate_offset = _MEDIAN_TAU_OFFSET, _MEDIAN_GATE_OFFSET
 
     def forward(self, x, state, r, f):  # type: ignore[no-untyped-def]
@@ -536,6 +537,10 @@ class ConvRNN(ClockedModel):
             default; a reduced-width checkpoint's ``blt-models convert`` reads them off).
         cell_channels: the cells' widths (shallow SimpleRNN / LSTM: their output depths; RGC:
             the depth of the cell state), one per cell layer; None: the published ones.
+        cell_kernels: LSTM and median-RGC models: the side of each cell layer's clampable
+            kernels (LSTM: its gate conv; median RGC: its 7x7 depth-separable convs). The
+            reference clamps them to the map size, so checkpoints made at small images hold
+            smaller kernels; None: the published ones (LSTM shallow 2, 3, 4; others 3; RGC 7).
         image_size: input side the LSTM peepholes of ``lstm_shallow`` are sized for (their
             weights hold one value per position); other models ignore it.
 
@@ -560,6 +565,7 @@ class ConvRNN(ClockedModel):
         in_chans: int = 3,
         channels: Sequence[int] | None = None,
         cell_channels: Sequence[int] | None = None,
+        cell_kernels: Sequence[int] | None = None,
         image_size: int = 224,
     ) -> None:
         super().__init__()
@@ -585,6 +591,17 @@ class ConvRNN(ClockedModel):
             _positive_ints(cell_channels, list(default_cells), "cell_channels")
         )
         assert len(self.cell_channels) == n_cells
+        if cell == "lstm":
+            kernels = [k for k, _, _, _ in _LSTM_SHALLOW] if depth == "shallow" else [3] * n_cells
+        elif cell == "rgc" and depth == "intermediate":
+            kernels = [7] * n_cells
+        elif cell_kernels is not None:
+            raise ValueError(
+                f"cell_kernels applies to the LSTM and intermediate RGC models, not {cell} {depth}"
+            )
+        else:
+            kernels = [3] * n_cells
+        self.cell_kernels = tuple(_positive_ints(cell_kernels, kernels, "cell_kernels"))
         self.feedback = CONVRNN_FEEDBACK if (cell == "rgc" and depth == "intermediate") else {}
         names = [f"conv{n + 1}" for n in range(len(table))]
         self._names = tuple(names)
@@ -599,7 +616,7 @@ class ConvRNN(ClockedModel):
             if spec.cell:
                 cell_module = self._make_cell(
                     spec, c_in, self.cell_channels[k_cell], k_cell, (side, side),
-                    self._feedback_channels(name, table),
+                    self._feedback_channels(name, table), self.cell_kernels[k_cell],
                 )  # fmt: skip
                 k_cell += 1
             layer = ConvRNNLayer(spec, c_in, cell_module, self.feedback.get(name, ()))
@@ -632,7 +649,7 @@ class ConvRNN(ClockedModel):
 
     def _make_cell(
         self, spec: _LayerSpec, c_in: int, cell_channels: int, k: int,
-        size: tuple[int, int], feedback_channels: int,
+        size: tuple[int, int], feedback_channels: int, kernel: int,
     ) -> nn.Module:  # fmt: skip
         co = spec.channels
         cell, depth = self.cell_type, self.depth
@@ -652,12 +669,12 @@ class ConvRNN(ClockedModel):
             return IntersectionRNNCell(co)
         if cell == "lstm":
             if depth == "shallow":
-                kernel, _, fb, peep = _LSTM_SHALLOW[k]
+                _, _, fb, peep = _LSTM_SHALLOW[k]
                 return LSTMCell(co, cell_channels, kernel, fb, True, size if peep else None)
-            return LSTMCell(co, cell_channels, 3, 1.0, False, None)
+            return LSTMCell(co, cell_channels, kernel, 1.0, False, None)
         if depth == "shallow":
             return ReciprocalGatedCell(co, cell_channels, c_in)
-        return MedianReciprocalGatedCell(co, cell_channels, c_in, feedback_channels)
+        return MedianReciprocalGatedCell(co, cell_channels, c_in, feedback_channels, kernel)
 
     def _make_classifier(self, in_features: int, num_classes: int) -> nn.Module:  # type: ignore[override]
         if getattr(self, "depth", "intermediate") == "shallow" and num_classes > 0:
@@ -860,7 +877,7 @@ class ConvRNN(ClockedModel):
         return (
             f"cell={self.cell_type!r}, depth={self.depth!r}, decoder={self.decoder!r}, "
             f"timesteps={self.timesteps}, channels={list(self.channels)}, "
-            f"cell_channels={list(self.cell_channels)}"
+            f"cell_channels={list(self.cell_channels)}, cell_kernels={list(self.cell_kernels)}"
         )
 
     # ----------------------------------------------------------------------------- weights
