@@ -880,12 +880,12 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
 
 def without_provenance(cfg: PretrainedCfg) -> PretrainedCfg:
     """``cfg`` of a model built without the weights it describes: the preprocessing, timing,
-    tag name and classes stay; the weights' location, hash, license, source, training data,
-    description and metrics go (a model must not claim training it never had)."""
+    tag name and classes stay; the weights' location, hash, license, source, training data and
+    protocol, description and metrics go (a model must not claim training it never had)."""
     return cfg.replace(
         hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None, file=None,
         sha256=None, license=None, source=None, training_data=None, description=None,
-        metrics={},
+        metrics={}, protocol=None,
     )  # fmt: skip
 
 
