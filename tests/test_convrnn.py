@@ -10,6 +10,7 @@ and presentation, and the decoded logits, to a relative error < 1e-4.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -22,6 +23,7 @@ import torch
 
 import blt_models as bm
 from blt_models._checkpoint import load_state_dict_strict
+from blt_models._convert import convert_checkpoint
 from blt_models._convert_convrnn import (
     inspect_convrnn_variables,
     load_convrnn_checkpoint,
@@ -64,8 +66,9 @@ def _errors(model: ConvRNN, name: str, mode: str) -> dict[str, float]:
     ref = np.load(FIXTURES / name / "outputs.npz")
     protocol = convrnn_protocol(f"convrnn_{name}", mode, timesteps=info["steps"])
     assert (protocol.timesteps, protocol.off) == (info["steps"], info["image_off"])
+    dtype = next(model.parameters()).dtype
     with torch.no_grad():
-        out = model.forward_timesteps(protocol.apply(_images()), layers="all")
+        out = model.forward_timesteps(protocol.apply(_images().to(dtype)), layers="all")
         decoded = model.decode(out.logits, out.steps)
     errors = {}
     for layer in model.layer_names:
@@ -91,18 +94,32 @@ def test_fixtures_cover_every_model():
     assert set(MODELS) == set(CONVRNN_MODELS)
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODELS]
-)
-def test_parity_every_layer_step_and_presentation(name):
-    model = _model(name)
+def _parity_cases():
+    cases = []
+    for name in MODELS:
+        for dtype in ("float64", "float32"):
+            slow = name in SLOW or (dtype == "float32" and name not in F32_DEFAULT)
+            cases.append(pytest.param(name, dtype, marks=pytest.mark.slow) if slow else (name, dtype))
+    return cases
+
+
+F32_DEFAULT = {"rgc_shallow", "rgc_intermediate_dthresh"}
+
+
+@pytest.mark.parametrize(("name", "dtype"), _parity_cases())
+def test_parity_every_layer_step_and_presentation(name, dtype):
+    """In float64 the port is within 1e-4 of the float32 reference everywhere (what remains is
+    the reference's own float32 rounding, which the recurrent dynamics amplify over the 26
+    neural steps); the float32 port within 3e-4 (its rounding and the reference's add up)."""
+    tol = TOL if dtype == "float64" else 3 * TOL
+    model = copy.deepcopy(_model(name)).to(getattr(torch, dtype))
     worst = {}
     for mode in MODES:
         errors = _errors(model, name, mode)
-        bad = {k: v for k, v in errors.items() if not v < TOL}
-        assert not bad, f"{name} {mode}: relative errors {bad}"
-        worst[mode] = max(errors.values())
-    print(f"{name}: max rel err {worst}")
+        bad = {k: v for k, v in errors.items() if not v < tol}
+        assert not bad, f"{name} {mode} {dtype}: relative errors {bad}"
+        worst[mode] = f"{max(errors.values()):.1e}"
+    print(f"{name} {dtype}: max rel err {worst}")
 
 
 @pytest.mark.parametrize("name", [n for n in ("rgc_shallow", "ugrnn_shallow") if n in MODELS])
@@ -243,7 +260,7 @@ def test_python_converter_and_prefix_forms(tmp_path):
     name = MODELS[0]
     for form in (FIXTURES / name, FIXTURES / name / "model.ckpt",
                  FIXTURES / name / "model.ckpt.index"):  # fmt: skip
-        model, how = bm.convert_checkpoint(form)
+        model, how = convert_checkpoint(form)
         assert model.pretrained_cfg.architecture == f"convrnn_{name}" and "variables" not in how
     out = bm.convert_convrnn_checkpoint(FIXTURES / name, tmp_path / "x")
     assert (out / "model.safetensors").is_file()
