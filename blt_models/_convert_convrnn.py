@@ -196,7 +196,9 @@ def inspect_convrnn_variables(
         elif len(candidates) == 1:
             chosen = candidates[0]
         else:
-            hinted = [c for c in candidates if re.search(rf"(^|[/\\]){re.escape(c)}([/\\]|$)", name_hint)]
+            hinted = [
+                c for c in candidates if re.search(rf"(^|[/\\]){re.escape(c)}([/\\]|$)", name_hint)
+            ]
             if len(hinted) != 1:
                 raise _Refusal(
                     f"the variables fit {' and '.join('convrnn_' + c for c in candidates)} "
@@ -251,10 +253,10 @@ def _cell_widths(
         elif depth == "shallow":
             widths.append(_shape(shapes, p + "ReciprocalGateCell/cell/tau/weights", 4)[3])
         else:
-            widths.append(
-                _shape(shapes, p + "ReciprocalGateCell/cell/input_to_cell_weights", 4)[3]
+            widths.append(_shape(shapes, p + "ReciprocalGateCell/cell/input_to_cell_weights", 4)[3])
+            kernels.append(
+                _shape(shapes, p + "ReciprocalGateCell/cell/tau/depthwise_weights", 4)[0]
             )
-            kernels.append(_shape(shapes, p + "ReciprocalGateCell/cell/tau/depthwise_weights", 4)[0])
     return (widths or None), (kernels or None)
 
 

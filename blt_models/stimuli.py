@@ -625,6 +625,4 @@ def convrnn_protocol(
         if image_off is None:
             raise StimulusError("the 'custom' presentation needs image_off (and timesteps)")
         return Presentation(timesteps=steps, off=image_off, blank=CONVRNN_OFF_VALUE)
-    raise StimulusError(
-        f"mode must be one of {(*CONVRNN_MODES, 'custom')}; got {mode!r}"
-    )
+    raise StimulusError(f"mode must be one of {(*CONVRNN_MODES, 'custom')}; got {mode!r}")

@@ -99,7 +99,9 @@ def _parity_cases():
     for name in MODELS:
         for dtype in ("float64", "float32"):
             slow = name in SLOW or (dtype == "float32" and name not in F32_DEFAULT)
-            cases.append(pytest.param(name, dtype, marks=pytest.mark.slow) if slow else (name, dtype))
+            cases.append(
+                pytest.param(name, dtype, marks=pytest.mark.slow) if slow else (name, dtype)
+            )
     return cases
 
 
@@ -277,7 +279,11 @@ def test_foreign_and_damaged_checkpoints_are_refused_with_a_report():
     shapes = _shapes(name)
     with pytest.raises(bm.ConvRNNCheckpointError, match="missing in"):
         inspect_convrnn_variables(
-            {k: v for k, v in shapes.items() if not (k.startswith("tnn_model/conv5/") and "Cell" in k)}
+            {
+                k: v
+                for k, v in shapes.items()
+                if not (k.startswith("tnn_model/conv5/") and "Cell" in k)
+            }
         )
     no_top = {k: v for k, v in shapes.items() if "/conv5/" not in k}
     with pytest.raises(bm.ConvRNNCheckpointError, match="nodes"):

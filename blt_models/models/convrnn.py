@@ -40,7 +40,6 @@ trained with.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +58,7 @@ __all__ = [
     "CONVRNN_MODELS",
     "CONVRNN_CELLS",
     "CONVRNN_FEEDBACK",
+    "CONVRNN_AREAS",
     "convrnn_spec",
 ]
 
@@ -98,10 +98,10 @@ class _ModelSpec:
     decoder: str
     timesteps: int
     image_off: int | None  # None: the image at every step (constant)
-    top1: float | None  # README ImageNet top-1 (%), where the facts give it
+    top1: float  # the authors' README: ImageNet validation top-1 (%)
 
 
-def _spec(name: str, top1: float | None = None) -> _ModelSpec:
+def _spec(name: str, top1: float) -> _ModelSpec:
     base = name.replace("_tmaxconf", "").replace("_dthresh", "")
     cell, depth = base.split("_")[:2]
     decoder = "max_conf" if name.endswith("tmaxconf") else "thresh" if "dthresh" in name else "last"
@@ -122,9 +122,29 @@ _NAMES = [f"{c}_{d}" for d in ("shallow", "intermediate") for c in CONVRNN_CELLS
     "rgc_intermediate_dthresh",
     "rgc_intermediate_t22_tmaxconf",
 ]
-_TOP1 = {"timedecay_shallow": 50.06, "rgc_intermediate": 73.0}
+#: The authors' README: ImageNet validation top-1 / top-5 (%) of the published checkpoints, with
+#: the presentation they were trained with.
+_README_ACCURACY = {
+    "timedecay_shallow": (50.06, 72.97), "simplernn_shallow": (61.11, 83.15),
+    "gru_shallow": (62.16, 84.02), "lstm_shallow": (63.43, 84.89),
+    "intersectionrnn_shallow": (65.42, 86.02), "ugrnn_shallow": (60.82, 83.23),
+    "rgc_shallow": (66.97, 87.02), "timedecay_intermediate": (67.52, 87.80),
+    "simplernn_intermediate": (70.47, 89.48), "gru_intermediate": (69.81, 89.25),
+    "lstm_intermediate": (69.57, 89.18), "intersectionrnn_intermediate": (68.98, 88.67),
+    "ugrnn_intermediate": (69.78, 89.21), "ugrnn_intermediate_t30": (70.09, 89.29),
+    "ugrnn_intermediate_t30_dthresh": (69.30, 88.97),
+    "ugrnn_intermediate_t30_tmaxconf": (70.04, 89.29), "rgc_intermediate": (73.0, 91.16),
+    "rgc_intermediate_dthresh": (71.81, 90.16), "rgc_intermediate_tmaxconf": (72.29, 90.52),
+    "rgc_intermediate_t22_tmaxconf": (72.98, 90.80),
+}  # fmt: skip
+#: Layers that best match each visual area in the authors' neural fits (their README).
+CONVRNN_AREAS = {
+    "shallow": {"V4": ("conv3",), "pIT": ("conv4",), "cIT/aIT": ("conv5",)},
+    "intermediate": {"V4": ("conv5", "conv6"), "pIT": ("conv7", "conv8"),
+                     "cIT/aIT": ("conv9", "conv10")},
+}  # fmt: skip
 #: The authors' 20 models by their names (``convrnn_`` + name is the zoo's architecture).
-CONVRNN_MODELS: dict[str, _ModelSpec] = {n: _spec(n, _TOP1.get(n)) for n in _NAMES}
+CONVRNN_MODELS: dict[str, _ModelSpec] = {n: _spec(n, _README_ACCURACY[n][0]) for n in _NAMES}
 
 
 def convrnn_spec(arch: str) -> _ModelSpec:
@@ -245,7 +265,11 @@ class GRUCell(nn.Module):
         self.candidates = SameConv2d(c_in + c_out, c_out, 3)
 
     def forward(self, x, state, r, f):  # type: ignore[no-untyped-def]
-        h = x.new_zeros((x.shape[0], self.candidates.out_channels, *x.shape[2:])) if state is None else state
+        h = (
+            x.new_zeros((x.shape[0], self.candidates.out_channels, *x.shape[2:]))
+            if state is None
+            else state
+        )
         reset, update = self.gates(torch.cat([x, h], 1)).chunk(2, 1)
         reset, update = torch.sigmoid(reset + 1.0), torch.sigmoid(update)
         c = torch.tanh(self.candidates(torch.cat([x, reset * h], 1)))
@@ -608,9 +632,8 @@ class ConvRNN(ClockedModel):
         # Output channels of every node (needed for the feedback widths): built in order.
         out_channels: dict[str, int] = {}
         side = self.image_size
-        sides: dict[str, int] = {}
         c_in, k_cell = in_chans, 0
-        for n, (name, spec) in enumerate(zip(names, table, strict=True)):
+        for name, spec in zip(names, table, strict=True):
             side = -(-side // spec.stride)
             cell_module: nn.Module | None = None
             if spec.cell:
@@ -624,7 +647,6 @@ class ConvRNN(ClockedModel):
             out_channels[name] = layer.out_channels
             if spec.pool:
                 side = -(-side // 2)
-            sides[name] = side
             c_in = layer.out_channels
         self._out_channels = out_channels
         self.num_nodes = len(names) + 1  # with the readout node imnetds
@@ -804,11 +826,14 @@ class ConvRNN(ClockedModel):
         Returns:
             ``[B, K]``.
         """
-        steps = torch.as_tensor(steps, device=logits.device)
         if self.decoder == "last":
             return logits[-1]
-        keep = steps >= self.num_nodes
-        window = logits[keep]  # [W, B, K]
+        steps = steps.tolist() if isinstance(steps, Tensor) else [int(s) for s in steps]
+        keep = [i for i, s in enumerate(steps) if s >= self.num_nodes]
+        if keep == list(range(keep[0], keep[-1] + 1)) if keep else False:
+            window = logits[keep[0] : keep[-1] + 1]  # [W, B, K]; a slice (no data-dependent op)
+        else:
+            window = logits[keep]
         if window.shape[0] == 0:
             raise TimestepsError(
                 f"no logits in the decoder window (steps >= {self.num_nodes}); run more steps"
@@ -827,8 +852,9 @@ class ConvRNN(ClockedModel):
         ``num_classes=0``: the pooled features of the last step."""
         if self.decoder == "last" or self.num_classes == 0:
             return super().forward(x)
+        _, timesteps = self._prepare_input(x, None)
         out = self.forward_timesteps(x)
-        return self.decode(out.logits, out.steps)
+        return self.decode(out.logits, self.readout_steps(timesteps))
 
     # ----------------------------------------------------------------------------- unroll
     def _unroll(
@@ -942,7 +968,8 @@ def _cfg(spec: _ModelSpec) -> PretrainedCfg:
         "thresh": "the logits of the first step whose confidence reaches 0.9 (threshold "
         "decoder), else of the most confident step",
     }[spec.decoder]
-    metrics = {"top1_imagenet_reported": spec.top1} if spec.top1 is not None else {}
+    top1, top5 = _README_ACCURACY[spec.name]
+    metrics = {"top1_readme": top1, "top5_readme": top5}
     return PretrainedCfg(
         architecture=arch,
         tag="imagenet",
@@ -957,7 +984,7 @@ def _cfg(spec: _ModelSpec) -> PretrainedCfg:
         class_names=imagenet_class_names(),
         timesteps=spec.timesteps,
         protocol=_protocol_record(spec),
-        license="MIT (neuroailab/convrnns code and checkpoints, Copyright (c) 2021 Aran Nayebi)",
+        license="MIT (the neuroailab/convrnns code); the checkpoints state no license of their own",
         source=f"Nayebi et al. 2022, github.com/neuroailab/convrnns; weights: the TensorFlow "
         f"checkpoint {CONVRNN_BUCKET}/{spec.name}/model.ckpt.*, converted by blt-models; no "
         "SHA-256 of the files is published",
