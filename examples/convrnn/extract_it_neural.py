@@ -1,7 +1,7 @@
 """IT-like layers of a ConvRNN (Nayebi et al. 2022) over the authors' 26-step neural protocol.
 
     python examples/convrnn/extract_it_neural.py [--model convrnn_rgc_intermediate]
-        [--pretrained] [--img-size 224] [--out outputs/convrnn_it.h5]
+        [--pretrained] [--img-size 224] [--num-images N] [--out outputs/convrnn_it.h5]
 
 The image is shown for 10 steps (~100 ms at ~10 ms per step) and replaced by the "off" frame
 for the remaining 16 (the authors' presentation for their primate recordings). The layers kept
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument(
         "--img-size", type=int, default=None, help="default: 224 with weights, 96 without"
     )
+    parser.add_argument("--num-images", type=int, default=None, help="the first N samples only")
     parser.add_argument("--out", default="outputs/convrnn_it.h5")
     args = parser.parse_args()
 
@@ -40,8 +41,9 @@ def main() -> None:
     it_layers = list(CONVRNN_AREAS[convrnn_spec(args.model).depth]["cIT/aIT"])
     neural = convrnn_protocol(model, "neural")  # 26 steps, image off at step 10, off frame 0.5
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    images = sorted(Path(SAMPLES).glob("*.png"))[: args.num_images]
     result = bm.extract_features(
-        model, SAMPLES, layers=it_layers, stimulus=neural, pool="avg", batch_size=25,
+        model, [str(p) for p in images], layers=it_layers, stimulus=neural, pool="avg", batch_size=25,
         out=args.out, overwrite=True, progress=False,
     )  # fmt: skip
     print(f"{args.model}: {result.num_images} images, {len(result.steps)} steps "
