@@ -404,3 +404,15 @@ def test_sequence_and_presentation_protocol_run_on_the_model():
     assert torch.equal(out.features["conv2"][:5], static.features["conv2"][:5])
     assert not torch.equal(out.features["conv2"][5], static.features["conv2"][5])
     assert not torch.equal(out.features["conv1"][4], static.features["conv1"][4])
+
+
+# --------------------------------------------------------------------------- integrations
+def test_brainscore_default_region_map_for_convrnns():
+    """The authors' V4 / IT layers as the default region map (steps are 10 ms by default)."""
+    from blt_models.integrations.brainscore_plugin import default_region_layer_map
+
+    model = bm.create_model("convrnn_rgc_intermediate", channels=[2] * 10,
+                            cell_channels=[2] * 7, num_classes=3)  # fmt: skip
+    assert default_region_layer_map(model.layer_names) == {"V4": "conv5", "IT": "conv9"}
+    shallow = _decoder_model("last")
+    assert default_region_layer_map(shallow.layer_names) == {"V4": "conv3", "IT": "conv5"}
