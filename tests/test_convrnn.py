@@ -416,3 +416,19 @@ def test_brainscore_default_region_map_for_convrnns():
     assert default_region_layer_map(model.layer_names) == {"V4": "conv5", "IT": "conv9"}
     shallow = _decoder_model("last")
     assert default_region_layer_map(shallow.layer_names) == {"V4": "conv3", "IT": "conv5"}
+
+
+def test_thingsvision_addresses_see_every_step():
+    """The thingsvision adapter's hooks see a ConvRNN layer at a step, as forward_timesteps."""
+    from blt_models.integrations.thingsvision import TimeAddressable
+
+    model = _decoder_model("max_conf", timesteps=8).eval()
+    wrapped = TimeAddressable(model)
+    seen = {}
+    module = dict(wrapped.named_modules())["conv3@t4"]
+    module.register_forward_hook(lambda m, i, o: seen.setdefault("v", o.detach().clone()))
+    x = torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        wrapped(x)
+        want = model.forward_timesteps(x, layers=["conv3"]).features["conv3"][4]
+    torch.testing.assert_close(seen["v"], want)
