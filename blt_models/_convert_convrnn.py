@@ -2,12 +2,12 @@
 
 :func:`inspect_convrnn_variables` reads which of the 20 models a checkpoint holds (cell, depth,
 decoder) and its widths from the variable names and shapes alone, and refuses a checkpoint that
-fits none with a report of what it holds. :func:`tf_to_state_dict` maps the variables onto a
-:class:`~blt_models.models.convrnn.ConvRNN`'s keys (kernels HWIO -> OIHW). Optimizer slots
-(``.../Momentum``) and ``global_step`` are ignored, as the reference's loader ignores them.
-:func:`load_convrnn_checkpoint` builds the model and loads it strictly;
-:func:`convert_convrnn_checkpoint` writes the published format. TensorFlow is not needed: the
-checkpoint is read by :func:`blt_models._tf_checkpoint.read_tf_checkpoint`.
+fits none with a report of what it holds; :func:`fetch_convrnn_weights` downloads a tag's
+checkpoint and converts it once into the cache. The key map is the family's
+(``models.convrnn.tf_to_state_dict``); loading and converting files is in ``_convert.py``
+(``load_convrnn_checkpoint``, ``convert_convrnn_checkpoint``). Optimizer slots (``.../Momentum``)
+and ``global_step`` are ignored, as the reference's loader ignores them. TensorFlow is not
+needed: the checkpoint is read by :func:`blt_models._tf_checkpoint.read_tf_checkpoint`.
 """
 
 from __future__ import annotations
@@ -18,21 +18,16 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from ._tf_checkpoint import is_training_state
-from .errors import ConvRNNCheckpointError, InvalidWeightsError
+from .errors import ConvRNNCheckpointError
 
 __all__ = [
     "ConvRNNCheckpointSpec",
     "inspect_convrnn_variables",
-    "tf_to_state_dict",
-    "load_convrnn_checkpoint",
-    "convert_convrnn_checkpoint",
     "is_convrnn_checkpoint",
     "fetch_convrnn_weights",
 ]
@@ -260,196 +255,7 @@ def _cell_widths(
     return (widths or None), (kernels or None)
 
 
-# --------------------------------------------------------------------------------- key map
-def _hwio(value: Tensor) -> Tensor:
-    return value.permute(3, 2, 0, 1).contiguous()
-
-
-def _cell_key(tail: str, value: Tensor) -> tuple[str, Tensor] | None:
-    """A cell variable (the part after ``tnn_model/<node>/``) -> (key under ``cell.``, value)."""
-    scope, _, rest = tail.partition("/")
-    leaf = rest.rsplit("/", 1)[-1]
-    if leaf in ("w_f_diag", "w_i_diag", "w_o_diag"):  # LSTM peepholes [H, W, C] -> [C, H, W]
-        return leaf, value.permute(2, 0, 1).contiguous()
-    if leaf in ("gamma", "beta"):  # layer norms: [C]
-        where = rest.rsplit("/", 1)[0]
-        module = "norm" if scope == "ConvNormBasicCell" else f"norm_{where}"
-        return f"{module}.{'weight' if leaf == 'gamma' else 'bias'}", value
-    if scope == "ReciprocalGateCell":
-        parts = rest.split("/")  # cell/tau/weights, cell/input_to_cell_weights, cell/tau/bias...
-        if len(parts) == 2:  # median RGC plain convs: <side>/<conv>_weights | _bias
-            side, name = parts
-            conv, _, kind = name.rpartition("_")
-            module = f"{side}_{conv}"
-            return (f"{module}.weight", _hwio(value)) if kind == "weights" else (
-                f"{module}.bias", value
-            )  # fmt: skip
-        side, conv, kind = parts[0], "_".join(parts[1:-1]), parts[-1]
-        module = f"{side}_{conv}"
-        if kind == "depthwise_weights":
-            return f"{module}.depthwise.weight", value.permute(2, 3, 0, 1).contiguous()
-        if kind == "pointwise_weights":
-            return f"{module}.pointwise.weight", _hwio(value)
-        if kind == "bias":
-            return f"{module}.pointwise.bias", value
-        return f"{module}.weight", _hwio(value)
-    modules = {"ConvNormBasicCell": "", "ConvGRUCell": "", "ConvLSTMCell": "conv",
-               "ConvIntersectionRNNCell": "conv", "ConvUGRNNCell": "conv"}  # fmt: skip
-    if scope not in modules:
-        return None
-    module = modules[scope] or rest.rsplit("/", 1)[0]  # i, s, gates, candidates
-    kind = "weight" if leaf == "weights" else "bias" if leaf == "bias" else None
-    if kind is None:
-        return None
-    return f"{module}.{kind}", _hwio(value) if kind == "weight" else value
-
-
-def tf_to_state_dict(state: Mapping[str, Any], model: Any) -> dict[str, Tensor]:
-    """The reference's variables (``tnn_model/...``, TF layouts) -> ``model``'s keys.
-
-    Optimizer slots and ``global_step`` are dropped; so are the decoders' unused diagnostic
-    constants (``probs/softmax_beta``, ``alpha/softmax_beta``) and the ``memory_decay`` of
-    layers without a time-decay cell, which must be 0 (memoryless: what the published models
-    hold). Names that fit nothing are kept as they are, so a strict load reports them.
-
-    Raises:
-        InvalidWeightsError: a non-zero ``memory_decay`` where the model has no time decay.
-    """
-    from .models.convrnn import TimeDecayCell
-
-    out: dict[str, Tensor] = {}
-    for name, raw in state.items():
-        if is_training_state(name) or name in _UNUSED:
-            continue
-        value = raw if isinstance(raw, Tensor) else torch.from_numpy(np.array(raw, copy=True))
-        if name == "tnn_model/normalize/softmax_beta":
-            out["softmax_beta"] = value.reshape(())
-            continue
-        if name == "tnn_model/decoder_threshold":
-            out["decoder_threshold"] = value.reshape(())
-            continue
-        match = _NODE.match(name)
-        if match is None:
-            out[name] = value
-            continue
-        node, tail = match.groups()
-        if tail == "memory_decay":
-            layer = getattr(model, node, None) if node != "imnetds" else None
-            if layer is not None and isinstance(layer.cell, TimeDecayCell):
-                out[f"{node}.cell.memory_decay"] = value.reshape(1)
-                continue
-            if value.numel() != 1 or float(value.reshape(())) != 0.0:
-                raise InvalidWeightsError(
-                    f"{name} = {value.flatten().tolist()}: this node has no time-decay cell, and "
-                    "the ConvRNNs keep its memory at 0 (memoryless); a checkpoint with a "
-                    "non-zero value is not one of the published models."
-                )
-            continue
-        if node == "imnetds":
-            if tail in ("pre_1/weights", "pre_3/weights"):
-                out["readout.weight"] = _hwio(value) if value.ndim == 4 else value.t().contiguous()
-                continue
-            if tail in ("pre_1/bias", "pre_3/bias"):
-                out["readout.bias"] = value
-                continue
-        simple = {
-            "pre_0/weights_basenet": "conv.weight", "pre_0/bias": "conv.bias",
-            "post_0/weights": "post_conv.weight", "post_0/bias": "post_conv.bias",
-            "post_1/residual_add_weights": "residual.weight",
-        }  # fmt: skip
-        if tail in simple:
-            key = simple[tail]
-            out[f"{node}.{key}"] = _hwio(value) if key.endswith("weight") else value
-            continue
-        mapped = _cell_key(tail, value)
-        if mapped is None:
-            out[name] = value
-            continue
-        out[f"{node}.cell.{mapped[0]}"] = mapped[1]
-    return out
-
-
 # --------------------------------------------------------------------------------- load
-def load_convrnn_checkpoint(
-    path: str | os.PathLike[str], arch: str | None = None, **overrides: Any
-) -> tuple[Any, str]:
-    """A zoo model with the weights of a ConvRNN TensorFlow checkpoint, and a line saying what
-    it is.
-
-    Args:
-        path: the checkpoint prefix (``.../model.ckpt``), its ``.index`` file or its folder.
-        arch: confirm the model; needed only for the t22 / t30 models when the folder is not
-            named after them (their variables are their base model's).
-        overrides: ``timesteps`` (the default clock); the weights fix everything else.
-
-    The pretrained config is the tag ``<arch>.imagenet``'s (preprocessing, protocol, class
-    names, citation) with the checkpoint as its source (widths other than the published ones:
-    no class names or training claims).
-    """
-    from ._checkpoint import load_state_dict_strict
-    from ._factory import create_model
-    from ._registry import get_pretrained_cfg
-
-    fixed = sorted(set(overrides) - {"timesteps"})
-    if fixed:
-        raise ValueError(
-            f"{', '.join(fixed)} cannot be chosen for a ConvRNN checkpoint: the variables fix the "
-            "architecture; only timesteps (the default clock) can be set"
-        )
-    from ._tf_checkpoint import list_tf_checkpoint, read_tf_checkpoint, resolve_tf_checkpoint_prefix
-
-    prefix = resolve_tf_checkpoint_prefix(path)
-    shapes = {k: info.shape for k, info in list_tf_checkpoint(prefix).items()}
-    spec = inspect_convrnn_variables(shapes, arch=arch, name_hint=str(prefix))
-    variables = read_tf_checkpoint(prefix)
-    kwargs = dict(spec.kwargs)
-    if overrides.get("timesteps") is not None:
-        kwargs["timesteps"] = overrides["timesteps"]
-    model = create_model(spec.arch, **kwargs)
-    what = f"ConvRNN checkpoint {os.fspath(path)!r}"
-    load_state_dict_strict(model, tf_to_state_dict(variables, model), what=what)
-    release = get_pretrained_cfg(spec.arch, "imagenet")
-    base = release if spec.published else cast(Any, model.pretrained_cfg)
-    model.pretrained_cfg = base.replace(
-        architecture=spec.arch, tag="imagenet" if spec.published else "", url=None, sha256=None,
-        num_classes=model.num_classes, timesteps=model.timesteps, protocol=release.protocol,
-        class_names=release.class_names if model.num_classes == 1000 else None,
-        metrics=release.metrics if spec.published else {},
-        source=f"converted by blt-models from the TensorFlow checkpoint {os.fspath(path)}; "
-        + (release.source or ""),
-    )  # fmt: skip
-    how = f"{spec.arch}: ConvRNN TensorFlow checkpoint; " + "; ".join(spec.notes)
-    return model, how
-
-
-def convert_convrnn_checkpoint(
-    path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    arch: str | None = None,
-    **pretrained_cfg: Any,
-) -> Path:
-    """Convert a ConvRNN TensorFlow checkpoint into a published blt-models folder.
-
-    ``convert_convrnn_checkpoint("rgc_intermediate/model.ckpt", "rgc_intermediate_pt")`` writes
-    ``model.safetensors``, ``config.json`` and ``README.md`` and checks that
-    ``create_model("local-dir:rgc_intermediate_pt")`` reloads identical weights. The model and
-    its widths come from the variables (:func:`inspect_convrnn_variables`). Returns the folder.
-
-    Raises:
-        ConvRNNCheckpointError: the checkpoint is no ConvRNN (the message lists what it holds).
-    """
-    from ._factory import create_model
-    from ._published import save_pretrained
-
-    model, _ = load_convrnn_checkpoint(path, arch=arch)
-    out = save_pretrained(model, out_dir, **pretrained_cfg)
-    reloaded = create_model(f"local-dir:{out}", pretrained=True)
-    ref, got = model.state_dict(), reloaded.state_dict()
-    if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
-        raise RuntimeError(f"{out} does not reload to the converted weights")
-    return out
-
-
 def fetch_convrnn_weights(cfg: Any) -> Path:
     """The weights of a ConvRNN tag, converted once into torch.hub's cache.
 
@@ -477,7 +283,17 @@ def fetch_convrnn_weights(cfg: Any) -> Path:
     for url in (index_url, data_url):
         name = Path(urlparse(url).path).name
         url_download(url, name=cfg.name, arch=cfg.architecture, target=folder / name)
-    model, _ = load_convrnn_checkpoint(folder / "model.ckpt", arch=cfg.architecture)
+    from ._checkpoint import load_state_dict_strict
+    from ._registry import get_model_entrypoint
+    from ._tf_checkpoint import list_tf_checkpoint, read_tf_checkpoint
+    from .models.convrnn import tf_to_state_dict
+
+    prefix = folder / "model.ckpt"
+    shapes = {k: info.shape for k, info in list_tf_checkpoint(prefix).items()}
+    spec = inspect_convrnn_variables(shapes, arch=cfg.architecture)
+    model = get_model_entrypoint(spec.arch)(**spec.kwargs)
+    what = f"ConvRNN checkpoint {prefix}"
+    load_state_dict_strict(model, tf_to_state_dict(read_tf_checkpoint(prefix), model), what=what)
     partial = folder / f".model.safetensors.{os.getpid()}.tmp"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(partial), metadata={"source": index_url, "format": "pt"})

@@ -23,13 +23,9 @@ import torch
 
 import blt_models as bm
 from blt_models._checkpoint import load_state_dict_strict
-from blt_models._convert import convert_checkpoint
-from blt_models._convert_convrnn import (
-    inspect_convrnn_variables,
-    load_convrnn_checkpoint,
-    tf_to_state_dict,
-)
-from blt_models.models.convrnn import CONVRNN_MODELS, ConvRNN, convrnn_spec
+from blt_models._convert import convert_checkpoint, load_convrnn_checkpoint
+from blt_models._convert_convrnn import inspect_convrnn_variables
+from blt_models.models.convrnn import CONVRNN_MODELS, ConvRNN, convrnn_spec, tf_to_state_dict
 from blt_models.stimuli import Presentation, convrnn_protocol, protocol_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convrnn"

@@ -40,10 +40,12 @@ trained with.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,7 +53,8 @@ from torch import Tensor, nn
 from .._clock import ClockedModel, Connection, InputStage, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
-from ..errors import InputError, TimestepsError
+from .._tf_checkpoint import is_training_state
+from ..errors import InputError, InvalidWeightsError, TimestepsError
 
 __all__ = [
     "ConvRNN",
@@ -60,6 +63,7 @@ __all__ = [
     "CONVRNN_FEEDBACK",
     "CONVRNN_AREAS",
     "convrnn_spec",
+    "tf_to_state_dict",
 ]
 
 #: Cell types, as the first token of the authors' model names.
@@ -912,9 +916,119 @@ class ConvRNN(ClockedModel):
         -> this model's keys; a state dict without them is returned unchanged."""
         if not any(k.startswith("tnn_model/") for k in state_dict):
             return dict(state_dict)
-        from .._convert_convrnn import tf_to_state_dict
-
         return tf_to_state_dict(state_dict, self)
+
+
+_NODE = re.compile(r"^tnn_model/(conv\d+|imnetds)/(.+)$")
+#: Diagnostic constants of the temporal decoders that the reference never uses for the answer.
+_UNUSED = ("tnn_model/probs/softmax_beta", "tnn_model/alpha/softmax_beta")
+
+
+# --------------------------------------------------------------------------------- TF key map
+def _hwio(value: Tensor) -> Tensor:
+    return value.permute(3, 2, 0, 1).contiguous()
+
+
+def _cell_key(tail: str, value: Tensor) -> tuple[str, Tensor] | None:
+    """A cell variable (the part after ``tnn_model/<node>/``) -> (key under ``cell.``, value)."""
+    scope, _, rest = tail.partition("/")
+    leaf = rest.rsplit("/", 1)[-1]
+    if leaf in ("w_f_diag", "w_i_diag", "w_o_diag"):  # LSTM peepholes [H, W, C] -> [C, H, W]
+        return leaf, value.permute(2, 0, 1).contiguous()
+    if leaf in ("gamma", "beta"):  # layer norms: [C]
+        where = rest.rsplit("/", 1)[0]
+        module = "norm" if scope == "ConvNormBasicCell" else f"norm_{where}"
+        return f"{module}.{'weight' if leaf == 'gamma' else 'bias'}", value
+    if scope == "ReciprocalGateCell":
+        parts = rest.split("/")  # cell/tau/weights, cell/input_to_cell_weights, cell/tau/bias...
+        if len(parts) == 2:  # median RGC plain convs: <side>/<conv>_weights | _bias
+            side, name = parts
+            conv, _, kind = name.rpartition("_")
+            module = f"{side}_{conv}"
+            return (f"{module}.weight", _hwio(value)) if kind == "weights" else (
+                f"{module}.bias", value
+            )  # fmt: skip
+        side, conv, kind = parts[0], "_".join(parts[1:-1]), parts[-1]
+        module = f"{side}_{conv}"
+        if kind == "depthwise_weights":
+            return f"{module}.depthwise.weight", value.permute(2, 3, 0, 1).contiguous()
+        if kind == "pointwise_weights":
+            return f"{module}.pointwise.weight", _hwio(value)
+        if kind == "bias":
+            return f"{module}.pointwise.bias", value
+        return f"{module}.weight", _hwio(value)
+    modules = {"ConvNormBasicCell": "", "ConvGRUCell": "", "ConvLSTMCell": "conv",
+               "ConvIntersectionRNNCell": "conv", "ConvUGRNNCell": "conv"}  # fmt: skip
+    if scope not in modules:
+        return None
+    module = modules[scope] or rest.rsplit("/", 1)[0]  # i, s, gates, candidates
+    kind = "weight" if leaf == "weights" else "bias" if leaf == "bias" else None
+    if kind is None:
+        return None
+    return f"{module}.{kind}", _hwio(value) if kind == "weight" else value
+
+
+def tf_to_state_dict(state: Mapping[str, Any], model: Any) -> dict[str, Tensor]:
+    """The reference's variables (``tnn_model/...``, TF layouts) -> ``model``'s keys.
+
+    Optimizer slots and ``global_step`` are dropped; so are the decoders' unused diagnostic
+    constants (``probs/softmax_beta``, ``alpha/softmax_beta``) and the ``memory_decay`` of
+    layers without a time-decay cell, which must be 0 (memoryless: what the published models
+    hold). Names that fit nothing are kept as they are, so a strict load reports them.
+
+    Raises:
+        InvalidWeightsError: a non-zero ``memory_decay`` where the model has no time decay.
+    """
+    out: dict[str, Tensor] = {}
+    for name, raw in state.items():
+        if is_training_state(name) or name in _UNUSED:
+            continue
+        value = raw if isinstance(raw, Tensor) else torch.from_numpy(np.array(raw, copy=True))
+        if name == "tnn_model/normalize/softmax_beta":
+            out["softmax_beta"] = value.reshape(())
+            continue
+        if name == "tnn_model/decoder_threshold":
+            out["decoder_threshold"] = value.reshape(())
+            continue
+        match = _NODE.match(name)
+        if match is None:
+            out[name] = value
+            continue
+        node, tail = match.groups()
+        if tail == "memory_decay":
+            layer = getattr(model, node, None) if node != "imnetds" else None
+            if layer is not None and isinstance(layer.cell, TimeDecayCell):
+                out[f"{node}.cell.memory_decay"] = value.reshape(1)
+                continue
+            if value.numel() != 1 or float(value.reshape(())) != 0.0:
+                raise InvalidWeightsError(
+                    f"{name} = {value.flatten().tolist()}: this node has no time-decay cell, and "
+                    "the ConvRNNs keep its memory at 0 (memoryless); a checkpoint with a "
+                    "non-zero value is not one of the published models."
+                )
+            continue
+        if node == "imnetds":
+            if tail in ("pre_1/weights", "pre_3/weights"):
+                out["readout.weight"] = _hwio(value) if value.ndim == 4 else value.t().contiguous()
+                continue
+            if tail in ("pre_1/bias", "pre_3/bias"):
+                out["readout.bias"] = value
+                continue
+        simple = {
+            "pre_0/weights_basenet": "conv.weight", "pre_0/bias": "conv.bias",
+            "post_0/weights": "post_conv.weight", "post_0/bias": "post_conv.bias",
+            "post_1/residual_add_weights": "residual.weight",
+        }  # fmt: skip
+        if tail in simple:
+            key = simple[tail]
+            out[f"{node}.{key}"] = _hwio(value) if key.endswith("weight") else value
+            continue
+        mapped = _cell_key(tail, value)
+        if mapped is None:
+            out[name] = value
+            continue
+        out[f"{node}.cell.{mapped[0]}"] = mapped[1]
+    return out
 
 
 def _positive_ints(value: Sequence[int] | None, default: list[int], what: str) -> list[int]:
@@ -948,9 +1062,10 @@ def convrnn_checkpoint_urls(name: str) -> dict[str, str]:
 
 
 def _protocol_record(spec: _ModelSpec) -> dict[str, Any]:
-    from ..stimuli import Presentation
-
-    return Presentation(timesteps=spec.timesteps, off=spec.image_off, blank=0.5).to_dict()
+    # blt_models.stimuli.Presentation(timesteps=T, off=image_off, blank=0.5).to_dict(), written
+    # out (stimuli imports this module for convrnn_protocol); tests check that they agree.
+    return {"protocol": "Presentation", "timesteps": spec.timesteps, "blank": 0.5,
+            "contrast": 1.0, "noise_std": 0.0, "seed": 0, "on": 0, "off": spec.image_off}  # fmt: skip
 
 
 def _cfg(spec: _ModelSpec) -> PretrainedCfg:
