@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-import torch
-
 from ._checkpoint import (
     LOADED_SHA256_ATTR,
     extract_state_dict,
@@ -410,15 +408,10 @@ def convert_convrnn_checkpoint(
     Raises:
         ConvRNNCheckpointError: the checkpoint is no ConvRNN (the message lists what it holds).
     """
-    from ._published import save_pretrained
+    from ._factory import save_and_check_reload
 
     model, _ = load_convrnn_checkpoint(path, arch=arch)
-    out = save_pretrained(model, out_dir, **pretrained_cfg)
-    reloaded = create_model(f"local-dir:{out}", pretrained=True)
-    ref, got = model.state_dict(), reloaded.state_dict()
-    if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
-        raise RuntimeError(f"{out} does not reload to the converted weights")
-    return out
+    return Path(save_and_check_reload(model, out_dir, **pretrained_cfg))
 
 
 # --------------------------------------------------------------------------------- BLT-VS
