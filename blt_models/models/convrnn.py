@@ -842,10 +842,11 @@ class ConvRNN(ClockedModel):
             raise TimestepsError(
                 f"no logits in the decoder window (steps >= {self.num_nodes}); run more steps"
             )
-        conf = torch.softmax(self.softmax_beta * window, dim=-1).amax(-1)  # [W, B]
+        beta = self.get_buffer("softmax_beta")
+        conf = torch.softmax(beta * window, dim=-1).amax(-1)  # [W, B]
         best = conf.argmax(0)  # first maximum
         if self.decoder == "thresh":
-            reached = conf >= self.decoder_threshold
+            reached = conf >= self.get_buffer("decoder_threshold")
             first = reached.to(torch.uint8).argmax(0)
             best = torch.where(reached.any(0), first, best)
         return window.gather(0, best.view(1, -1, 1).expand(1, -1, window.shape[-1]))[0]
@@ -962,10 +963,11 @@ def _cell_key(tail: str, value: Tensor) -> tuple[str, Tensor] | None:
     if scope not in modules:
         return None
     module = modules[scope] or rest.rsplit("/", 1)[0]  # i, s, gates, candidates
-    kind = "weight" if leaf == "weights" else "bias" if leaf == "bias" else None
-    if kind is None:
+    if leaf not in ("weights", "bias"):
         return None
-    return f"{module}.{kind}", _hwio(value) if kind == "weight" else value
+    if leaf == "weights":
+        return f"{module}.weight", _hwio(value)
+    return f"{module}.bias", value
 
 
 def tf_to_state_dict(state: Mapping[str, Any], model: Any) -> dict[str, Tensor]:
