@@ -21,6 +21,7 @@ from .errors import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     ConfigValueError,
+    ConvRNNCheckpointError,
     ExtractionError,
     HashMismatchError,
     HubUploadError,
@@ -46,7 +47,7 @@ from .errors import (
 if TYPE_CHECKING:  # the names _LAZY loads, for type checkers and IDEs
     from ._checkpoint import load_checkpoint
     from ._clock import ClockedModel, Connection, TimestepOutput
-    from ._convert import load_reference_checkpoint
+    from ._convert import convert_convrnn_checkpoint, load_reference_checkpoint
     from ._convert_rcnn_sat import convert_rcnn_sat_h5
     from ._factory import create_model
     from ._pretrained import PretrainedCfg
@@ -71,6 +72,7 @@ _LAZY: dict[str, str] = {
     "TimestepOutput": "_clock",
     "load_reference_checkpoint": "_convert",
     "convert_rcnn_sat_h5": "_convert_rcnn_sat",
+    "convert_convrnn_checkpoint": "_convert",
     "create_model": "_factory",
     "PretrainedCfg": "_pretrained",
     "push_to_hub": "_published",
@@ -164,3 +166,5 @@ __all__ += [
 ]
 
 __all__ += ["StimulusError", "stimuli"]
+
+__all__ += ["ConvRNNCheckpointError", "convert_convrnn_checkpoint"]

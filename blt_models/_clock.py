@@ -160,6 +160,9 @@ class ClockedModel(nn.Module):
     feedforward: bool = False
     #: Recurrent families whose input stage takes frame ``t`` at step ``t`` (``InputStage``).
     supports_sequences: bool = False
+    #: Steps between the head layer's map and the readout that pools it: 0, the readout at step
+    #: ``t`` reads :attr:`head_layer` at ``t``; 1 (ConvRNNs: one step per edge), at ``t - 1``.
+    readout_delay: int = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -577,11 +580,11 @@ class ClockedModel(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """timm's ``forward_features``: the unpooled map ``[B, C, H, W]`` of [`head_layer`][blt_models.ClockedModel.head_layer]
-        at the last readout step of the run (the default clock, or a sequence's ``T`` steps),
-        what the readout of ``forward`` pools."""
+        that the last readout of the run pools (the default clock, or a sequence's ``T`` steps):
+        its map at the last readout step, or `readout_delay` steps before it."""
         out = self.forward_timesteps(x, layers=[self.head_layer])
         # The step the run really ended its readouts on: a sequence sets its own clock length.
-        last = int(out.steps[-1])
+        last = int(out.steps[-1]) - self.readout_delay
         return out.features[self.head_layer][last]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -916,7 +919,7 @@ class ClockedModel(nn.Module):
         intermediates = [fmt(out.features[n][at[n]]) for n in names]
         if intermediates_only:
             return intermediates
-        final = out.features[head][self.readout_steps(out.timesteps)[-1]]
+        final = out.features[head][self.readout_steps(out.timesteps)[-1] - self.readout_delay]
         return fmt(final), intermediates
 
     def prune_intermediate_layers(

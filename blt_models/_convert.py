@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from ._checkpoint import (
@@ -23,7 +24,7 @@ from ._checkpoint import (
     weights_sha256,
 )
 from ._clock import ClockedModel
-from ._factory import create_with_origins
+from ._factory import create_model, create_with_origins
 from ._pretrained import PretrainedCfg
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from ._validate import check_int, check_str, check_timesteps
@@ -34,6 +35,8 @@ __all__ = [
     "load_reference_checkpoint",
     "reference_args_to_kwargs",
     "convert_checkpoint",
+    "load_convrnn_checkpoint",
+    "convert_convrnn_checkpoint",
     "blt_vs_kwargs_from_filename",
     "blt_vs_kwargs_from_state_dict",
 ]
@@ -226,6 +229,9 @@ def convert_checkpoint(
       the file (epoch, ``val_perf``).
     * Keras HDF5 files (the published rcnn-sat B / BL networks): variant, widths, classes and
       steps from the file's layers, see [`blt_models.convert_rcnn_sat_h5`][blt_models.convert_rcnn_sat_h5].
+    * TensorFlow checkpoints (a folder holding ``model.ckpt.index`` + ``.data-*``, the prefix
+      or one of its files): the ConvRNNs of Nayebi et al. 2022; model and widths from the
+      variables, see [`blt_models.convert_convrnn_checkpoint`][blt_models.convert_convrnn_checkpoint].
     * Other files (official CORnet ``{'state_dict': {'module.' + k}, 'arch', ...}``, plain state
       dicts, safetensors): the architecture is ``arch`` or the file's ``'arch'`` entry, and the
       weights go through the family's own key conversion.
@@ -234,6 +240,8 @@ def convert_checkpoint(
     """
     from ._keras_h5 import is_hdf5_file, is_hdf5_name
 
+    if _is_tf_checkpoint(path):  # a TensorFlow checkpoint: the ConvRNNs (Nayebi et al. 2022)
+        return load_convrnn_checkpoint(path, arch=arch, **overrides)
     # A Keras HDF5 weight file (the rcnn-sat networks, Spoerer et al. 2020), or a file named as
     # one, which the Keras reader refuses by its contents.
     if is_hdf5_file(path) or is_hdf5_name(path):
@@ -316,6 +324,96 @@ def convert_checkpoint(
     model.pretrained_cfg = converted.replace(source=f"converted by blt-models from {name}")
     origin = f"from the file's 'arch' entry {recorded_arch!r}" if not arch else "from --arch"
     return model, f"{chosen} ({origin})"
+
+
+def _is_tf_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """A folder with a ``*.index`` file, a prefix whose ``.index`` exists, or a checkpoint file."""
+    from ._tf_checkpoint import resolve_tf_checkpoint_prefix
+
+    p = os.fspath(path)
+    if not (os.path.isdir(p) or os.path.isfile(p + ".index") or re.search(
+        r"\.(index|meta)$|\.data-\d{5}-of-\d{5}$", p
+    )):  # fmt: skip
+        return False
+    try:
+        resolve_tf_checkpoint_prefix(p)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------- ConvRNNs
+def load_convrnn_checkpoint(
+    path: str | os.PathLike[str], arch: str | None = None, **overrides: Any
+) -> tuple[Any, str]:
+    """A zoo model with the weights of a ConvRNN TensorFlow checkpoint, and a line saying what
+    it is.
+
+    Args:
+        path: the checkpoint prefix (``.../model.ckpt``), its ``.index`` file or its folder.
+        arch: confirm the model; needed only for the t22 / t30 models when the folder is not
+            named after them (their variables are their base model's).
+        overrides: ``timesteps`` (the default clock); the weights fix everything else.
+
+    The pretrained config is the tag ``<arch>.imagenet``'s (preprocessing, protocol, class
+    names, citation) with the checkpoint as its source (widths other than the published ones:
+    no class names or training claims).
+    """
+    from ._convert_convrnn import inspect_convrnn_variables
+    from .models.convrnn import tf_to_state_dict
+
+    fixed = sorted(set(overrides) - {"timesteps"})
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)} cannot be chosen for a ConvRNN checkpoint: the variables fix the "
+            "architecture; only timesteps (the default clock) can be set"
+        )
+    from ._tf_checkpoint import list_tf_checkpoint, read_tf_checkpoint, resolve_tf_checkpoint_prefix
+
+    prefix = resolve_tf_checkpoint_prefix(path)
+    shapes = {k: info.shape for k, info in list_tf_checkpoint(prefix).items()}
+    spec = inspect_convrnn_variables(shapes, arch=arch, name_hint=str(prefix))
+    variables = read_tf_checkpoint(prefix)
+    kwargs = dict(spec.kwargs)
+    if overrides.get("timesteps") is not None:
+        kwargs["timesteps"] = overrides["timesteps"]
+    model = create_model(spec.arch, **kwargs)
+    what = f"ConvRNN checkpoint {os.fspath(path)!r}"
+    load_state_dict_strict(model, tf_to_state_dict(variables, model), what=what)
+    release = get_pretrained_cfg(spec.arch, "imagenet")
+    base = release if spec.published else cast(Any, model.pretrained_cfg)
+    model.pretrained_cfg = base.replace(
+        architecture=spec.arch, tag="imagenet" if spec.published else "", url=None, sha256=None,
+        num_classes=model.num_classes, timesteps=model.timesteps, protocol=release.protocol,
+        class_names=release.class_names if model.num_classes == 1000 else None,
+        metrics=release.metrics if spec.published else {},
+        source=f"converted by blt-models from the TensorFlow checkpoint {os.fspath(path)}; "
+        + (release.source or ""),
+    )  # fmt: skip
+    how = f"{spec.arch}: ConvRNN TensorFlow checkpoint; " + "; ".join(spec.notes)
+    return model, how
+
+
+def convert_convrnn_checkpoint(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    arch: str | None = None,
+    **pretrained_cfg: Any,
+) -> Path:
+    """Convert a ConvRNN TensorFlow checkpoint into a published blt-models folder.
+
+    ``convert_convrnn_checkpoint("rgc_intermediate/model.ckpt", "rgc_intermediate_pt")`` writes
+    ``model.safetensors``, ``config.json`` and ``README.md`` and checks that
+    ``create_model("local-dir:rgc_intermediate_pt")`` reloads identical weights. The model and
+    its widths come from the variables (:func:`inspect_convrnn_variables`). Returns the folder.
+
+    Raises:
+        ConvRNNCheckpointError: the checkpoint is no ConvRNN (the message lists what it holds).
+    """
+    from ._factory import save_and_check_reload
+
+    model, _ = load_convrnn_checkpoint(path, arch=arch)
+    return Path(save_and_check_reload(model, out_dir, **pretrained_cfg))
 
 
 # --------------------------------------------------------------------------------- BLT-VS

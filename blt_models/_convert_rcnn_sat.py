@@ -391,16 +391,9 @@ def convert_rcnn_sat_h5(
     Raises:
         KerasWeightsError: the file is no rcnn-sat network (the message lists what it holds).
     """
-    import torch
 
-    from ._factory import create_model
-    from ._published import save_pretrained
+    from ._factory import save_and_check_reload
 
     overrides = {} if cumulative_readout is None else {"cumulative_readout": cumulative_readout}
     model, _ = load_rcnn_sat_h5(path, arch=arch, class_names=class_names, **overrides)
-    out = save_pretrained(model, out_dir, **pretrained_cfg)
-    reloaded = create_model(f"local-dir:{out}", pretrained=True)
-    ref, got = model.state_dict(), reloaded.state_dict()
-    if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
-        raise PublishedFormatError(f"{out} does not reload to the converted weights")
-    return out
+    return Path(save_and_check_reload(model, out_dir, **pretrained_cfg))

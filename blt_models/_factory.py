@@ -331,3 +331,19 @@ def adapt_in_chans(model: ClockedModel, in_chans: int) -> None:
     conv.in_channels = in_chans
     model.in_chans = in_chans
     model.__dict__.pop("_feature_info_cache", None)
+
+
+def save_and_check_reload(model: nn.Module, out_dir: Any, **pretrained_cfg: Any) -> Any:
+    """``save_pretrained(model, out_dir)``, then check that ``create_model("local-dir:...")``
+    reloads identical weights; returns the folder (what every converter does last)."""
+    import torch
+
+    from ._published import save_pretrained
+    from .errors import PublishedFormatError
+
+    out = save_pretrained(model, out_dir, **pretrained_cfg)
+    reloaded = create_model(f"local-dir:{out}", pretrained=True)
+    ref, got = model.state_dict(), reloaded.state_dict()
+    if ref.keys() != got.keys() or not all(torch.equal(ref[k], got[k]) for k in ref):
+        raise PublishedFormatError(f"{out} does not reload to the converted weights")
+    return out

@@ -178,9 +178,12 @@ def url_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def url_download(url: str, name: str | None = None, arch: str | None = None) -> Path:
-    """The file at ``url`` in torch.hub's cache, downloaded if it is not there yet."""
-    target = url_cache_path(url)
+def url_download(
+    url: str, name: str | None = None, arch: str | None = None, target: Path | None = None
+) -> Path:
+    """The file at ``url`` in torch.hub's cache (or at ``target``), downloaded if it is not
+    there yet."""
+    target = url_cache_path(url) if target is None else target
     if target.is_file():
         return target
     unreachable = endpoint_reachable(url)

@@ -54,6 +54,9 @@ class PretrainedCfg(Mapping):
     class_names: tuple[str, ...] | None = None
     timesteps: int | None = None
     unroll: str | None = None
+    # The presentation the weights were trained with (``Protocol.to_dict()`` of
+    # ``blt_models.stimuli``; None: a static image at every step). ``protocol_of(model)``.
+    protocol: dict[str, Any] | None = None
     # Constructor arguments that the weights need (e.g. pool="blur"); explicit kwargs override.
     model_args: dict[str, Any] = field(default_factory=dict)
     # Provenance.

@@ -278,6 +278,17 @@ def _check_pretrained_cfg(
             if key == "metrics":
                 _check_per_step(value, where)
             out[key] = value
+        elif key == "protocol":
+            if value is not None:
+                from .stimuli import protocol_from_dict
+
+                try:
+                    protocol_from_dict(dict(value) if isinstance(value, dict) else value)
+                except (TypeError, ValueError) as err:
+                    raise ConfigValueError(
+                        f"protocol = {value!r} ({where}): not a presentation protocol ({err})."
+                    ) from None
+            out[key] = value
         elif key == "interpolation":
             if value not in ("bilinear", "bicubic", "nearest"):
                 raise ConfigValueError(
@@ -933,6 +944,11 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
             )
             pin, size = _checked_weights_record(config, config_origin)
         return path, _verified(path, pin, where, size, verify, unpinned)
+    if cfg.url and cfg.url.endswith(".ckpt.index"):  # a TensorFlow checkpoint (the ConvRNNs)
+        from ._convert_convrnn import fetch_convrnn_weights
+
+        path = fetch_convrnn_weights(cfg)
+        return path, _verified(path, pin, cfg.url, None, verify, unpinned)
     if cfg.url:
         path = url_download(cfg.url, name=cfg.name, arch=cfg.architecture)
         return path, _verified(path, pin, cfg.url, None, verify, unpinned)
@@ -956,12 +972,12 @@ def resolve_weights_file(cfg: PretrainedCfg, verify: bool = True) -> tuple[Path,
 
 def without_provenance(cfg: PretrainedCfg) -> PretrainedCfg:
     """``cfg`` of a model built without the weights it describes: the preprocessing, timing,
-    tag name and classes stay; the weights' location, hash, license, source, training data,
-    description and metrics go (a model must not claim training it never had)."""
+    tag name and classes stay; the weights' location, hash, license, source, training data and
+    protocol, description and metrics go (a model must not claim training it never had)."""
     return cfg.replace(
         hf_hub_id=None, hf_hub_filename=None, hf_hub_revision=None, url=None, file=None,
         sha256=None, license=None, source=None, training_data=None, description=None,
-        metrics={},
+        metrics={}, protocol=None,
     )  # fmt: skip
 
 

@@ -76,7 +76,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     }
     if args.cumulative_readout:
         overrides["cumulative_readout"] = True
-    print(f"reading {args.src} (weights_only=True)")
+    print(f"reading {args.src}")
     model, how = convert_checkpoint(args.src, arch=args.arch, **overrides)
     n_tensors = len(model.state_dict())
     print(f"architecture: {how}")
@@ -417,14 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="convert a reference BLT training checkpoint, an official-layout file (e.g. CORnet) "
-        "or a published rcnn-sat Keras .h5 file into the published format",
+        help="convert a reference BLT training checkpoint, an official-layout file (e.g. CORnet), "
+        "a published rcnn-sat Keras .h5 file or a ConvRNN TensorFlow checkpoint into the "
+        "published format",
         description="Write SRC as a published folder OUT (model.safetensors, config.json, README.md). "
         "The architecture is read from the file (reference 'args', an 'arch' entry, or the layers "
-        "of an rcnn-sat Keras .h5 file) or given "
+        "of an rcnn-sat Keras .h5 file, the variables of a ConvRNN TensorFlow checkpoint) or given "
         "with --arch; the weights are loaded strictly and the result is verified by reloading it.",
     )
-    p.add_argument("src", help="checkpoint file (.pth / .pt / .safetensors / Keras .h5)")
+    p.add_argument(
+        "src",
+        help="checkpoint file (.pth / .pt / .safetensors / Keras .h5), or a TensorFlow checkpoint "
+        "(its folder or prefix .../model.ckpt)",
+    )
     p.add_argument("out", help="output folder (created; an existing published folder is replaced)")
     p.add_argument(
         "--arch", help="architecture, when the file does not record it (see 'blt-models list')"

@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConfigValueError",
     "CorruptFeatureFileError",
+    "ConvRNNCheckpointError",
     "ExtractionError",
     "FeatureIndexError",
     "FeatureWriteError",
@@ -144,6 +145,11 @@ class SaveTargetError(BltModelsError, FileExistsError):
 class KerasWeightsError(BltModelsError, ValueError):
     """A Keras HDF5 weight file that cannot be read, or that matches no architecture it is read
     for (e.g. no rcnn-sat variant); the message lists what the file holds."""
+
+
+class ConvRNNCheckpointError(BltModelsError, ValueError):
+    """A TensorFlow checkpoint that matches none of the ConvRNNs of Nayebi et al. 2022 (or not
+    the one asked for); the message lists what the checkpoint holds."""
 
 
 # ------------------------------------------------------------------------------- extraction

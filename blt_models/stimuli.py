@@ -51,6 +51,7 @@ __all__ = [
     "RSVP",
     "protocol_from_dict",
     "protocol_of",
+    "convrnn_protocol",
     "check_for_model",
     "apply_to_batch",
     "PROTOCOLS",
@@ -616,10 +617,94 @@ def protocol_record(protocol: Protocol | None) -> dict[str, Any] | None:
     return None if protocol is None else protocol.to_dict()
 
 
-def protocol_of(metadata: dict[str, Any]) -> Protocol | None:
-    """The protocol a features file was extracted with (None: the static image at every step).
+def protocol_of(source: Any) -> Protocol | None:
+    """The protocol recorded by ``source`` (None: the static image at every step).
+
+    ``source`` is a features file's metadata (the protocol it was extracted with), a model or its
+    ``pretrained_cfg`` (the protocol its weights were trained with, e.g. the ConvRNNs' image
+    then "off" frame; None for weights trained on static images).
 
     >>> protocol_of(load_features("feats.h5").metadata)
+    >>> seq = protocol_of(model).apply(images)   # the presentation the weights were trained with
     """
-    record = metadata.get("stimulus")
+    from ._pretrained import PretrainedCfg
+
+    cfg = getattr(source, "pretrained_cfg", source)
+    if isinstance(cfg, PretrainedCfg):
+        return None if cfg.protocol is None else protocol_from_dict(dict(cfg.protocol))
+    if source is not None and hasattr(source, "pretrained_cfg"):  # a model without a config
+        return None
+    if not isinstance(source, dict):
+        raise StimulusError(
+            f"protocol_of takes a features file's metadata, a model or a PretrainedCfg; got "
+            f"{type(source).__name__}"
+        )
+    record = source.get("stimulus")
     return None if record is None else protocol_from_dict(record)
+
+
+#: The ConvRNN reference's presentation modes (``image_pres``) and their clocks.
+CONVRNN_MODES = ("default", "constant", "neural")
+#: Value of the reference's "off" frame in the normalised space (not a normalised grey).
+CONVRNN_OFF_VALUE = 0.5
+
+
+def convrnn_protocol(
+    model: Any,
+    mode: str = "default",
+    *,
+    timesteps: int | None = None,
+    image_off: int | None = None,
+) -> Presentation:
+    """One of the ConvRNN reference's image presentations (Nayebi et al. 2022) as a protocol.
+
+    Args:
+        model: a ConvRNN model or its architecture name (``"convrnn_rgc_intermediate"``, a tag
+            allowed): sets the default clock and the ``default`` mode.
+        mode: ``"default"``: as the model was trained: the image for steps ``0 .. 11``, then the
+            "off" frame to step ``T - 1`` (T = 16 shallow, 17 intermediate); the t22 / t30 models
+            the image at all 22 / 30 steps. ``"constant"``: the image at every one of
+            ``timesteps`` steps (default: the model's T). ``"neural"``: 26 steps, the image for
+            steps ``0 .. 9`` (the authors' protocol for neural comparisons). ``"custom"``: the
+            image for steps ``< image_off`` of ``timesteps``.
+        timesteps: overrides ``T`` (``constant`` and ``custom``; ``default`` and ``neural`` fix it).
+        image_off: ``custom``: the first step of the off frame.
+
+    The off frame is the constant 0.5 in normalised units (the reference's, not mean grey):
+    ``blank=0.5``. Equal to ``protocol_of(model)`` for ``default`` on the authors' tags.
+
+    Returns:
+        A :class:`Presentation`; ``.apply(images)`` gives ``[T, B, C, H, W]``.
+    """
+    from .models.convrnn import convrnn_spec
+
+    arch = model if isinstance(model, str) else getattr(
+        getattr(model, "pretrained_cfg", None), "architecture", ""
+    )  # fmt: skip
+    try:
+        spec = convrnn_spec(str(arch).split(".")[0])
+    except KeyError:
+        raise StimulusError(
+            f"convrnn_protocol needs a ConvRNN (an architecture of list_models('convrnn*')); got "
+            f"{arch or type(model).__name__!r}"
+        ) from None
+    fixed = {"default": spec.timesteps, "neural": 26}
+    if mode in fixed and timesteps is not None and timesteps != fixed[mode]:
+        raise StimulusError(
+            f"the {mode!r} presentation of {spec.name} runs {fixed[mode]} steps; use "
+            "mode='constant' or 'custom' for another clock"
+        )
+    if mode == "default":
+        return Presentation(timesteps=spec.timesteps, off=spec.image_off, blank=CONVRNN_OFF_VALUE)
+    if mode == "neural":
+        return Presentation(timesteps=26, off=10, blank=CONVRNN_OFF_VALUE)
+    steps = spec.timesteps if timesteps is None else timesteps
+    if mode == "constant":
+        if image_off is not None:
+            raise StimulusError("the 'constant' presentation has no image_off")
+        return Presentation(timesteps=steps, blank=CONVRNN_OFF_VALUE)
+    if mode == "custom":
+        if image_off is None:
+            raise StimulusError("the 'custom' presentation needs image_off (and timesteps)")
+        return Presentation(timesteps=steps, off=image_off, blank=CONVRNN_OFF_VALUE)
+    raise StimulusError(f"mode must be one of {(*CONVRNN_MODES, 'custom')}; got {mode!r}")

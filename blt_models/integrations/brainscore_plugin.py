@@ -25,10 +25,18 @@ REGIONS = ("V1", "V2", "V4", "IT")
 
 def default_region_layer_map(layer_names: tuple[str, ...]) -> dict[str, str] | None:
     """The map a family's names imply: CORnet's areas (``V1`` ... ``IT``), BLT-VS's bottom-up
-    streams (``v1_bu`` ... and ``loc_bu`` for IT); None for families whose layers are not named
-    after brain areas (BLT, ResNet): those need an explicit map."""
+    streams (``v1_bu`` ... and ``loc_bu`` for IT), the ConvRNNs' layers that the authors found
+    to match V4 and cIT/aIT best (the first of each: shallow ``conv3`` / ``conv5``, intermediate
+    ``conv5`` / ``conv9``); None for families whose layers are not named after brain areas
+    (BLT, ResNet): those need an explicit map."""
     if all(r in layer_names for r in REGIONS):
         return {r: r for r in REGIONS}
+    for depth, n in (("shallow", 5), ("intermediate", 10)):
+        if tuple(layer_names) == tuple(f"conv{k}" for k in range(1, n + 1)):
+            from ..models.convrnn import CONVRNN_AREAS
+
+            areas = CONVRNN_AREAS[depth]
+            return {"V4": areas["V4"][0], "IT": areas["cIT/aIT"][0]}
     streams = {"V1": "v1_bu", "V2": "v2_bu", "V4": "v4_bu", "IT": "loc_bu"}
     if all(s in layer_names for s in streams.values()):
         return dict(streams)

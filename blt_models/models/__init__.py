@@ -2,6 +2,7 @@
 
 from .blt import BLT
 from .blt_vs import BLTVS
+from .convrnn import ConvRNN
 from .cornet import CORnetR, CORnetRT, CORnetS, CORnetZ
 from .rcnn_sat import RcnnSatB, RcnnSatBL
 from .resnet import ResNet
@@ -9,6 +10,7 @@ from .resnet import ResNet
 __all__ = [
     "BLT",
     "BLTVS",
+    "ConvRNN",
     "CORnetR",
     "CORnetRT",
     "CORnetS",
