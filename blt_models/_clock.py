@@ -161,7 +161,7 @@ class ClockedModel(nn.Module):
     #: Recurrent families whose input stage takes frame ``t`` at step ``t`` (``InputStage``).
     supports_sequences: bool = False
     #: Steps between the head layer's map and the readout that pools it: 0, the readout at step
-    #: ``t`` reads :attr:`head_layer` at ``t``; 1 (ConvRNNs: one step per edge), at ``t - 1``.
+    #: ``t`` reads `head_layer` at ``t``; 1 (ConvRNNs: one step per edge), at ``t - 1``.
     readout_delay: int = 0
 
     def __init__(self) -> None:

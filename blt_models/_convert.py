@@ -405,7 +405,7 @@ def convert_convrnn_checkpoint(
     ``convert_convrnn_checkpoint("rgc_intermediate/model.ckpt", "rgc_intermediate_pt")`` writes
     ``model.safetensors``, ``config.json`` and ``README.md`` and checks that
     ``create_model("local-dir:rgc_intermediate_pt")`` reloads identical weights. The model and
-    its widths come from the variables (:func:`inspect_convrnn_variables`). Returns the folder.
+    its widths come from the variables (`inspect_convrnn_variables`). Returns the folder.
 
     Raises:
         ConvRNNCheckpointError: the checkpoint is no ConvRNN (the message lists what it holds).

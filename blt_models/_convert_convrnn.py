@@ -1,13 +1,13 @@
 """TensorFlow checkpoints of the ConvRNNs (Nayebi et al. 2022, neuroailab/convrnns) -> zoo models.
 
-:func:`inspect_convrnn_variables` reads which of the 20 models a checkpoint holds (cell, depth,
+`inspect_convrnn_variables` reads which of the 20 models a checkpoint holds (cell, depth,
 decoder) and its widths from the variable names and shapes alone, and refuses a checkpoint that
-fits none with a report of what it holds; :func:`fetch_convrnn_weights` downloads a tag's
+fits none with a report of what it holds; `fetch_convrnn_weights` downloads a tag's
 checkpoint and converts it once into the cache. The key map is the family's
 (``models.convrnn.tf_to_state_dict``); loading and converting files is in ``_convert.py``
 (``load_convrnn_checkpoint``, ``convert_convrnn_checkpoint``). Optimizer slots (``.../Momentum``)
 and ``global_step`` are ignored, as the reference's loader ignores them. TensorFlow is not
-needed: the checkpoint is read by :func:`blt_models._tf_checkpoint.read_tf_checkpoint`.
+needed: the checkpoint is read by `blt_models._tf_checkpoint.read_tf_checkpoint`.
 """
 
 from __future__ import annotations

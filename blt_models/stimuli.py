@@ -674,7 +674,7 @@ def convrnn_protocol(
     ``blank=0.5``. Equal to ``protocol_of(model)`` for ``default`` on the authors' tags.
 
     Returns:
-        A :class:`Presentation`; ``.apply(images)`` gives ``[T, B, C, H, W]``.
+        A [`Presentation`][blt_models.stimuli.Presentation]; ``.apply(images)`` gives ``[T, B, C, H, W]``.
     """
     from .models.convrnn import convrnn_spec
 

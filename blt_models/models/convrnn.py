@@ -556,7 +556,7 @@ class ConvRNN(ClockedModel):
         depth: ``"shallow"`` (conv1-5, cells in conv3-5) or ``"intermediate"`` (conv1-10, cells
             in conv4-10; the RGC models with long-range feedback).
         decoder: ``"last"`` (the logits at the last step), ``"max_conf"`` or ``"thresh"``:
-            what ``model(x)`` returns (see :meth:`decode`).
+            what ``model(x)`` returns (see `decode`).
         timesteps: default clock length (the reference's ``times``; authors: 16 shallow, 17
             intermediate, 22 / 30 for the t22 / t30 models).
         num_classes: readout width (1000 for the published weights; 0: pooled features).
@@ -813,7 +813,7 @@ class ConvRNN(ClockedModel):
         return self.readout(top.mean((2, 3)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Readout of a :meth:`forward_features` map ``[B, C, H, W]`` (the reference's
+        """Readout of a `forward_features` map ``[B, C, H, W]`` (the reference's
         ``imnetds``); ``pre_logits=True``: the spatial mean ``[B, C]``."""
         if pre_logits:
             return x.mean((2, 3)) if x.ndim == 4 else x
@@ -853,7 +853,7 @@ class ConvRNN(ClockedModel):
 
     def forward(self, x: Tensor) -> Tensor:
         """The authors' decoded answer ``[B, num_classes]`` on the default clock (``decoder``:
-        the last step's logits, max-confidence or threshold; see :meth:`decode`). With
+        the last step's logits, max-confidence or threshold; see `decode`). With
         ``num_classes=0``: the pooled features of the last step."""
         if self.decoder == "last" or self.num_classes == 0:
             return super().forward(x)

@@ -13,7 +13,7 @@
   ``DIR/val/<class>/``, or ``DIR/<class>/`` split per class into train and validation by a seed.
 * ``synthetic``: small deterministic images for tests and smoke runs.
 
-Random augmentation is made a pure function of ``(seed, epoch, index)`` by :class:`SeededAugment`,
+Random augmentation is made a pure function of ``(seed, epoch, index)`` by `SeededAugment`,
 so a run gives the same batches whatever the number of workers, and a resumed run continues
 exactly where it stopped.
 """
