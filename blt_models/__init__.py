@@ -39,6 +39,7 @@ from .errors import (
     UnknownModelError,
     UnreadableCheckpointError,
     UnreadableImageError,
+    UnsupportedError,
     UnverifiedWeightsWarning,
     WeightsUnavailableError,
 )
@@ -164,3 +165,5 @@ __all__ += [
 ]
 
 __all__ += ["StimulusError", "stimuli"]
+
+__all__ += ["UnsupportedError"]

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import MAX_TIMESTEPS, as_int
-from .errors import InputError, StepOutOfRangeError, TimestepsError, UnknownLayerError
+from .errors import (
+    ConfigValueError,
+    InputError,
+    StepOutOfRangeError,
+    TimestepsError,
+    UnknownLayerError,
+    UnsupportedError,
+)
 
 __all__ = [
     "CONNECTION_KINDS",
@@ -274,6 +281,8 @@ class ClockedModel(nn.Module):
         after ``reset_classifier(0)``) the readout has no classifier and this returns the pooled
         features ``[B, num_features]`` instead, as in timm.
         """
+        if self.global_pool == "":  # no pooling, no classifier (timm): the unpooled map
+            return self.forward_features(x)
         x, timesteps = self._prepare_input(x, None)
         self._refuse_unseen_hooks()
         last = self._readout_steps_for(x, timesteps)[-1]
@@ -538,19 +547,136 @@ class ClockedModel(nn.Module):
             self.__dict__["_num_features"] = int(info[self.head_layer]["num_chs"])
         return int(self.__dict__["_num_features"])
 
-    def reset_classifier(self, num_classes: int) -> None:
+    #: timm's global pooling of the readout: ``"avg"`` (the readout's own spatial mean) or ``""``
+    #: (none: with ``num_classes=0`` the model returns the unpooled map of :attr:`head_layer`).
+    global_pool: str = "avg"
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the readout's classifier by a freshly initialised one with ``num_classes``
         outputs; ``0`` removes it, so that ``forward`` returns pooled features
-        ``[B, num_features]`` (timm's convention)."""
+        ``[B, num_features]`` (timm's convention).
+
+        ``global_pool``: None keeps the current pooling; ``"avg"`` pools the map (the readout's
+        spatial mean); ``""`` removes the pooling too (only with ``num_classes=0``): ``forward``
+        then returns the unpooled map ``[B, num_features, H, W]``. The new classifier takes the
+        device, dtype and train / eval mode of the model.
+        """
+        pool = self.global_pool if global_pool is None else global_pool
+        self._check_global_pool(pool, num_classes)
         in_features = self.num_features
         old = self.get_classifier()
         ref = next(iter(old.parameters()), None)
         if ref is None:
             ref = next(iter(self.parameters()))
         new = self._make_classifier(in_features, num_classes).to(ref.device, ref.dtype)
+        new.train(self.training)
         self.__dict__["_num_features"] = in_features
         self.set_submodule(self.classifier_name, new)
         self.num_classes = num_classes
+        self.global_pool = pool
+
+    def _check_global_pool(self, pool: object, num_classes: int) -> None:
+        if pool not in ("avg", ""):
+            raise ConfigValueError(
+                f"global_pool = {pool!r}: {type(self).__name__}'s readout pools with a spatial "
+                "mean; pass 'avg' (the default) or '' (no pooling, with num_classes=0)."
+            )
+        if pool == "" and num_classes != 0:
+            raise ConfigValueError(
+                f"global_pool='' (no pooling) leaves a map [B, C, H, W] that a classifier of "
+                f"{num_classes} classes cannot read; pass num_classes=0 with it."
+            )
+
+    @property
+    def head_hidden_size(self) -> int:
+        """timm's ``head_hidden_size``: width of the pre-logits features (``forward_head(...,
+        pre_logits=True)``), which for every family is :attr:`num_features`."""
+        return self.num_features
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's ``default_cfg``: the pretrained config as a plain dict, with timm's
+        architecture keys computed from this model (``input_size``, ``fixed_input_size``,
+        ``min_input_size``, ``pool_size``, ``first_conv``, ``classifier``; see
+        [`timm_cfg_keys`][blt_models.ClockedModel.timm_cfg_keys])."""
+        from ._pretrained import PretrainedCfg
+
+        cfg = self.pretrained_cfg
+        if not isinstance(cfg, PretrainedCfg):
+            cfg = PretrainedCfg(architecture=type(self).__name__, num_classes=self.num_classes)
+        out = cfg.to_dict()
+        out.update(self.timm_cfg_keys(tuple(cfg.input_size)))
+        for key in ("input_size", "min_input_size", "pool_size", "mean", "std"):
+            if isinstance(out.get(key), list):
+                out[key] = tuple(out[key])
+        return out
+
+    @default_cfg.setter
+    def default_cfg(self, value: Mapping[str, Any]) -> None:
+        """timm code assigns ``model.default_cfg``: it replaces ``pretrained_cfg``."""
+        from ._pretrained import PretrainedCfg
+
+        self.pretrained_cfg = (
+            value if isinstance(value, PretrainedCfg) else PretrainedCfg.from_dict(dict(value))
+        )
+
+    def timm_cfg_keys(
+        self, input_size: Sequence[int] | None = None, pool_size: bool = True
+    ) -> dict[str, Any]:
+        """timm's architecture keys of a pretrained config, derived from this model.
+
+        Args:
+            input_size: ``(C, H, W)`` the config names (default: ``pretrained_cfg.input_size``,
+                else 224 px); a family that takes one size only uses its own.
+
+        Returns:
+            ``{"input_size": (C, H, W), "fixed_input_size": bool, "min_input_size": (C, s, s)
+            or None, "pool_size": (h, w), "first_conv": str, "classifier": str}``:
+            ``min_input_size`` is the smallest square image the model takes (None where it takes
+            one size only), ``pool_size`` the map of :attr:`head_layer` at ``input_size``, from
+            the dry run of :meth:`layer_shapes` (cached per size; ``pool_size=False`` leaves it
+            None and skips the run: ``create_model`` records the other keys in
+            ``pretrained_cfg``, and ``default_cfg`` adds ``pool_size`` when read).
+        """
+        fixed = self.fixed_input_size
+        size = tuple(
+            fixed
+            or input_size
+            or getattr(self.pretrained_cfg, "input_size", None)
+            or (self.in_chans, 224, 224)
+        )
+        size = (self.in_chans, int(size[-2]), int(size[-1]))
+        side = None if fixed else self.smallest_input_side(max(size[1:]))
+        pool = self.layer_shapes(size[1], size[2])[self.head_layer][-2:] if pool_size else None
+        return {
+            "input_size": size,
+            "fixed_input_size": fixed is not None,
+            "min_input_size": None if side is None else (self.in_chans, side, side),
+            "pool_size": None if pool is None else tuple(int(d) for d in pool) or (1, 1),
+            "first_conv": self.first_conv_name,
+            "classifier": self.classifier_name,
+        }
+
+    def smallest_input_side(self, limit: int = 4096) -> int | None:
+        """Side of the smallest square image (``s x s``, ``1 <= s <= limit``) the architecture
+        takes, by its own size check (``_check_spatial_size``); None if none up to ``limit``."""
+        for side in range(1, limit + 1):
+            try:
+                self._check_spatial_size(side, side)
+            except InputError:
+                continue
+            return side
+        return None
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(model)`` calls this first: refuse with the working alternatives."""
+        raise UnsupportedError(
+            f"{self._display_name()} cannot be compiled by TorchScript (torch.jit.script): its "
+            "clock is a Python loop whose schedule depends on the input size, the number of "
+            "steps and the requested layers. Use torch.export.export(model, (x,)) for a graph, "
+            "torch.compile(model) for speed, or torch.jit.trace(model, x) for a fixed input "
+            "size and clock."
+        )
 
     @property
     def head_layer(self) -> str:
@@ -570,7 +696,7 @@ class ClockedModel(nn.Module):
         what the readout of ``forward`` pools."""
         out = self.forward_timesteps(x, layers=[self.head_layer])
         # The step the run really ended its readouts on: a sequence sets its own clock length.
-        last = int(out.steps[-1])
+        last = self._readout_steps_for(x, out.timesteps)[-1]  # no .item(): meta tensors too
         return out.features[self.head_layer][last]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -579,6 +705,8 @@ class ClockedModel(nn.Module):
         ``forward_head(forward_features(x))`` equals ``forward(x)``; ``pre_logits=True`` returns
         the pooled features ``[B, num_features]``.
         """
+        if self.global_pool == "":  # no pooling (timm's reset_classifier(0, "")): the map
+            return x
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1) if x.ndim == 4 else x
         return pooled if pre_logits else self.get_classifier()(pooled)
 
@@ -714,7 +842,13 @@ class ClockedModel(nn.Module):
                 f"weights ({dtype}). Convert the input (x.to({param.dtype})), the model "
                 f"(model.to({x.dtype})), or run under torch.autocast."
             )
-        self._check_spatial_size(int(x.shape[-2]), int(x.shape[-1]))
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        if height < 1 or width < 1:
+            raise InputError(
+                f"{self._display_name()} got an image of {height}x{width} pixels (input shape "
+                f"{tuple(x.shape)}); images need at least one pixel in each dimension."
+            )
+        self._check_spatial_size(height, width)
 
     def _prepare_input(self, x: Tensor, timesteps: int | None) -> tuple[Tensor, int]:
         """Checked input and number of steps: ``T`` of a sequence, else ``timesteps``/default.
@@ -897,10 +1031,16 @@ class ClockedModel(nn.Module):
     ) -> list[int]:
         """timm's ``prune_intermediate_layers``: returns the absolute indices kept.
 
-        Nothing is removed: in a recurrent model later layers and the readout feed earlier
-        layers through feedback, so no layer is dead weight for the ones before it.
+        ``prune_head=True`` removes the classifier and the pooling, as timm does
+        (``reset_classifier(0, "")``: ``forward`` then returns the unpooled map of
+        :attr:`head_layer`). Layers after the last index are kept: in a recurrent model later
+        layers feed earlier ones back (top-down), so removing them would change the features
+        asked for. ``prune_norm`` is accepted (no family has a final norm).
         """
-        return self._take_indices(indices)
+        take = self._take_indices(indices)
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
         """Absolute layer indices for timm's ``indices`` argument (timm's own resolution)."""

@@ -35,6 +35,7 @@ __all__ = [
     "UnknownModelError",
     "UnreadableCheckpointError",
     "UnreadableImageError",
+    "UnsupportedError",
     "UnverifiedWeightsWarning",
     "WeightsUnavailableError",
 ]
@@ -65,6 +66,12 @@ class ConfigValueError(BltModelsError, ValueError, TypeError):
     """A constructor or configuration value that is refused: wrong type, out of range, or a key
     the architecture does not take. The message names the field and where the value came from
     (an argument, a ``config.json`` path, a reference checkpoint's ``args``)."""
+
+
+class UnsupportedError(BltModelsError, NotImplementedError):
+    """A PyTorch or timm habit that a clocked model cannot follow (TorchScript scripting, a
+    timm feature wrapper that needs module hooks or torch.fx); the message names the working
+    alternative."""
 
 
 class StimulusError(InputError):

@@ -549,6 +549,8 @@ class BLTVS(ClockedModel):
         """Readout of a LOC BU map ``[B, 352, h, w]`` (``forward_features``); ``pre_logits``: its
         spatial mean ``[B, 352]``. A 'single' readout weighs the logits of every readout step,
         which one map cannot give: only ``pre_logits=True`` is defined for it."""
+        if self.global_pool == "":  # no pooling (reset_classifier(0, "")): the map itself
+            return x
         if pre_logits or self.num_classes == 0:
             return F.adaptive_avg_pool2d(x, 1).flatten(1)
         if self.readout_type == "single":
