@@ -30,6 +30,7 @@ from .errors import (
     MissingExtraError,
     NoImagesError,
     OutputMismatchError,
+    PartialHookWarning,
     PublishedFormatError,
     SaveTargetError,
     StepOutOfRangeError,
@@ -166,4 +167,4 @@ __all__ += [
 
 __all__ += ["StimulusError", "stimuli"]
 
-__all__ += ["UnsupportedError"]
+__all__ += ["PartialHookWarning", "UnsupportedError"]

@@ -556,12 +556,15 @@ class ClockedModel(nn.Module):
         outputs; ``0`` removes it, so that ``forward`` returns pooled features
         ``[B, num_features]`` (timm's convention).
 
-        ``global_pool``: None keeps the current pooling; ``"avg"`` pools the map (the readout's
+        ``global_pool``: None keeps the current pooling (a new classifier after ``""`` brings
+        back ``"avg"``: it reads pooled features); ``"avg"`` pools the map (the readout's
         spatial mean); ``""`` removes the pooling too (only with ``num_classes=0``): ``forward``
         then returns the unpooled map ``[B, num_features, H, W]``. The new classifier takes the
         device, dtype and train / eval mode of the model.
         """
         pool = self.global_pool if global_pool is None else global_pool
+        if global_pool is None and pool == "" and num_classes > 0:
+            pool = "avg"  # a classifier reads pooled features: the pooling comes back with it
         self._check_global_pool(pool, num_classes)
         in_features = self.num_features
         old = self.get_classifier()
@@ -760,7 +763,11 @@ class ClockedModel(nn.Module):
     hookable_layers: frozenset[str] = frozenset()
 
     def _refuse_unseen_hooks(self) -> None:
-        """Hooks on a layer-named submodule that the clock never calls would stay silent."""
+        """Hooks on a layer-named submodule that the clock never calls would stay silent; a hook
+        on another submodule of a recurrent model sees it at every step, often with a partial
+        value (one edge of a sum): a :class:`~blt_models.errors.PartialHookWarning` says so."""
+        if not self.feedforward:
+            self._warn_partial_hooks()
         for name in self.layer_names:
             module = self._modules.get(name)
             if module is None or name in self.hookable_layers:
@@ -775,6 +782,28 @@ class ClockedModel(nn.Module):
                     "(timm.create_model-style features_only, feature_cls='getter'), not "
                     "FeatureHookNet or hooks."
                 )
+
+    def _warn_partial_hooks(self) -> None:
+        import warnings
+
+        from .errors import PartialHookWarning
+
+        for name, module in self.named_modules():
+            if not name or name in self.layer_names:  # layer-named ones: refused below
+                continue
+            if module._forward_hooks or module._forward_pre_hooks:
+                warnings.warn(
+                    f"a forward hook is registered on {type(self).__name__}.{name}, a part of a "
+                    "recurrent model that its clock calls at every step, often with one term of "
+                    "a layer's sum: a tool that keeps the last call (thingsvision's "
+                    "get_extractor_from_model, Brain-Score's PytorchWrapper) gets one step of a "
+                    "partial value. Read layers with model.forward_timesteps(x, layers=[...]), "
+                    "or with blt_models.integrations.thingsvision.get_extractor(model) "
+                    "(addresses 'layer3@t7' / 'layer3').",
+                    PartialHookWarning,
+                    stacklevel=4,
+                )
+                return
 
     def _check_input(self, x: Tensor) -> None:
         """Check a static batch ``[B, C, H, W]`` or a sequence ``[T, B, C, H, W]``."""

@@ -157,7 +157,9 @@ def feature_wrapper(
     from timm.models._features import FeatureGetterNet, FeatureHookNet
 
     names = {"getter": FeatureGetterNet, "hook": FeatureHookNet, "hooknet": FeatureHookNet}
-    cls = names.get(feature_cls.lower(), feature_cls) if isinstance(feature_cls, str) else feature_cls
+    cls = (
+        names.get(feature_cls.lower(), feature_cls) if isinstance(feature_cls, str) else feature_cls
+    )
     take = model._take_indices(len(model.layer_names) if out_indices is None else out_indices)
     alternative = (
         "Use feature_cls='getter' (timm's FeatureGetterNet, the default), "

@@ -37,6 +37,7 @@ __all__ = [
     "UnreadableImageError",
     "UnsupportedError",
     "UnverifiedWeightsWarning",
+    "PartialHookWarning",
     "WeightsUnavailableError",
 ]
 
@@ -72,6 +73,12 @@ class UnsupportedError(BltModelsError, NotImplementedError):
     """A PyTorch or timm habit that a clocked model cannot follow (TorchScript scripting, a
     timm feature wrapper that needs module hooks or torch.fx); the message names the working
     alternative."""
+
+
+class PartialHookWarning(UserWarning):
+    """A forward hook on a submodule that a recurrent model's clock calls at several steps (or
+    with part of a layer's value): hook-based tools that keep the last call (thingsvision,
+    Brain-Score's generic wrapper) would read one step of one term, not the layer."""
 
 
 class StimulusError(InputError):
