@@ -601,7 +601,7 @@ class ClockedModel(nn.Module):
         """timm's ``default_cfg``: the pretrained config as a plain dict, with timm's
         architecture keys computed from this model (``input_size``, ``fixed_input_size``,
         ``min_input_size``, ``pool_size``, ``first_conv``, ``classifier``; see
-        [`timm_cfg_keys`][blt_models.ClockedModel.timm_cfg_keys])."""
+        ``timm_cfg_keys``)."""
         from ._pretrained import PretrainedCfg
 
         cfg = self.pretrained_cfg
@@ -765,7 +765,7 @@ class ClockedModel(nn.Module):
     def _refuse_unseen_hooks(self) -> None:
         """Hooks on a layer-named submodule that the clock never calls would stay silent; a hook
         on another submodule of a recurrent model sees it at every step, often with a partial
-        value (one edge of a sum): a :class:`~blt_models.errors.PartialHookWarning` says so."""
+        value (one edge of a sum): a ``PartialHookWarning`` says so."""
         if not self.feedforward:
             self._warn_partial_hooks()
         for name in self.layer_names:

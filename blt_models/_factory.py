@@ -35,7 +35,6 @@ from .errors import BltModelsError, ConfigValueError, UnsupportedError
 
 __all__ = [
     "create_model",
-    "feature_wrapper",
     "create_with_origins",
     "build_model",
     "record_model_args",
@@ -97,7 +96,7 @@ def create_model(
             ``FeatureHookNet``, only where the layers are submodules the clock calls once:
             CORnet-Z, ResNet); timm's ``"list"``, ``"dict"`` and ``"fx"`` wrappers need
             submodules or torch.fx and are refused with
-            [`UnsupportedError`][blt_models.errors.UnsupportedError].
+            [`UnsupportedError`][blt_models.UnsupportedError].
         feature_cfg: timm's dict form of ``out_indices`` / ``feature_cls``.
         device: build the model there (``"meta"``: no memory, for shapes and configs).
         dtype: floating-point dtype of the parameters.

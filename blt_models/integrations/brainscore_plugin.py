@@ -130,7 +130,7 @@ def write_brainscore_plugin(
         onset_ms: latency of step 0 (finite, >= 0).
         visual_degrees: degrees the input spans (finite, > 0).
         timesteps: clock length; default: long enough to cover bins up to
-            [`DEFAULT_COVER_MS`][blt_models.integrations.brainscore_plugin.DEFAULT_COVER_MS]
+            ``DEFAULT_COVER_MS``
             (250 ms: Kar2019's bins, Brain-Score's generic tests), or the model's own clock where
             it cannot change.
 
