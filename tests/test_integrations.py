@@ -175,15 +175,18 @@ def _run_generated(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "brainscore_vision", brainscore)
     monkeypatch.setitem(sys.modules, "blt_models.integrations.brainscore", adapter)
     monkeypatch.syspath_prepend(str(folder.parent))
-    for name in [m for m in sys.modules if m.split(".")[0] == folder.name]:
-        monkeypatch.delitem(sys.modules, name)
+
+    def forget() -> None:  # a package of the same name imported by an earlier case
+        for name in [m for m in sys.modules if m.split(".")[0] == folder.name]:
+            monkeypatch.delitem(sys.modules, name)
+
+    forget()
     package = importlib.import_module(folder.name)
     plugin = importlib.import_module(f"{folder.name}.model")
     (identifier,) = registry
     assert registry[identifier]() is built and built["identifier"] == identifier
     assert plugin.get_layers(identifier) and plugin.get_bibtex(identifier).startswith("@misc{")
-    for name in [m for m in sys.modules if m.split(".")[0] == folder.name]:
-        monkeypatch.delitem(sys.modules, name)
+    forget()
     del package
     return identifier, built
 
