@@ -562,10 +562,7 @@ class ClockedModel(nn.Module):
         then returns the unpooled map ``[B, num_features, H, W]``. The new classifier takes the
         device, dtype and train / eval mode of the model.
         """
-        pool = self.global_pool if global_pool is None else global_pool
-        if global_pool is None and pool == "" and num_classes > 0:
-            pool = "avg"  # a classifier reads pooled features: the pooling comes back with it
-        self._check_global_pool(pool, num_classes)
+        pool = self._resolve_global_pool(global_pool, num_classes)
         in_features = self.num_features
         old = self.get_classifier()
         ref = next(iter(old.parameters()), None)
@@ -577,6 +574,14 @@ class ClockedModel(nn.Module):
         self.set_submodule(self.classifier_name, new)
         self.num_classes = num_classes
         self.global_pool = pool
+
+    def _resolve_global_pool(self, global_pool: str | None, num_classes: int) -> str:
+        """The pooling after ``reset_classifier(num_classes, global_pool)``, checked."""
+        pool = self.global_pool if global_pool is None else global_pool
+        if global_pool is None and pool == "" and num_classes > 0:
+            pool = "avg"  # a classifier reads pooled features: the pooling comes back with it
+        self._check_global_pool(pool, num_classes)
+        return pool
 
     def _check_global_pool(self, pool: object, num_classes: int) -> None:
         if pool not in ("avg", ""):

@@ -175,7 +175,7 @@ def feature_wrapper(
             )
         wrapper: nn.Module = cls(model, out_indices=tuple(take), **feature_cfg)
     elif isinstance(cls, type) and issubclass(cls, FeatureGetterNet):
-        wrapper = cls(model, out_indices=take, **feature_cfg)
+        wrapper = cls(model, out_indices=tuple(take), **feature_cfg)
     else:
         raise UnsupportedError(
             f"feature_cls={feature_cls!r} is not available for {model._display_name()}: timm's "
@@ -183,7 +183,8 @@ def feature_wrapper(
             f"torch.fx, while its layers are steps of a clock (a Python loop). {alternative}"
         )
     cfg = pretrained_cfg_for_features(model.default_cfg)
-    wrapper.pretrained_cfg = wrapper.default_cfg = cfg
+    for attribute in ("pretrained_cfg", "default_cfg"):  # as timm's builder sets them
+        setattr(wrapper, attribute, cfg)
     return wrapper
 
 

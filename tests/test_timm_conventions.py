@@ -175,3 +175,15 @@ def test_zero_pixel_images_are_refused():
     model = bm.create_model("cornet_z")
     with pytest.raises(bm.InputError, match="at least one pixel"):
         model(torch.zeros(1, 3, 0, 0))
+
+
+def test_blt_vs_reset_classifier_takes_global_pool_and_keeps_frozen_weights_frozen():
+    """BLT-VS has its own reset_classifier (its readout keeps add_feats channels)."""
+    model = bm.create_model("blt_vs", device="meta").eval()
+    model.requires_grad_(False)
+    model.reset_classifier(0, "")
+    assert model.global_pool == "" and model.num_classes == 0
+    assert not [n for n, p in model.named_parameters() if p.requires_grad]
+    assert not any(m.training for m in model.modules())
+    x = torch.zeros(1, 3, 224, 224, device="meta")
+    assert model(x).shape == (1, model.num_features, *model.default_cfg["pool_size"])
