@@ -31,6 +31,7 @@ from .errors import (
     MissingExtraError,
     NoImagesError,
     OutputMismatchError,
+    PartialHookWarning,
     PublishedFormatError,
     SaveTargetError,
     StepOutOfRangeError,
@@ -40,6 +41,7 @@ from .errors import (
     UnknownModelError,
     UnreadableCheckpointError,
     UnreadableImageError,
+    UnsupportedError,
     UnverifiedWeightsWarning,
     WeightsUnavailableError,
 )
@@ -168,3 +170,4 @@ __all__ += [
 __all__ += ["StimulusError", "stimuli"]
 
 __all__ += ["ConvRNNCheckpointError", "convert_convrnn_checkpoint"]
+__all__ += ["PartialHookWarning", "UnsupportedError"]

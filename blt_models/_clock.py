@@ -18,11 +18,13 @@ from torch import Tensor, nn
 
 from ._validate import MAX_TIMESTEPS, as_int
 from .errors import (
+    ConfigValueError,
     InputError,
     InvalidArgumentError,
     StepOutOfRangeError,
     TimestepsError,
     UnknownLayerError,
+    UnsupportedError,
 )
 
 __all__ = [
@@ -283,6 +285,8 @@ class ClockedModel(nn.Module):
         after ``reset_classifier(0)``) the readout has no classifier and this returns the pooled
         features ``[B, num_features]`` instead, as in timm.
         """
+        if self.global_pool == "":  # no pooling, no classifier (timm): the unpooled map
+            return self.forward_features(x)
         x, timesteps = self._prepare_input(x, None)
         self._refuse_unseen_hooks()
         last = self._readout_steps_for(x, timesteps)[-1]
@@ -552,19 +556,144 @@ class ClockedModel(nn.Module):
             self.__dict__["_num_features"] = int(info[self.head_layer]["num_chs"])
         return int(self.__dict__["_num_features"])
 
-    def reset_classifier(self, num_classes: int) -> None:
+    #: timm's global pooling of the readout: ``"avg"`` (the readout's own spatial mean) or ``""``
+    #: (none: with ``num_classes=0`` the model returns the unpooled map of [`head_layer`][blt_models.ClockedModel.head_layer]).
+    global_pool: str = "avg"
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the readout's classifier by a freshly initialised one with ``num_classes``
         outputs; ``0`` removes it, so that ``forward`` returns pooled features
-        ``[B, num_features]`` (timm's convention)."""
+        ``[B, num_features]`` (timm's convention).
+
+        ``global_pool``: None keeps the current pooling (a new classifier after ``""`` brings
+        back ``"avg"``: it reads pooled features); ``"avg"`` pools the map (the readout's
+        spatial mean); ``""`` removes the pooling too (only with ``num_classes=0``): ``forward``
+        then returns the unpooled map ``[B, num_features, H, W]``. The new classifier takes the
+        device, dtype and train / eval mode of the model.
+        """
+        pool = self._resolve_global_pool(global_pool, num_classes)
         in_features = self.num_features
         old = self.get_classifier()
         ref = next(iter(old.parameters()), None)
         if ref is None:
             ref = next(iter(self.parameters()))
         new = self._make_classifier(in_features, num_classes).to(ref.device, ref.dtype)
+        new.train(self.training)
         self.__dict__["_num_features"] = in_features
         self.set_submodule(self.classifier_name, new)
         self.num_classes = num_classes
+        self.global_pool = pool
+
+    def _resolve_global_pool(self, global_pool: str | None, num_classes: int) -> str:
+        """The pooling after ``reset_classifier(num_classes, global_pool)``, checked."""
+        pool = self.global_pool if global_pool is None else global_pool
+        if global_pool is None and pool == "" and num_classes > 0:
+            pool = "avg"  # a classifier reads pooled features: the pooling comes back with it
+        self._check_global_pool(pool, num_classes)
+        return pool
+
+    def _check_global_pool(self, pool: object, num_classes: int) -> None:
+        if pool not in ("avg", ""):
+            raise ConfigValueError(
+                f"global_pool = {pool!r}: {type(self).__name__}'s readout pools with a spatial "
+                "mean; pass 'avg' (the default) or '' (no pooling, with num_classes=0)."
+            )
+        if pool == "" and num_classes != 0:
+            raise ConfigValueError(
+                f"global_pool='' (no pooling) leaves a map [B, C, H, W] that a classifier of "
+                f"{num_classes} classes cannot read; pass num_classes=0 with it."
+            )
+
+    @property
+    def head_hidden_size(self) -> int:
+        """timm's ``head_hidden_size``: width of the pre-logits features (``forward_head(...,
+        pre_logits=True)``), which for every family is [`num_features`][blt_models.ClockedModel.num_features]."""
+        return self.num_features
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's ``default_cfg``: the pretrained config as a plain dict, with timm's
+        architecture keys computed from this model (``input_size``, ``fixed_input_size``,
+        ``min_input_size``, ``pool_size``, ``first_conv``, ``classifier``; see
+        ``timm_cfg_keys``)."""
+        from ._pretrained import PretrainedCfg
+
+        cfg = self.pretrained_cfg
+        if not isinstance(cfg, PretrainedCfg):
+            cfg = PretrainedCfg(architecture=type(self).__name__, num_classes=self.num_classes)
+        out = cfg.to_dict()
+        out.update(self.timm_cfg_keys(tuple(cfg.input_size)))
+        for key in ("input_size", "min_input_size", "pool_size", "mean", "std"):
+            if isinstance(out.get(key), list):
+                out[key] = tuple(out[key])
+        return out
+
+    @default_cfg.setter
+    def default_cfg(self, value: Mapping[str, Any]) -> None:
+        """timm code assigns ``model.default_cfg``: it replaces ``pretrained_cfg``."""
+        from ._pretrained import PretrainedCfg
+
+        self.pretrained_cfg = (
+            value if isinstance(value, PretrainedCfg) else PretrainedCfg.from_dict(dict(value))
+        )
+
+    def timm_cfg_keys(
+        self, input_size: Sequence[int] | None = None, pool_size: bool = True
+    ) -> dict[str, Any]:
+        """timm's architecture keys of a pretrained config, derived from this model.
+
+        Args:
+            input_size: ``(C, H, W)`` the config names (default: ``pretrained_cfg.input_size``,
+                else 224 px); a family that takes one size only uses its own.
+
+        Returns:
+            ``{"input_size": (C, H, W), "fixed_input_size": bool, "min_input_size": (C, s, s)
+            or None, "pool_size": (h, w), "first_conv": str, "classifier": str}``:
+            ``min_input_size`` is the smallest square image the model takes (None where it takes
+            one size only), ``pool_size`` the map of [`head_layer`][blt_models.ClockedModel.head_layer] at ``input_size``, from
+            the dry run of [`layer_shapes`][blt_models.ClockedModel.layer_shapes] (cached per size; ``pool_size=False`` leaves it
+            None and skips the run: ``create_model`` records the other keys in
+            ``pretrained_cfg``, and ``default_cfg`` adds ``pool_size`` when read).
+        """
+        fixed = self.fixed_input_size
+        size = tuple(
+            fixed
+            or input_size
+            or getattr(self.pretrained_cfg, "input_size", None)
+            or (self.in_chans, 224, 224)
+        )
+        size = (self.in_chans, int(size[-2]), int(size[-1]))
+        side = None if fixed else self.smallest_input_side(max(size[1:]))
+        pool = self.layer_shapes(size[1], size[2])[self.head_layer][-2:] if pool_size else None
+        return {
+            "input_size": size,
+            "fixed_input_size": fixed is not None,
+            "min_input_size": None if side is None else (self.in_chans, side, side),
+            "pool_size": None if pool is None else tuple(int(d) for d in pool) or (1, 1),
+            "first_conv": self.first_conv_name,
+            "classifier": self.classifier_name,
+        }
+
+    def smallest_input_side(self, limit: int = 4096) -> int | None:
+        """Side of the smallest square image (``s x s``, ``1 <= s <= limit``) the architecture
+        takes, by its own size check (``_check_spatial_size``); None if none up to ``limit``."""
+        for side in range(1, limit + 1):
+            try:
+                self._check_spatial_size(side, side)
+            except InputError:
+                continue
+            return side
+        return None
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(model)`` calls this first: refuse with the working alternatives."""
+        raise UnsupportedError(
+            f"{self._display_name()} cannot be compiled by TorchScript (torch.jit.script): its "
+            "clock is a Python loop whose schedule depends on the input size, the number of "
+            "steps and the requested layers. Use torch.export.export(model, (x,)) for a graph, "
+            "torch.compile(model) for speed, or torch.jit.trace(model, x) for a fixed input "
+            "size and clock."
+        )
 
     @property
     def head_layer(self) -> str:
@@ -584,7 +713,7 @@ class ClockedModel(nn.Module):
         its map at the last readout step, or `readout_delay` steps before it."""
         out = self.forward_timesteps(x, layers=[self.head_layer])
         # The step the run really ended its readouts on: a sequence sets its own clock length.
-        last = int(out.steps[-1]) - self.readout_delay
+        last = self._readout_steps_for(x, out.timesteps)[-1] - self.readout_delay  # no .item(): meta tensors too
         return out.features[self.head_layer][last]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -593,6 +722,8 @@ class ClockedModel(nn.Module):
         ``forward_head(forward_features(x))`` equals ``forward(x)``; ``pre_logits=True`` returns
         the pooled features ``[B, num_features]``.
         """
+        if self.global_pool == "":  # no pooling (timm's reset_classifier(0, "")): the map
+            return x
         pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1) if x.ndim == 4 else x
         return pooled if pre_logits else self.get_classifier()(pooled)
 
@@ -646,7 +777,11 @@ class ClockedModel(nn.Module):
     hookable_layers: frozenset[str] = frozenset()
 
     def _refuse_unseen_hooks(self) -> None:
-        """Hooks on a layer-named submodule that the clock never calls would stay silent."""
+        """Hooks on a layer-named submodule that the clock never calls would stay silent; a hook
+        on another submodule of a recurrent model sees it at every step, often with a partial
+        value (one edge of a sum): a ``PartialHookWarning`` says so."""
+        if not self.feedforward:
+            self._warn_partial_hooks()
         for name in self.layer_names:
             module = self._modules.get(name)
             if module is None or name in self.hookable_layers:
@@ -661,6 +796,28 @@ class ClockedModel(nn.Module):
                     "(timm.create_model-style features_only, feature_cls='getter'), not "
                     "FeatureHookNet or hooks."
                 )
+
+    def _warn_partial_hooks(self) -> None:
+        import warnings
+
+        from .errors import PartialHookWarning
+
+        for name, module in self.named_modules():
+            if not name or name in self.layer_names:  # layer-named ones: refused below
+                continue
+            if module._forward_hooks or module._forward_pre_hooks:
+                warnings.warn(
+                    f"a forward hook is registered on {type(self).__name__}.{name}, a part of a "
+                    "recurrent model that its clock calls at every step, often with one term of "
+                    "a layer's sum: a tool that keeps the last call (thingsvision's "
+                    "get_extractor_from_model, Brain-Score's PytorchWrapper) gets one step of a "
+                    "partial value. Read layers with model.forward_timesteps(x, layers=[...]), "
+                    "or with blt_models.integrations.thingsvision.get_extractor(model) "
+                    "(addresses 'layer3@t7' / 'layer3').",
+                    PartialHookWarning,
+                    stacklevel=4,
+                )
+                return
 
     def _check_input(self, x: Tensor) -> None:
         """Check a static batch ``[B, C, H, W]`` or a sequence ``[T, B, C, H, W]``."""
@@ -740,7 +897,13 @@ class ClockedModel(nn.Module):
                 f"weights ({dtype}). Convert the input (x.to({param.dtype})), the model "
                 f"(model.to({x.dtype})), or run under torch.autocast."
             )
-        self._check_spatial_size(int(x.shape[-2]), int(x.shape[-1]))
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        if height < 1 or width < 1:
+            raise InputError(
+                f"{self._display_name()} got an image of {height}x{width} pixels (input shape "
+                f"{tuple(x.shape)}); images need at least one pixel in each dimension."
+            )
+        self._check_spatial_size(height, width)
 
     def _prepare_input(self, x: Tensor, timesteps: int | None) -> tuple[Tensor, int]:
         """Checked input and number of steps: ``T`` of a sequence, else ``timesteps``/default.
@@ -930,10 +1093,16 @@ class ClockedModel(nn.Module):
     ) -> list[int]:
         """timm's ``prune_intermediate_layers``: returns the absolute indices kept.
 
-        Nothing is removed: in a recurrent model later layers and the readout feed earlier
-        layers through feedback, so no layer is dead weight for the ones before it.
+        ``prune_head=True`` removes the classifier and the pooling, as timm does
+        (``reset_classifier(0, "")``: ``forward`` then returns the unpooled map of
+        [`head_layer`][blt_models.ClockedModel.head_layer]). Layers after the last index are kept: in a recurrent model later
+        layers feed earlier ones back (top-down), so removing them would change the features
+        asked for. ``prune_norm`` is accepted (no family has a final norm).
         """
-        return self._take_indices(indices)
+        take = self._take_indices(indices)
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
         """Absolute layer indices for timm's ``indices`` argument (timm's own resolution)."""

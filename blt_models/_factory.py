@@ -9,11 +9,13 @@ records ``pretrained_cfg`` and ``model_args``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from ._checkpoint import (
@@ -29,7 +31,7 @@ from ._pretrained import PretrainedCfg
 from ._published import is_published_name, read_location, without_provenance
 from ._registry import get_model_entrypoint
 from ._validate import check_common_args, with_origin
-from .errors import BltModelsError, ConfigValueError
+from .errors import BltModelsError, ConfigValueError, UnsupportedError
 
 __all__ = [
     "create_model",
@@ -50,6 +52,13 @@ def create_model(
     *,
     verify: bool = True,
     check_values: bool = True,
+    global_pool: str | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    feature_cls: str | type | None = None,
+    feature_cfg: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
     **kwargs: Any,
 ) -> ClockedModel:
     """Build a zoo model, optionally with weights.
@@ -74,6 +83,23 @@ def create_model(
             loads them unverified, with an [`UnverifiedWeightsWarning`][blt_models.errors.UnverifiedWeightsWarning].
         check_values: refuse weights with NaN / Inf, or integers where the model has floats
             (default). False loads them as they are, with a warning.
+        global_pool: timm's pooling of the readout: ``"avg"`` (default) or ``""`` (none, with
+            ``num_classes=0``: ``forward`` returns the unpooled map ``[B, C, H, W]``).
+        features_only: return timm's feature wrapper instead of the classifier: its forward
+            gives ``[B, C, H, W]`` of each layer of ``out_indices`` at the last clock step (as
+            ``forward_intermediates``). For the features at step ``t`` build it with
+            ``timesteps=t + 1`` (the clock is causal: a later step never changes an earlier one);
+            for every step use ``model.forward_timesteps``.
+        out_indices: layers for ``features_only`` (indices into ``model.layer_names``, negative
+            from the end, or an int n for the last n); default every layer.
+        feature_cls: ``"getter"`` (default, timm's ``FeatureGetterNet``) or ``"hook"`` (timm's
+            ``FeatureHookNet``, only where the layers are submodules the clock calls once:
+            CORnet-Z, ResNet); timm's ``"list"``, ``"dict"`` and ``"fx"`` wrappers need
+            submodules or torch.fx and are refused with
+            [`UnsupportedError`][blt_models.UnsupportedError].
+        feature_cfg: timm's dict form of ``out_indices`` / ``feature_cls``.
+        device: build the model there (``"meta"``: no memory, for shapes and configs).
+        dtype: floating-point dtype of the parameters.
         **kwargs: architecture arguments (``num_layers``, ``pool``, ``unroll``...).
 
     A named tag (or ``pretrained=True``) also supplies the defaults that its weights need
@@ -81,10 +107,85 @@ def create_model(
     Every value is checked where it enters: errors ([`ConfigValueError`][blt_models.errors.ConfigValueError]
     and the other [`blt_models.errors`][blt_models.errors]) name the field and where it came from.
     """
-    return create_with_origins(
-        model_name, pretrained, checkpoint_path, num_classes, in_chans, timesteps,
-        verify=verify, check_values=check_values, kwargs=kwargs,
-    )  # fmt: skip
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise ConfigValueError(f"device = {device!r} (argument): must be a torch.device or str.")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ConfigValueError(
+            f"dtype = {dtype!r} (argument): must be a floating-point torch.dtype, e.g. "
+            "torch.float32 or torch.bfloat16."
+        )
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = create_with_origins(
+            model_name, pretrained, checkpoint_path, num_classes, in_chans, timesteps,
+            verify=verify, check_values=check_values, kwargs=kwargs,
+        )  # fmt: skip
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    if global_pool is not None:
+        model._check_global_pool(global_pool, model.num_classes)
+        model.global_pool = global_pool
+    features = dict(feature_cfg or {})
+    if out_indices is not None:
+        features["out_indices"] = out_indices
+    if feature_cls is not None:
+        features["feature_cls"] = feature_cls
+    if features_only:
+        return feature_wrapper(model, **features)  # type: ignore[return-value]  # timm's wrapper
+    if features:
+        raise ConfigValueError(
+            f"{', '.join(sorted(features))} (argument) describe a feature wrapper: pass "
+            "features_only=True with them."
+        )
+    return model
+
+
+def feature_wrapper(
+    model: ClockedModel,
+    out_indices: int | Sequence[int] | None = None,
+    feature_cls: str | type = "getter",
+    **feature_cfg: Any,
+) -> nn.Module:
+    """timm's feature wrapper around ``model`` (``create_model(..., features_only=True)``).
+
+    ``"getter"`` (timm's ``FeatureGetterNet``) reads the layers with ``forward_intermediates``
+    and works for every model; ``"hook"`` (``FeatureHookNet``) only where every chosen layer is a
+    submodule the clock calls once per forward. The wrapper carries ``pretrained_cfg`` /
+    ``default_cfg`` as timm's do (without the classifier keys).
+    """
+    from timm.models._builder import pretrained_cfg_for_features
+    from timm.models._features import FeatureGetterNet, FeatureHookNet
+
+    names = {"getter": FeatureGetterNet, "hook": FeatureHookNet, "hooknet": FeatureHookNet}
+    cls = (
+        names.get(feature_cls.lower(), feature_cls) if isinstance(feature_cls, str) else feature_cls
+    )
+    take = model._take_indices(len(model.layer_names) if out_indices is None else out_indices)
+    alternative = (
+        "Use feature_cls='getter' (timm's FeatureGetterNet, the default), "
+        "model.forward_intermediates(x) or model.forward_timesteps(x, layers=[...]) for every step."
+    )
+    if isinstance(cls, type) and issubclass(cls, FeatureHookNet):
+        unhookable = [model.layer_names[i] for i in take if model.layer_names[i] not in
+                      model.hookable_layers]  # fmt: skip
+        if unhookable:
+            raise UnsupportedError(
+                f"feature_cls={feature_cls!r} hooks submodules, but {', '.join(unhookable)} of "
+                f"{model._display_name()} is no submodule the clock calls once per forward (a "
+                f"recurrent layer is computed step by step). {alternative}"
+            )
+        wrapper: nn.Module = cls(model, out_indices=tuple(take), **feature_cfg)
+    elif isinstance(cls, type) and issubclass(cls, FeatureGetterNet):
+        wrapper = cls(model, out_indices=tuple(take), **feature_cfg)
+    else:
+        raise UnsupportedError(
+            f"feature_cls={feature_cls!r} is not available for {model._display_name()}: timm's "
+            "list / dict wrappers rebuild the model from its submodules and 'fx' traces it with "
+            f"torch.fx, while its layers are steps of a clock (a Python loop). {alternative}"
+        )
+    cfg = pretrained_cfg_for_features(model.default_cfg)
+    for attribute in ("pretrained_cfg", "default_cfg"):  # as timm's builder sets them
+        setattr(wrapper, attribute, cfg)
+    return wrapper
 
 
 def create_with_origins(
@@ -248,10 +349,14 @@ def build_model(
         model.reset_classifier(num_classes)
     # One statistic per input channel (or one for all), whatever the record said.
     mean, std = _per_channel(cfg.mean, model.in_chans), _per_channel(cfg.std, model.in_chans)
+    input_size = model.fixed_input_size or (model.in_chans, *cfg.input_size[1:])
+    timm_keys = model.timm_cfg_keys(input_size, pool_size=False)  # no dry run here
+    del timm_keys["input_size"]
     model.pretrained_cfg = cfg.replace(
+        **timm_keys,
         architecture=arch,
         num_classes=model.num_classes,
-        input_size=model.fixed_input_size or (model.in_chans, *cfg.input_size[1:]),
+        input_size=input_size,
         mean=mean,
         std=std,
         timesteps=model.timesteps,

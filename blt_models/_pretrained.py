@@ -7,6 +7,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Fields of [`PretrainedCfg`][blt_models.PretrainedCfg] that describe the built architecture (timm's keys), not a set
+#: of weights: recomputed from the model, never written to or read from config.json.
+DERIVED_FIELDS = ("fixed_input_size", "min_input_size", "pool_size", "first_conv", "classifier")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Face statistics of the VGGFace2 loader of the BLT reference code.
@@ -66,6 +70,16 @@ class PretrainedCfg(Mapping):
     citation: str | None = None
     description: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # timm's architecture keys, derived from the built model by ``create_model`` (never read from
+    # or written to config.json; see DERIVED_FIELDS): ``fixed_input_size`` True where the model
+    # takes only ``input_size``; ``min_input_size`` the smallest ``(C, H, W)`` it takes;
+    # ``pool_size`` the ``(H, W)`` of the map the readout pools at ``input_size``; ``first_conv``
+    # and ``classifier`` the dotted names of the first convolution and the classifier.
+    fixed_input_size: bool = False
+    min_input_size: tuple[int, int, int] | None = None
+    pool_size: tuple[int, int] | None = None
+    first_conv: str | None = None
+    classifier: str | None = None
 
     # ----------------------------------------------------------------- read-only mapping view
     def __getitem__(self, key: str) -> Any:
@@ -102,7 +116,7 @@ class PretrainedCfg(Mapping):
     def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("input_size", "mean", "std", "class_names"):
+        for key in ("input_size", "mean", "std", "class_names", "min_input_size", "pool_size"):
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

@@ -50,7 +50,7 @@ from ._hub import (
     verify_sha256,
     warn_unverified,
 )
-from ._pretrained import PretrainedCfg
+from ._pretrained import DERIVED_FIELDS, PretrainedCfg
 from ._registry import get_model_entrypoint, get_pretrained_cfg, model_family, split_model_name_tag
 from ._validate import (
     check_common_args,
@@ -96,6 +96,8 @@ CARD_MARKER = (
 )
 # PretrainedCfg fields that say where a registered tag's weights live: meaningless inside a folder.
 _LOCATION_FIELDS = ("hf_hub_id", "hf_hub_filename", "hf_hub_revision", "url", "file", "sha256")
+# Neither where the weights live nor what the architecture implies goes into config.json.
+_NOT_WRITTEN = (*_LOCATION_FIELDS, *DERIVED_FIELDS)
 
 
 # ------------------------------------------------------------------------------------ config
@@ -167,7 +169,7 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
     if cfg.timesteps is not None:
         cfg = cfg.replace(timesteps=check_timesteps(cfg.timesteps, "pretrained_cfg.timesteps"))
     cfg = cfg.replace(**pretrained_cfg)
-    pretrained = {k: v for k, v in cfg.to_dict().items() if k not in _LOCATION_FIELDS}
+    pretrained = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_WRITTEN}
     # What config.json would hold must read back as it is: the reader's own checks.
     _check_pretrained_cfg(
         _jsonable(pretrained, "pretrained_cfg"), "the pretrained config to be written",
@@ -246,7 +248,7 @@ def _check_pretrained_cfg(
     o = f"{origin} (pretrained_cfg.%s)"
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in PretrainedCfg.__dataclass_fields__ or key in _LOCATION_FIELDS:
+        if key not in PretrainedCfg.__dataclass_fields__ or key in _NOT_WRITTEN:
             continue
         where = o % key
         if key in ("architecture", "tag"):

@@ -97,13 +97,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_brainscore_plugin(args: argparse.Namespace) -> int:
+    from blt_models.errors import ConfigValueError
     from blt_models.integrations.brainscore_plugin import write_brainscore_plugin
 
-    regions = {}
+    regions: dict[str, str] = {}
     for item in args.region:
         region, sep, layer = item.partition("=")
         if not sep or not region or not layer:
-            raise ValueError(f"--region expects REGION=LAYER (e.g. IT=layer5); got {item!r}")
+            raise ConfigValueError(f"--region expects REGION=LAYER (e.g. IT=layer5); got {item!r}")
+        if region in regions:
+            raise ConfigValueError(
+                f"--region {region} is given twice ({region}={regions[region]}, {item}): commit "
+                "each region to one layer."
+            )
         regions[region] = layer
     out = write_brainscore_plugin(
         args.name, args.out_dir, region_layer_map=regions or None, identifier=args.identifier,
@@ -489,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         "get_bibtex, region_layer_map/<id>.json, test.py) for the pretrained NAME (arch.tag). "
         "Clock step t is [onset + t*step, onset + (t+1)*step) ms after stimulus onset.",
     )
-    p.add_argument("name", help="pretrained arch.tag, e.g. cornet_s.imagenet")
+    p.add_argument("name", help="pretrained arch.tag (e.g. cornet_s.imagenet), hf-hub:org/repo "
+                   "or local-dir:/path")  # fmt: skip
     p.add_argument("out_dir", help="plugin folder (its name must be a Python identifier)")
     p.add_argument("--region", action="append", default=[], metavar="REGION=LAYER",
                    help="commit a region to a layer, e.g. IT=layer5 (repeatable; default: the "
@@ -498,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-ms", type=float, default=10.0, help="milliseconds per clock step")
     p.add_argument("--onset-ms", type=float, default=0.0, help="latency of step 0 (ms)")
     p.add_argument("--visual-degrees", type=float, default=8.0, help="degrees the input spans")
-    p.add_argument("--timesteps", type=int, default=None, help="clock length (default: model's)")
+    p.add_argument("--timesteps", type=int, default=None,
+                   help="clock length (default: enough steps for bins up to 250 ms, or the "
+                   "model's own clock where it is fixed)")  # fmt: skip
     p.set_defaults(func=_cmd_brainscore_plugin)
 
     _add_extract_parser(sub)

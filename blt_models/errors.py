@@ -37,7 +37,9 @@ __all__ = [
     "UnknownModelError",
     "UnreadableCheckpointError",
     "UnreadableImageError",
+    "UnsupportedError",
     "UnverifiedWeightsWarning",
+    "PartialHookWarning",
     "WeightsUnavailableError",
 ]
 
@@ -67,6 +69,18 @@ class ConfigValueError(BltModelsError, ValueError, TypeError):
     """A constructor or configuration value that is refused: wrong type, out of range, or a key
     the architecture does not take. The message names the field and where the value came from
     (an argument, a ``config.json`` path, a reference checkpoint's ``args``)."""
+
+
+class UnsupportedError(BltModelsError, NotImplementedError):
+    """A PyTorch or timm habit that a clocked model cannot follow (TorchScript scripting, a
+    timm feature wrapper that needs module hooks or torch.fx); the message names the working
+    alternative."""
+
+
+class PartialHookWarning(UserWarning):
+    """A forward hook on a submodule that a recurrent model's clock calls at several steps (or
+    with part of a layer's value): hook-based tools that keep the last call (thingsvision,
+    Brain-Score's generic wrapper) would read one step of one term, not the layer."""
 
 
 class StimulusError(InputError):

@@ -120,3 +120,110 @@ def test_brainscore_plugin_refuses_what_would_be_wrong(tmp_path, capsys):
     assert main(["brainscore-plugin", "cornet_z.imagenet", str(tmp_path / "d")]) == 1
     assert "not empty" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------ plugin generator arguments
+def _plugin(tmp_path, *extra, name="blt_bl_tiny.fashion_mnist", folder="plug"):
+    from blt_models.cli import main
+
+    return main(["brainscore-plugin", name, str(tmp_path / folder), "--region", "IT=layer3",
+                 *extra])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--identifier", "../evil"], "identifier"),
+        (["--identifier", "a/b"], "identifier"),
+        (["--identifier", "x']=1;import os#"], "identifier"),
+        (["--identifier", ""], "identifier"),
+        (["--step-ms", "0"], "step_ms"),
+        (["--step-ms", "nan"], "step_ms"),
+        (["--step-ms", "-5"], "step_ms"),
+        (["--visual-degrees", "inf"], "visual_degrees"),
+        (["--visual-degrees", "0"], "visual_degrees"),
+        (["--onset-ms", "-1"], "onset_ms"),
+        (["--onset-ms", "nan"], "onset_ms"),
+        (["--region", "V3=layer2"], "V1, V2, V4, IT"),
+        (["--region", "IT=layer2"], "given twice"),
+    ],
+)
+def test_brainscore_plugin_arguments_are_validated(tmp_path, capsys, extra, message):
+    assert _plugin(tmp_path, *extra) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "plug").exists()  # nothing written
+
+
+def _run_generated(folder, monkeypatch):
+    """Import the generated package with stand-ins for Brain-Score (not installed here) and
+    run what Brain-Score calls: the registry entry, get_model, get_layers, get_bibtex."""
+    import importlib
+    import sys
+    import types
+
+    registry: dict = {}
+    built: dict = {}
+    brainscore = types.ModuleType("brainscore_vision")
+    brainscore.model_registry = registry
+    adapter = types.ModuleType("blt_models.integrations.brainscore")
+
+    def to_brain_model(model, identifier, region_layer_map, **settings):
+        built.update(model=model, identifier=identifier, regions=region_layer_map, **settings)
+        return built
+
+    adapter.to_brain_model = to_brain_model
+    monkeypatch.setitem(sys.modules, "brainscore_vision", brainscore)
+    monkeypatch.setitem(sys.modules, "blt_models.integrations.brainscore", adapter)
+    monkeypatch.syspath_prepend(str(folder.parent))
+
+    def forget() -> None:  # a package of the same name imported by an earlier case
+        for name in [m for m in sys.modules if m.split(".")[0] == folder.name]:
+            monkeypatch.delitem(sys.modules, name)
+
+    forget()
+    package = importlib.import_module(folder.name)
+    plugin = importlib.import_module(f"{folder.name}.model")
+    (identifier,) = registry
+    assert registry[identifier]() is built and built["identifier"] == identifier
+    assert plugin.get_layers(identifier) and plugin.get_bibtex(identifier).startswith("@misc{")
+    forget()
+    del package
+    return identifier, built
+
+
+@pytest.mark.parametrize(
+    "extra, identifier, settings",
+    [
+        ([], "blt_bl_tiny-fashion_mnist", dict(step_ms=10.0, onset_ms=0.0, timesteps=25)),
+        (["--identifier", "My.model-v2_x", "--step-ms", "2.5", "--onset-ms", "0",
+          "--visual-degrees", "0.5"], "My.model-v2_x",
+         dict(step_ms=2.5, onset_ms=0.0, visual_degrees=0.5, timesteps=100)),
+        (["--onset-ms", "70", "--step-ms", "20", "--timesteps", "9"], "blt_bl_tiny-fashion_mnist",
+         dict(onset_ms=70.0, step_ms=20.0, timesteps=9)),
+        (["--onset-ms", "1e3"], "blt_bl_tiny-fashion_mnist", dict(onset_ms=1000.0, timesteps=8)),
+    ],
+)  # fmt: skip
+def test_generated_plugin_imports_and_runs_for_accepted_values(
+    tmp_path, monkeypatch, extra, identifier, settings
+):
+    folder = tmp_path / "plug"
+    assert _plugin(tmp_path, *extra) == 0
+    text = (folder / "__init__.py").read_text()
+    assert f"model_registry['{identifier}']" in text  # the literal text Brain-Score looks for
+    got, built = _run_generated(folder, monkeypatch)
+    assert got == identifier and built["regions"] == {"IT": "layer3"}
+    for key, value in settings.items():
+        assert built[key] == value, key
+
+
+def test_generated_plugin_for_a_local_dir_model(tmp_path, monkeypatch):
+    import blt_models as bm
+
+    model = bm.create_model("blt_bl_tiny.fashion_mnist", pretrained=True)
+    saved = bm.save_pretrained(model, tmp_path / "saved")
+    folder = tmp_path / "local_plug"
+    assert _plugin(tmp_path, name=f"local-dir:{saved}", folder="local_plug") == 0
+    identifier, built = _run_generated(folder, monkeypatch)
+    assert identifier == "saved"  # from the folder name, a plain name
+    assert isinstance(built["model"], bm.ClockedModel)
+    assert f"ZOO_NAME = 'local-dir:{saved.resolve()}'" in (folder / "model.py").read_text()

@@ -106,35 +106,42 @@ class ClockActivations:
 
     def check_time_bins(self, layer: str, time_bins: Sequence[Sequence[float]]) -> None:
         """Raise [`TimestepsError`][blt_models.errors.TimestepsError] if a bin lies outside the steps at which ``layer`` is
-        active (before the image reaches it, or beyond the clock)."""
+        active (before the image reaches it, or beyond the clock). The advice is computed from
+        the earliest start and the latest end of all the bins, so following it covers them all."""
         steps = self.active_steps(layer)
         start, end = self.step_bin(steps[0])[0], self.step_bin(steps[-1])[1]
-        for b in time_bins:
-            lo, hi = float(b[0]), float(b[1])
+        bins = [(float(b[0]), float(b[1])) for b in time_bins]
+        for lo, hi in bins:
             if not lo < hi:
-                raise ValueError(f"time bin {tuple(b)} must have start < end (milliseconds)")
-            if lo < start:
-                raise TimestepsError(
-                    f"time bin ({lo:g}, {hi:g}) ms starts before {layer!r} has any response: the "
-                    f"image reaches it at step {steps[0]}, i.e. {start:g} ms (onset_ms="
-                    f"{self.onset_ms:g} + {steps[0]} x step_ms={self.step_ms:g}). Request bins "
-                    f"from {start:g} ms on, or map the region to an earlier layer / lower onset_ms."
-                )
-            if hi > end:
-                need = math.ceil((hi - self.onset_ms) / self.step_ms)
-                last_possible = steps[-1] == self.timesteps - 1
-                fix = (
-                    f"Create the brain model with timesteps={need} (or longer steps: step_ms >= "
-                    f"{(hi - self.onset_ms) / self.timesteps:g})."
-                    if last_possible
-                    else f"{layer!r} finishes at step {steps[-1]} whatever the clock length "
-                    f"(a fixed-clock area); request bins up to {end:g} ms."
-                )
-                raise TimestepsError(
-                    f"time bin ({lo:g}, {hi:g}) ms ends after the clock: {layer!r} has responses "
-                    f"until {end:g} ms (step {steps[-1]} of {self.timesteps}); the bin needs "
-                    f"{need} steps of {self.step_ms:g} ms after onset_ms={self.onset_ms:g}. {fix}"
-                )
+                raise ValueError(f"time bin ({lo:g}, {hi:g}) must have start < end (milliseconds)")
+        if not bins:
+            return
+        lo, earliest_end = min(bins)
+        if lo < start:
+            raise TimestepsError(
+                f"time bin ({lo:g}, {earliest_end:g}) ms starts before {layer!r} has any response: "
+                f"the image reaches it at step {steps[0]}, i.e. {start:g} ms (onset_ms="
+                f"{self.onset_ms:g} + {steps[0]} x step_ms={self.step_ms:g}). Request bins "
+                f"from {start:g} ms on, or map the region to an earlier layer / lower onset_ms."
+            )
+        latest_start, hi = max(bins, key=lambda b: b[1])
+        if hi > end:
+            need = math.ceil((hi - self.onset_ms) / self.step_ms)
+            last_possible = steps[-1] == self.timesteps - 1
+            fix = (
+                f"Create the brain model with timesteps={need} (or longer steps: step_ms >= "
+                f"{(hi - self.onset_ms) / self.timesteps:g}); for a generated plugin, "
+                f"`blt-models brainscore-plugin ... --timesteps {need}`."
+                if last_possible
+                else f"{layer!r} finishes at step {steps[-1]} whatever the clock length "
+                f"(a fixed-clock area); request bins up to {end:g} ms."
+            )
+            raise TimestepsError(
+                f"time bin ({latest_start:g}, {hi:g}) ms ends after the clock: {layer!r} has "
+                f"responses until {end:g} ms (step {steps[-1]} of {self.timesteps}); the latest "
+                f"requested bin needs {need} steps of {self.step_ms:g} ms after onset_ms="
+                f"{self.onset_ms:g}. {fix}"
+            )
 
     # ------------------------------------------------------------------------------- running
     def _paths_and_meta(self, stimuli: Any) -> tuple[list[str], dict[str, Any]]:

@@ -348,12 +348,36 @@ class BLT(ClockedModel):
     @property
     def min_input_size(self) -> int:
         """Smallest square input side: the total stride down to the smallest non-1x1 map; with
-        blur pooling also large enough that every blur-pooled map has 3 px (reflection padding)."""
+        blur pooling also large enough that every blur-pooled map has 3 px (reflection padding);
+        with a Linear over a fixed pooled map (``top2linear``) large enough to give that map."""
+        key = (self.pool, self.nominal_size, tuple(self.sizes))
+        cached = self.__dict__.get("_min_input_size")
+        if cached is not None and cached[0] == key:
+            return int(cached[1])
         stride = self.nominal_size // min(s for s in self.sizes if s > 1)
         side = stride
         while self.pool == "blur" and min(self._blur_pooled_sides(side, side)) < 3:
             side += stride
+        while self._linear_misfit(side, side) is not None and side < 64 * self.nominal_size:
+            side += 1
+        self.__dict__["_min_input_size"] = (key, side)
         return side
+
+    def _linear_misfit(self, height: int, width: int) -> str | None:
+        """Why a Linear edge over a fixed pooled map cannot take this input size, or None."""
+        sizes = self.layer_sizes(height, width)
+        for edge in self.edges:
+            if self.sizes[edge.dst] == 1 and self.sizes[edge.src] != 1:
+                pooled = tuple(math.ceil(s / 2) for s in sizes[edge.src])
+                nominal = math.ceil(self.sizes[edge.src] / 2)
+                if pooled != (nominal, nominal):
+                    return (
+                        f"edge {edge.name} is a Linear over a fixed {nominal}x{nominal} pooled "
+                        f"map, which needs an input of about {self.nominal_size}x"
+                        f"{self.nominal_size} (layer {edge.src} must be {2 * nominal - 1} or "
+                        f"{2 * nominal} px; got {sizes[edge.src]})"
+                    )
+        return None
 
     def _blur_pooled_sides(self, height: int, width: int) -> list[int]:
         """Sides of the maps that go through a pool (the stem's and strided bottom-up edges')."""
@@ -386,17 +410,17 @@ class BLT(ClockedModel):
         return list(zip(out[0], out[1], strict=True))
 
     def _check_spatial_size(self, height: int, width: int) -> None:
-        need = self.min_input_size
         name = self._display_name()
         stride = self.nominal_size // min(s for s in self.sizes if s > 1)
         too_small = height < stride or width < stride
         if not too_small and self.pool == "blur":
             too_small = min(self._blur_pooled_sides(height, width)) < 3
         if too_small:
+            need = self.min_input_size
             why = (
                 "with blur pooling, whose reflection padding needs maps of 3 px or more"
                 if self.pool == "blur"
-                else f"its deepest layer sees the input at stride {need}"
+                else f"its deepest layer sees the input at stride {stride}"
             )
             raise InputError(
                 f"image {height}x{width} is too small for {name}: it needs at least {need}x{need} "
@@ -414,16 +438,13 @@ class BLT(ClockedModel):
                         f"{stride} "
                         f"(e.g. {self.nominal_size})."
                     )
-            if self.sizes[edge.dst] == 1 and self.sizes[edge.src] != 1:
-                pooled = tuple(math.ceil(s / 2) for s in sizes[edge.src])
-                nominal = math.ceil(self.sizes[edge.src] / 2)
-                if pooled != (nominal, nominal):
-                    raise InputError(
-                        f"image {height}x{width} does not fit {name}: edge {edge.name} is a Linear "
-                        f"over a fixed {nominal}x{nominal} pooled map, which needs an input of "
-                        f"{self.nominal_size}x{self.nominal_size} (layer {edge.src} must be "
-                        f"{2 * nominal - 1} or {2 * nominal} px; got {sizes[edge.src]})."
-                    )
+        misfit = self._linear_misfit(height, width)
+        if misfit is not None:
+            need = self.min_input_size
+            raise InputError(
+                f"image {height}x{width} does not fit {name}: {misfit}. Its smallest input is "
+                f"{need}x{need}; resize the images, e.g. to {self.nominal_size}x{self.nominal_size}."
+            )
 
     def validate_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Blur checkpoints carry the fixed BlurPool filters (``*.filt``); they must be unchanged."""

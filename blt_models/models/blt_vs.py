@@ -549,6 +549,8 @@ class BLTVS(ClockedModel):
         """Readout of a LOC BU map ``[B, 352, h, w]`` (``forward_features``); ``pre_logits``: its
         spatial mean ``[B, 352]``. A 'single' readout weighs the logits of every readout step,
         which one map cannot give: only ``pre_logits=True`` is defined for it."""
+        if self.global_pool == "":  # no pooling (reset_classifier(0, "")): the map itself
+            return x
         if pre_logits or self.num_classes == 0:
             return F.adaptive_avg_pool2d(x, 1).flatten(1)
         if self.readout_type == "single":
@@ -737,12 +739,14 @@ class BLTVS(ClockedModel):
     def get_classifier(self) -> nn.Conv2d:  # type: ignore[override]
         return cast(BLTVSReadout, self.readout).conv
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """New class channels in the readout conv, its norm and LOC's top-down conv.
 
-        The ``add_feats`` channels keep their weights; the class channels are freshly
-        initialised.
+        The ``add_feats`` channels keep their weights (and their ``requires_grad``: a frozen
+        readout stays frozen); the class channels are freshly initialised. ``global_pool`` as
+        for every model (``"avg"`` or ``""``).
         """
+        pool = self._resolve_global_pool(global_pool, num_classes)
         readout = cast(BLTVSReadout, self.readout)
         old_conv, old_norm = readout.conv, readout.norm_td
         k, dev, dtype = self.num_classes, old_conv.weight.device, old_conv.weight.dtype
@@ -768,8 +772,12 @@ class BLTVS(ClockedModel):
             with torch.no_grad():
                 td.weight[num_classes:] = old_td.weight[k:]
                 td.bias.copy_(old_td.bias)
-            loc.td_conv = td
+            _keep_requires_grad(td, old_td)
+            loc.td_conv = td.train(self.training)
+        _keep_requires_grad(new, readout)
+        new.train(self.training)
         self.num_classes = num_classes
+        self.global_pool = pool
 
     def extra_repr(self) -> str:
         return (
@@ -818,6 +826,13 @@ _BLT_VS_AREAS_BACK = {v: k for k, v in BLT_VS_AREA_NAMES.items()}
 _BLT_VS_MODULES_BACK = {v: k for k, v in BLT_VS_MODULE_NAMES.items()}
 _BLT_VS_REF_KEY = re.compile(r"^connections\.([A-Za-z0-9]+)\.([a-z_]+)\.(weight|bias)$")
 _BLT_VS_ZOO_KEY = re.compile(r"^([a-z0-9]+)\.([a-z_]+(?:\.[a-z]+)?)\.(weight|bias)$")
+
+
+def _keep_requires_grad(new: nn.Module, old: nn.Module) -> None:
+    """``new``'s parameters take the ``requires_grad`` of ``old``'s of the same name."""
+    flags = {name: p.requires_grad for name, p in old.named_parameters()}
+    for name, p in new.named_parameters():
+        p.requires_grad_(flags.get(name, p.requires_grad))
 
 
 def blt_vs_key_from_reference(key: str) -> str:

@@ -168,3 +168,98 @@ def test_generated_plugin_registers_and_runs(tmp_path, monkeypatch):
     assert resp.sizes["presentation"] == 3 and set(resp["region"].values) == {"IT"}
     sys.modules.pop("blt_bl_tiny_fashion_mnist.model", None)
     sys.modules.pop("blt_bl_tiny_fashion_mnist", None)
+
+
+# ------------------------------------------------------------------ generated plugin, as Brain-Score
+PLUGIN_DIR = "blt_models_generated_check"  # a folder name no real plugin has
+TINY_ID = "blt_bl_tiny-fashion_mnist"
+TINY_REGIONS = ["--region", "V1=layer0", "--region", "V2=layer1", "--region", "V4=layer2",
+                "--region", "IT=layer3"]  # fmt: skip
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """The plugin the CLI writes, inside brainscore_vision/models/ as Brain-Score expects it (for
+    the duration of the test), with Brain-Score's dependency installation off (offline)."""
+    import shutil
+    import sys
+
+    from blt_models.cli import main
+
+    monkeypatch.setenv("BS_INSTALL_DEPENDENCIES", "no")
+    out = tmp_path / PLUGIN_DIR
+    assert main(["brainscore-plugin", "blt_bl_tiny.fashion_mnist", str(out), *TINY_REGIONS]) == 0
+    target = Path(brainscore_vision.__file__).parent / "models" / PLUGIN_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(out, target)
+    # The three images Brain-Score's generic tests show are in its repository but not in the
+    # PyPI wheel or sdist: stand-ins (the shipped samples as RGB) where they are missing.
+    resources = Path(brainscore_vision.__file__).parent / "model_helpers" / "generic_plugin_tests_resources"
+    made = not resources.exists()
+    if made:
+        from PIL import Image
+
+        resources.mkdir()
+        samples = sorted(SAMPLES.glob("*.png"))[:3]
+        for sample, filename in zip(samples, ("rgb1.jpg", "rgb2.jpg", "rgb3.png"), strict=True):
+            Image.open(sample).convert("RGB").resize((64, 64)).save(resources / filename)
+    try:
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+        if made:
+            shutil.rmtree(resources, ignore_errors=True)
+        for name in [m for m in sys.modules if PLUGIN_DIR in m]:
+            sys.modules.pop(name)
+        brainscore_vision.model_registry.pop(TINY_ID, None)
+
+
+def test_brainscore_load_model_finds_the_generated_plugin(installed_plugin):
+    text = (installed_plugin / "__init__.py").read_text()
+    assert f"model_registry['{TINY_ID}']" in text  # the literal text Brain-Score searches for
+    brain = brainscore_vision.load_model(TINY_ID)
+    assert brain.identifier == TINY_ID
+    # The default clock covers the generic tests' bins and the standard temporal benchmarks'.
+    kar2019 = [(t, t + 10) for t in range(70, 250, 10)]
+    for bins in ([(50, 100)], [(100, 200)], [(70, 170)], kar2019):
+        for region in ("V1", "V2", "V4", "IT"):
+            brain.start_recording(region, time_bins=bins)
+    # Brain-Score's generic tests skip silently what its probe says a model cannot do: it can.
+    from brainscore_vision.model_helpers.generic_plugin_tests import ProbeModel, _make_stimulus_set
+
+    probe = ProbeModel()
+    assert probe.can_start_recording_region(brain, BrainModel.RecordingTarget.V1)
+    assert probe.can_start_task_specific(
+        brain, BrainModel.Task.probabilities, fitting_stimuli=_make_stimulus_set()
+    )
+    brain.start_task(BrainModel.Task.passive)
+    brain.start_recording("IT", time_bins=kar2019)
+    resp = brain.look_at(_stimulus_set(2))
+    assert list(resp["time_bin_start"].values) == list(range(70, 250, 10))
+
+
+def test_brainscore_generic_plugin_tests_pass(installed_plugin):
+    """Brain-Score's own generic plugin tests, run as Brain-Score's CI runs them."""
+    import subprocess
+    import sys
+
+    tests = Path(brainscore_vision.__file__).parent / "model_helpers" / "generic_plugin_tests.py"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
+         f"--plugin_directory={installed_plugin}", "-rA"],
+        capture_output=True, text=True, timeout=1200,
+        env=dict(os.environ, BS_INSTALL_DEPENDENCIES="no", RESULTCACHING_DISABLE="1"),
+    )  # fmt: skip
+    print(proc.stdout[-4000:])
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert "5 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_too_short_clock_advice_covers_the_latest_bin(tiny):
+    brain = to_brain_model(tiny, "tiny", {"IT": "layer3"}, step_ms=10, onset_ms=50)
+    bins = [(120, 140), (180, 200), (140, 160)]  # not in order: the advice is for 200 ms
+    with pytest.raises(bm.TimestepsError, match=r"\(180, 200\).*timesteps=15") as err:
+        brain.start_recording("IT", time_bins=bins)
+    assert "timesteps=15" in str(err.value)
+    longer = to_brain_model(tiny, "tiny", {"IT": "layer3"}, step_ms=10, onset_ms=50, timesteps=15)
+    longer.start_recording("IT", time_bins=bins)  # following the advice works the first time

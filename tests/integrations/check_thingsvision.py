@@ -109,3 +109,49 @@ def test_bad_addresses_fail_clearly(tiny, stimuli, tmp_path):
         extractor.extract_features(
             batches=_batches(extractor, root, tmp_path), module_names=["layr3@t2"]
         )
+
+
+# ------------------------------------------------------------------ thingsvision's own tests
+ROOT = Path(__file__).resolve().parents[2]
+# thingsvision's offline tests of custom models (get_extractor_from_model and a custom model
+# swapped into an extractor); its other tests download pretrained models.
+CUSTOM_MODEL_TESTS = ("tests/extractor/extraction/test_model_extractor.py",
+                      "tests/extractor/extraction/test_custom_model.py")  # fmt: skip
+
+
+def test_thingsvision_own_custom_model_tests_pass(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    source = ROOT / ".venvs" / "thingsvision-tests" / f"thingsvision-{thingsvision.__version__}"
+    if not (source / "tests").is_dir():
+        pytest.skip(f"{source}/tests is missing: `bash scripts/setup_integrations.sh thingsvision`")
+    shutil.copytree(source / "tests", tmp_path / "tests")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", *CUSTOM_MODEL_TESTS],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert "5 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_raw_hook_on_a_shared_recurrent_module_warns(tiny, stimuli, tmp_path):
+    """thingsvision's own path on the bare model: a module the clock calls at every step keeps
+    the last call (one step of one edge of a sum). That is flagged, and the message names the
+    adapter; the adapter's address gives the layer itself."""
+    from thingsvision import get_extractor_from_model
+
+    root, names = stimuli
+    raw = get_extractor_from_model(model=tiny, device="cpu", backend="pt",
+                                   preprocess=bm.create_transform(tiny))  # fmt: skip
+    with pytest.warns(bm.PartialHookWarning, match=r"conv_1_1.*get_extractor\(model\)"):
+        raw.extract_features(batches=_batches(raw, root, tmp_path), module_name="conv_1_1",
+                             flatten_acts=False)  # fmt: skip
+    extractor = get_extractor(tiny)
+    feats = extractor.extract_features(batches=_batches(extractor, root, tmp_path),
+                                       module_name="layer1@t-1", flatten_acts=False)  # fmt: skip
+    out = _expected(tiny, root, names, ["layer1"])
+    np.testing.assert_allclose(feats, out.features["layer1"][-1].numpy(), rtol=1e-4, atol=1e-5)
