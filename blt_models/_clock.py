@@ -713,7 +713,9 @@ class ClockedModel(nn.Module):
         its map at the last readout step, or `readout_delay` steps before it."""
         out = self.forward_timesteps(x, layers=[self.head_layer])
         # The step the run really ended its readouts on: a sequence sets its own clock length.
-        last = self._readout_steps_for(x, out.timesteps)[-1] - self.readout_delay  # no .item(): meta tensors too
+        last = (
+            self._readout_steps_for(x, out.timesteps)[-1] - self.readout_delay
+        )  # no .item(): meta tensors too
         return out.features[self.head_layer][last]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

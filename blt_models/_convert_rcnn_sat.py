@@ -22,7 +22,7 @@ from ._checkpoint import load_state_dict_strict
 from ._clock import ClockedModel
 from ._keras_h5 import KerasWeightsFile, read_keras_h5
 from ._pretrained import PretrainedCfg
-from .errors import ConfigValueError, KerasWeightsError, PublishedFormatError
+from .errors import ConfigValueError, KerasWeightsError
 
 __all__ = ["RcnnSatFileSpec", "inspect_rcnn_sat_h5", "load_rcnn_sat_h5", "convert_rcnn_sat_h5"]
 

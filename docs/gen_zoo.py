@@ -57,6 +57,8 @@ def _describe(name: str, model) -> str:
         return f"BLT {_shift_text(model.shifts)}; {model.num_layers} layers{table}; {kind}"
     if family == "blt_vs":
         return f"BLT-VS, {model.unroll} unrolling (default args)"
+    if family == "convrnn":  # the name says cell and depth; details on the ConvRNN page
+        return "ConvRNN (Nayebi et al. 2022)"
     doc = (get_model_entrypoint(name).__doc__ or "").strip().splitlines()
     return doc[0].replace("``", "`").rstrip(".") if doc else family
 

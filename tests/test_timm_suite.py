@@ -2,7 +2,7 @@
 
 ``bash scripts/setup_integrations.sh timm`` (part of the CI's setup) fetches the file from the
 sdist of the installed timm version into ``.venvs/timm-tests``; nothing of timm's is vendored.
-``tests/timm_suite/conftest.py`` routes its model list and ``create_model`` to this library. The
+``tests/timm_suite/routing_conftest.py`` routes its model list and ``create_model`` to this library. The
 outcome of every test is recorded per test function (pass / fail / skip, and the tests that name
 timm architectures, not applicable); every failure must be one of :data:`KNOWN_FAILURES`, each
 listed with its reason in docs/integrations.md ("timm's own test suite").
@@ -88,7 +88,7 @@ def _outcomes(junit: Path) -> tuple[dict[str, Counter], list[tuple[str, str]]]:
 def test_timm_test_models_passes_every_applicable_test(tmp_path):
     suite = _suite_file()
     shutil.copy(suite, tmp_path / "test_models.py")
-    shutil.copy(ROOT / "tests" / "timm_suite" / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(ROOT / "tests" / "timm_suite" / "routing_conftest.py", tmp_path / "conftest.py")
     (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     junit = tmp_path / "results.xml"
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")

@@ -142,7 +142,7 @@ _README_ACCURACY = {
     "rgc_intermediate_t22_tmaxconf": (72.98, 90.80),
 }  # fmt: skip
 #: Layers that best match each visual area in the authors' neural fits (their README).
-CONVRNN_AREAS = {
+CONVRNN_AREAS: dict[str, dict[str, tuple[str, ...]]] = {
     "shallow": {"V4": ("conv3",), "pIT": ("conv4",), "cIT/aIT": ("conv5",)},
     "intermediate": {"V4": ("conv5", "conv6"), "pIT": ("conv7", "conv8"),
                      "cIT/aIT": ("conv9", "conv10")},
