@@ -198,14 +198,17 @@ def _side(flag: str, python: str, args: argparse.Namespace, ckpt_root: str, env:
 
 
 def run_both(args: argparse.Namespace) -> dict:
-    if not TF_PYTHON.exists():
-        sys.exit(f"{TF_PYTHON} missing: run scripts/make_convrnn_fixtures.sh --install-only")
+    if not Path(args.tf_python).exists():
+        sys.exit(
+            f"{args.tf_python} missing: run scripts/make_convrnn_fixtures.sh --install-only "
+            "or pass --tf-python"
+        )
     env = dict(
         os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2"
     )
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     with tempfile.TemporaryDirectory() as ckpt_root:
-        tf_result = _side("--tf", str(TF_PYTHON), args, ckpt_root, env)
+        tf_result = _side("--tf", args.tf_python, args, ckpt_root, env)
         torch_result = _side("--torch", sys.executable, args, ckpt_root, env)
     ratios = {}
     for name, ref in tf_result["models"].items():
@@ -225,6 +228,11 @@ def main() -> None:
     side.add_argument("--tf", action="store_true", help="time the TensorFlow reference only")
     side.add_argument("--torch", action="store_true", help="time the PyTorch port only")
     parser.add_argument("--reference", default=os.environ.get("CONVRNNS_REFERENCE"))
+    parser.add_argument(
+        "--tf-python",
+        default=str(TF_PYTHON),
+        help="the TensorFlow scratch venv's python (default: .venvs/tf-convrnn of this tree)",
+    )
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)

@@ -862,47 +862,90 @@ class ConvRNN(ClockedModel):
         return self.decode(out.logits, self.readout_steps(timesteps))
 
     # ----------------------------------------------------------------------------- unroll
+    def _last_steps(
+        self, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
+    ) -> list[int]:
+        """The last step at which each layer's output reaches a requested output (-1: never).
+
+        A captured layer is needed at every step; the readout at step ``t`` needs the top layer
+        at ``t - 1``; a layer at step ``t`` feeds the next layer, itself and its feedback
+        targets at ``t + 1``. Later layer-steps are skipped (they change no requested value).
+        Step 0 of every layer runs (the zero inputs of step 0 take their shapes from it).
+        """
+        names = self._names
+        index = {name: n for n, name in enumerate(names)}
+        last = [timesteps - 1 if name in capture else -1 for name in names]
+        if readouts:
+            last[-1] = max(last[-1], max(readouts) - 1)
+        consumers: list[list[int]] = [[n + 1] for n in range(len(names) - 1)] + [[]]
+        for n, name in enumerate(names):
+            for src in self.feedback.get(name, ()):
+                consumers[index[src]].append(n)
+        changed = True
+        while changed:  # a fixed point: feedback edges point down
+            changed = False
+            for n in reversed(range(len(names))):
+                for c in consumers[n]:
+                    if last[c] - 1 > last[n]:
+                        last[n], changed = last[c] - 1, True
+        return [max(step, 0) for step in last]
+
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
     ) -> Iterator[Step]:
         layers = self._layers()
         names = self._names
         index = {name: n for n, name in enumerate(names)}
+        last = self._last_steps(timesteps, capture, readouts)
+        feedback = [[index[src] for src in layer.feedback] for layer in layers]
         first = layers[0]
         # conv1 without a cell or memory is a function of the frame: once for a static image.
         stage = InputStage(x, lambda frame: first(frame, None, None)[0])
         prev: list[Tensor | None] = [None] * len(layers)
         states: list[Any] = [None] * len(layers)
         for t in range(timesteps):
-            current: list[Tensor] = []
+            current: list[Tensor | None] = [None] * len(layers)
             for n, layer in enumerate(layers):
+                if t > last[n]:  # reaches no requested output
+                    continue
                 if n == 0:
-                    current.append(stage(t))
+                    current[0] = stage(t)
                     continue
                 below = prev[n - 1]
-                r = torch.zeros_like(current[n - 1]) if below is None else below
+                if below is None:  # step 0: the layer below has no output yet (zeros)
+                    above = current[n - 1]
+                    assert t == 0 and above is not None
+                    r = torch.zeros_like(above)
+                else:
+                    r = below
                 f = None
-                if layer.feedback:
+                if feedback[n]:
                     size = (int(r.shape[-2]), int(r.shape[-1]))
                     parts = []
-                    for src in layer.feedback:
-                        value = prev[index[src]]
+                    for src in feedback[n]:
+                        value = prev[src]
                         if value is None:
-                            c = self._out_channels[src]
+                            c = self._out_channels[names[src]]
                             parts.append(r.new_zeros((r.shape[0], c, *size)))
                         else:
                             parts.append(_resize(value, size))
                     f = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-                out, states[n] = layer(r, f, states[n])
-                current.append(out)
+                current[n], states[n] = layer(r, f, states[n])
             logits = None
             if t in readouts:
                 top = prev[-1]
-                logits = self._logits(torch.zeros_like(current[-1]) if top is None else top)
-            yield Step(
-                t, {names[n]: v for n, v in enumerate(current) if names[n] in capture}, logits
-            )
-            prev = list(current)
+                if top is None:
+                    last_out = current[-1]
+                    assert t == 0 and last_out is not None
+                    top = torch.zeros_like(last_out)
+                logits = self._logits(top)
+            features = {}
+            for n, name in enumerate(names):
+                value = current[n]
+                if name in capture and value is not None:
+                    features[name] = value
+            yield Step(t, features, logits)
+            prev = current
 
     def extra_repr(self) -> str:
         return (
