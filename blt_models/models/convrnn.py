@@ -756,12 +756,33 @@ class ConvRNN(ClockedModel):
         name = super()._display_name()
         return f"convrnn ({self.cell_type}, {self.depth})" if name == "ConvRNN" else name
 
+    @property
+    def fixed_input_size(self) -> tuple[int, int, int] | None:
+        """``(C, image_size, image_size)`` where LSTM peepholes fix the map sizes (the
+        ``lstm`` models' peepholes are sized for one image side), else None."""
+        if any(
+            isinstance(layer.cell, LSTMCell) and layer.cell.peephole_size is not None
+            for layer in self._layers()
+        ):
+            return (self.in_chans, self.image_size, self.image_size)
+        return None
+
     def _check_spatial_size(self, height: int, width: int) -> None:
         if self.depth == "shallow" and self.num_classes > 0 and min(height, width) < 65:
             raise InputError(
                 f"{self._display_name()} needs images of at least 65 x 65 px (its readout is a "
                 f"2x2 convolution on the top map, side / 64 rounded up; the published weights "
                 f"expect 224 x 224); got {height} x {width}."
+            )
+        fixed = self.fixed_input_size
+        if fixed is not None and (height, width) != fixed[1:]:
+            # Peepholes are per-position weights of one map size: the model takes the one image
+            # side it declares (pretrained_cfg.fixed_input_size), as timm's fixed-size models do.
+            raise InputError(
+                f"{self._display_name()}: takes {fixed[1]}x{fixed[2]} px images only (its LSTM "
+                f"peepholes are per-position weights of one map size); got {height}x{width}. "
+                f"Resize the images to {fixed[1]} px, or build the model with image_size=N "
+                "(untrained peepholes)."
             )
         for layer in self._layers():
             cell = layer.cell
