@@ -77,7 +77,7 @@ def _check_regions(region_layer_map: Mapping[str, str]) -> dict[str, str]:
 
 
 def _default_timesteps(model: Any, step_ms: float, onset_ms: float) -> int | None:
-    """A clock that covers bins up to :data:`DEFAULT_COVER_MS`; None (the model's own clock) for
+    """A clock that covers bins up to `DEFAULT_COVER_MS`; None (the model's own clock) for
     families whose clock length is fixed."""
     need = max(1, math.ceil((DEFAULT_COVER_MS - onset_ms) / step_ms))
     need = max(need, model._resolve_timesteps(None))
