@@ -772,7 +772,7 @@ class ConvRNN(ClockedModel):
             raise InputError(
                 f"{self._display_name()} needs images of at least 65 x 65 px (its readout is a "
                 f"2x2 convolution on the top map, side / 64 rounded up; the published weights "
-                f"expect 224 x 224); got {height} x {width}."
+                f"expect 224x224); got {height}x{width}."
             )
         fixed = self.fixed_input_size
         if fixed is not None and (height, width) != fixed[1:]:
