@@ -104,6 +104,25 @@ def check_int_sequence(
     return [check_int(v, f"{field}[{i}]", origin, minimum, maximum) for i, v in enumerate(value)]
 
 
+def check_widths(
+    value: Any, default: Sequence[int], field: str = "channels", origin: str | None = None
+) -> list[int]:
+    """Per-layer widths: ``default`` when ``value`` is None, else as many positive integers as
+    ``default`` has (a family constructor's ``channels=``)."""
+    if value is None:
+        return list(default)
+    problem = f"takes {len(default)} positive integers, one per layer (published: {list(default)})."
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or len(value) != len(default)
+    ):
+        raise refuse(field, value, origin, problem)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise refuse(field, value, origin, problem)
+    return list(value)
+
+
 def check_float_sequence(
     value: Any, field: str, origin: str, length: int | None = None, positive: bool = False
 ) -> tuple[float, ...]:

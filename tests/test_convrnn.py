@@ -428,3 +428,9 @@ def test_thingsvision_addresses_see_every_step():
         wrapped(x)
         want = model.forward_timesteps(x, layers=["conv3"]).features["conv3"][4]
     torch.testing.assert_close(seen["v"], want)
+
+
+@pytest.mark.parametrize("bad", [[2] * 4, "abcde", [2, 2, 2, 2, 2.5], [2, 2, 2, 2, True]])
+def test_widths_must_be_one_positive_integer_per_layer(bad):
+    with pytest.raises(bm.errors.ConfigValueError, match="takes 5 positive integers"):
+        bm.create_model("convrnn_gru_shallow", channels=bad)

@@ -54,6 +54,7 @@ from .._clock import ClockedModel, Connection, InputStage, Step
 from .._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
 from .._tf_checkpoint import is_training_state
+from .._validate import check_widths
 from ..errors import InputError, InvalidWeightsError, TimestepsError
 
 __all__ = [
@@ -607,7 +608,7 @@ class ConvRNN(ClockedModel):
         self.num_classes, self.in_chans = num_classes, in_chans
         self.image_size = int(image_size)
         table = _layer_table(cell, depth)
-        widths = _positive_ints(channels, [s.channels for s in table], "channels")
+        widths = check_widths(channels, [s.channels for s in table], "channels")
         table = [
             _LayerSpec(s.kernel, s.stride, w, s.conv_act, s.cell, s.post_conv, s.post_act, s.pool)
             for s, w in zip(table, widths, strict=True)
@@ -616,7 +617,7 @@ class ConvRNN(ClockedModel):
         default_cells = _default_cell_channels(cell, depth, widths)
         self.channels = tuple(widths)
         self.cell_channels = tuple(
-            _positive_ints(cell_channels, list(default_cells), "cell_channels")
+            check_widths(cell_channels, list(default_cells), "cell_channels")
         )
         assert len(self.cell_channels) == n_cells
         if cell == "lstm":
@@ -629,7 +630,7 @@ class ConvRNN(ClockedModel):
             )
         else:
             kernels = [3] * n_cells
-        self.cell_kernels = tuple(_positive_ints(cell_kernels, kernels, "cell_kernels"))
+        self.cell_kernels = tuple(check_widths(cell_kernels, kernels, "cell_kernels"))
         self.feedback = CONVRNN_FEEDBACK if (cell == "rgc" and depth == "intermediate") else {}
         names = [f"conv{n + 1}" for n in range(len(table))]
         self._names = tuple(names)
@@ -1094,19 +1095,6 @@ def tf_to_state_dict(state: Mapping[str, Any], model: Any) -> dict[str, Tensor]:
             out[name] = value
             continue
         out[f"{node}.cell.{mapped[0]}"] = mapped[1]
-    return out
-
-
-def _positive_ints(value: Sequence[int] | None, default: list[int], what: str) -> list[int]:
-    if value is None:
-        return list(default)
-    out = list(value)
-    if len(out) != len(default) or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in out
-    ):
-        raise ValueError(
-            f"{what} takes {len(default)} positive integers (published: {default}); got {value!r}"
-        )
     return out
 
 

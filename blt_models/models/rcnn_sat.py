@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from .._clock import ClockedModel, InputStage, Step
 from .._pretrained import PretrainedCfg, imagenet_class_names
 from .._registry import register_model, register_pretrained_cfgs
+from .._validate import check_widths
 from ..errors import InputError, TimestepsError
 
 __all__ = [
@@ -88,20 +89,6 @@ def _batch_norm(channels: int) -> nn.BatchNorm2d:
 
 def _conv(c_in: int, c_out: int, kernel: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel, stride=1, padding=kernel // 2, bias=False)
-
-
-def _check_channels(channels: Sequence[int] | None, default: Sequence[int], what: str) -> tuple:
-    if channels is None:
-        return tuple(default)
-    out = tuple(channels)
-    if len(out) != len(default) or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in out
-    ):
-        raise ValueError(
-            f"{what} takes channels= as {len(default)} positive integers (one per layer; published: "
-            f"{list(default)}); got {channels!r}"
-        )
-    return out
 
 
 def _min_side(pools: Sequence[bool]) -> int:
@@ -255,7 +242,7 @@ class RcnnSatB(_RcnnSat):
         default, kernels, pools = RCNN_SAT_B_VARIANTS[variant]
         self.variant = variant
         self.arch_name = f"rcnn_{variant}"
-        self.channels = _check_channels(channels, default, self.arch_name)
+        self.channels = tuple(check_widths(channels, default, f"{self.arch_name} channels"))
         self.kernels, self.pools = kernels, pools
         self.num_classes, self.in_chans = num_classes, in_chans
         self.timesteps = 1
@@ -350,7 +337,7 @@ class RcnnSatBL(_RcnnSat):
             raise ValueError(
                 f"cumulative_readout must be True or False; got {cumulative_readout!r}"
             )
-        self.channels = _check_channels(channels, RCNN_SAT_BL_CHANNELS, "rcnn_bl")
+        self.channels = tuple(check_widths(channels, RCNN_SAT_BL_CHANNELS, "rcnn_bl channels"))
         self.kernels, self.pools = RCNN_SAT_BL_KERNELS, _BL_POOLS
         self.num_classes, self.in_chans = num_classes, in_chans
         self.timesteps = timesteps
