@@ -189,7 +189,7 @@ def test_bl_sizes_match_the_published_counts():
 
 def test_input_checks_and_other_sizes():
     model = bm.create_model("rcnn_bl", channels=[3, 4, 4, 5, 5, 6, 6], timesteps=2).eval()
-    with pytest.raises(bm.InputError, match="at least 64 x 64"):
+    with pytest.raises(bm.InputError, match="at least 64x64"):
         model(torch.zeros(1, 3, 63, 128))
     with pytest.raises(bm.InputError, match="input channel"):
         model(torch.zeros(1, 1, 64, 64))

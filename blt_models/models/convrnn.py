@@ -771,7 +771,7 @@ class ConvRNN(ClockedModel):
     def _check_spatial_size(self, height: int, width: int) -> None:
         if self.depth == "shallow" and self.num_classes > 0 and min(height, width) < 65:
             raise InputError(
-                f"{self._display_name()} needs images of at least 65 x 65 px (its readout is a "
+                f"{self._display_name()} needs images of at least 65x65 px (its readout is a "
                 f"2x2 convolution on the top map, side / 64 rounded up; the published weights "
                 f"expect 224x224); got {height}x{width}."
             )
@@ -792,9 +792,9 @@ class ConvRNN(ClockedModel):
                 if (side_h, side_w) != tuple(cell.peephole_size):
                     raise InputError(
                         f"{self._display_name()}: the LSTM peepholes of this model are sized "
-                        f"for a {cell.peephole_size[0]} x {cell.peephole_size[1]} map "
-                        f"({self.image_size} px images); {height} x {width} px images give "
-                        f"{side_h} x {side_w}. Resize the images to {self.image_size} px, or "
+                        f"for a {cell.peephole_size[0]}x{cell.peephole_size[1]} map "
+                        f"({self.image_size} px images); {height}x{width} px images give "
+                        f"{side_h}x{side_w}. Resize the images to {self.image_size} px, or "
                         "build the model with image_size=N (untrained peepholes)."
                     )
 

@@ -178,9 +178,9 @@ class _RcnnSat(ClockedModel):
         need = _min_side(self.pools)
         if height < need or width < need:
             raise InputError(
-                f"{self._display_name()} needs images of at least {need} x {need} px (it pools "
-                f"{sum(self.pools)} times by 2; the published weights expect 128 x 128); got "
-                f"{height} x {width}. Resize the images, e.g. with "
+                f"{self._display_name()} needs images of at least {need}x{need} px (it pools "
+                f"{sum(self.pools)} times by 2; the published weights expect 128x128); got "
+                f"{height}x{width}. Resize the images, e.g. with "
                 "blt_models.create_transform(model)."
             )
 
