@@ -341,9 +341,35 @@ def test_reads_in_blocks_check_every_block(pristine, tmp_path, monkeypatch):
 def test_an_array_removed_after_loading_is_named(pristine, tmp_path):
     path = fresh(pristine, ".zarr", tmp_path)
     lazy = load_features(path, lazy=True)["layer1"]
-    shutil.rmtree(path / "checksums")
-    with pytest.raises(CorruptFeatureFileError, match="checksums"):
+    shutil.rmtree(path / "features" / "layer1")
+    with pytest.raises(CorruptFeatureFileError, match="'features/layer1'"):
         lazy[0]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_lazy_read_reads_its_rows_and_not_the_checksum_table(pristine, tmp_path, suffix,
+                                                                monkeypatch):  # fmt: skip
+    """/checksums is read once, by load_features; each lazy read reads only its rows (the
+    table again on every read was as much work as the rows themselves for pooled features)."""
+    from blt_models.extract import stores
+
+    reads: list[str] = []
+    real = stores.LazyFeatures._take_rows
+
+    def counting(self, arr, rows, what):
+        reads.append(what)
+        return real(self, arr, rows, what)
+
+    monkeypatch.setattr(stores.LazyFeatures, "_take_rows", counting)
+    want = pristine[suffix][1]
+    lazy = load_features(pristine[suffix][0], lazy=True)
+    for i in (0, 3, -1):
+        assert torch.equal(lazy["layer3"][i], want["layer3"][i])
+    assert reads == ["the features of layer 'layer3'"] * 3
+    path = fresh(pristine, suffix, tmp_path)  # and the rows are still checked
+    assert swap_chunks(path, "features/layer3", 0, 2)
+    with pytest.raises(CorruptFeatureFileError, match="rows 4 do not match"):
+        load_features(path, lazy=True)["layer3"][4]
 
 
 def test_ids_changed_in_the_hdf5_heap_are_refused(pristine, model, images, tmp_path):
