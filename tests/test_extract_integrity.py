@@ -496,8 +496,31 @@ extract_features(small_blt({T}), torch.zeros(3, 1, 32, 32), out={str(out)!r},
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert not out.exists()  # nothing under the output's name ...
+    # ... only, for zarr, the dead process's hidden temporary store (HDF5 is built in memory)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == (suffix == ".zarr") and all(f".{out.name}.creating-" in n for n in left)
     res = extract_features(model, images, out=out, **KW)  # ... so the next run just runs
     assert res.num_images == 7
+    assert sorted(tmp_path.iterdir()) == [out]  # and removes what the dead process left
+
+
+def test_temporaries_of_live_processes_are_kept(model, images, tmp_path):
+    """Another process's temporary store is removed only once it is dead (creation), or left
+    untouched for STALE_AFTER_S (a join, which ranks on other machines may be writing)."""
+    from blt_models.extract import integrity
+
+    out = tmp_path / "joined.h5"
+    live = tmp_path / f".joined.h5.creating-{os.getppid()}"
+    joining = tmp_path / f".joined.h5.join-{os.getppid() + 10**7}"  # no such process here
+    old_join = tmp_path / ".joined.h5.join-1"
+    for file in (live, joining, old_join):
+        file.write_bytes(b"")
+    aged = os.stat(old_join).st_mtime - integrity.STALE_AFTER_S - 1
+    os.utime(old_join, (aged, aged))
+    for rank in range(2):
+        extract_features(model, images, out=out, rank=rank, world_size=2, **KW)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([live.name, joining.name, "joined.h5", "joined.h5.shards"])
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

@@ -43,8 +43,10 @@ from .integrity import (
     library_error,
     metadata_checksum,
     read_state,
+    remove_stale_temporaries,
     row_checksums,
     string_checksums,
+    temporary_path,
     verify_rows,
     write_new_file,
 )
@@ -479,8 +481,8 @@ class FileStore(Store):
         The store is closed afterwards; `open` it to write batches.
         """
         self._sizes(shapes, n, np_dtype)
-        tmp = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
-        _remove_quietly(tmp)  # left by a process of this id that died (ids are reused)
+        tmp = temporary_path(self.path, "creating")
+        remove_stale_temporaries(self.path, "creating", by_process=True)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.backend == "h5":
