@@ -30,6 +30,7 @@ from blt_models.errors import (
     FeatureWriteError,
     MissingExtraError,
     OutputMismatchError,
+    UncheckedFeaturesWarning,
 )
 from blt_models.extract import extract_features, load_features
 from blt_models.extract.integrity import FORMAT_VERSION, metadata_checksum
@@ -264,7 +265,10 @@ def test_format_versions(pristine, model, images, tmp_path, suffix):
     drop(path, "checksums")
     set_attr(path, "metadata_crc32c", None)
     edit_metadata(path, format_version=3)
-    old = read_everything(path)
+    with pytest.warns(UncheckedFeaturesWarning, match=r"format_version 3, .*no checksums.*"
+                      r"overwrite=True") as caught:  # fmt: skip
+        old = read_everything(path)
+    assert len(caught) == 2 and all(w.filename == __file__ for w in caught)  # one per load
     assert old.metadata["format_version"] == 3
     for name in old.layers:
         assert torch.equal(old[name], pristine[suffix][1][name])

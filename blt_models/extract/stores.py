@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..errors import (
     FeatureWriteError,
     OutputInUseError,
     OutputMismatchError,
+    UncheckedFeaturesWarning,
     UnknownLayerError,
 )
 from .integrity import (
@@ -963,6 +965,10 @@ def load_features(
         OutputMismatchError: ``path`` is not a feature file, is truncated, or has a format
             version this release does not read.
         OutputInUseError: another process holds the HDF5 file.
+
+    Warns:
+        UncheckedFeaturesWarning: a file of format 2 or 3, which has no checksums (its rows
+            are read unchecked).
     """
     path = Path(path)
     if not path.exists():
@@ -985,6 +991,15 @@ def load_features(
         if backend == "zarr":
             check_zarr_chunks(path, root, file_state)
         metadata, n = file_state.metadata, file_state.n_done
+        if not file_state.checksummed:
+            warnings.warn(
+                f"{str(path)!r} is a feature file of format_version "
+                f"{metadata['format_version']}, which has no checksums: its layout is checked, "
+                "its rows are not (a flipped bit or rows that moved read silently). Extract it "
+                "again with overwrite=True (CLI: --overwrite) for a file with checksums",
+                UncheckedFeaturesWarning,
+                stacklevel=2,
+            )
         files = [path]
         shards = (metadata.get("shards") or {}).get("files") or []
         if metadata.get("shards"):  # a join of per-process shards: are they all still there?
