@@ -37,6 +37,7 @@ __all__ = [
     "UnknownModelError",
     "UnreadableCheckpointError",
     "UnreadableImageError",
+    "UncheckedFeaturesWarning",
     "UnsupportedError",
     "UnverifiedWeightsWarning",
     "PartialHookWarning",
@@ -199,6 +200,12 @@ class CorruptFeatureFileError(OutputMismatchError):
     missing or of the wrong shape / dtype / type, or rows that changed since they were written
     (bit rot, swapped chunk files, a shard rewritten after the join). The message names the
     file, the field or rows, and what was expected."""
+
+
+class UncheckedFeaturesWarning(UserWarning):
+    """A feature file of a format before checksums (versions 2 and 3) read: its layout is
+    checked, but its rows cannot be (bit rot or rows that moved would read silently).
+    Extracting it again writes format 4, with checksums."""
 
 
 class InvalidArgumentError(ExtractionError, TypeError):

@@ -30,6 +30,7 @@ from blt_models.errors import (
     FeatureWriteError,
     MissingExtraError,
     OutputMismatchError,
+    UncheckedFeaturesWarning,
 )
 from blt_models.extract import extract_features, load_features
 from blt_models.extract.integrity import FORMAT_VERSION, metadata_checksum
@@ -264,7 +265,10 @@ def test_format_versions(pristine, model, images, tmp_path, suffix):
     drop(path, "checksums")
     set_attr(path, "metadata_crc32c", None)
     edit_metadata(path, format_version=3)
-    old = read_everything(path)
+    with pytest.warns(UncheckedFeaturesWarning, match=r"format_version 3, .*no checksums.*"
+                      r"overwrite=True") as caught:  # fmt: skip
+        old = read_everything(path)
+    assert len(caught) == 2 and all(w.filename == __file__ for w in caught)  # one per load
     assert old.metadata["format_version"] == 3
     for name in old.layers:
         assert torch.equal(old[name], pristine[suffix][1][name])
@@ -341,9 +345,35 @@ def test_reads_in_blocks_check_every_block(pristine, tmp_path, monkeypatch):
 def test_an_array_removed_after_loading_is_named(pristine, tmp_path):
     path = fresh(pristine, ".zarr", tmp_path)
     lazy = load_features(path, lazy=True)["layer1"]
-    shutil.rmtree(path / "checksums")
-    with pytest.raises(CorruptFeatureFileError, match="checksums"):
+    shutil.rmtree(path / "features" / "layer1")
+    with pytest.raises(CorruptFeatureFileError, match="'features/layer1'"):
         lazy[0]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_lazy_read_reads_its_rows_and_not_the_checksum_table(pristine, tmp_path, suffix,
+                                                                monkeypatch):  # fmt: skip
+    """/checksums is read once, by load_features; each lazy read reads only its rows (the
+    table again on every read was as much work as the rows themselves for pooled features)."""
+    from blt_models.extract import stores
+
+    reads: list[str] = []
+    real = stores.LazyFeatures._take_rows
+
+    def counting(self, arr, rows, what):
+        reads.append(what)
+        return real(self, arr, rows, what)
+
+    monkeypatch.setattr(stores.LazyFeatures, "_take_rows", counting)
+    want = pristine[suffix][1]
+    lazy = load_features(pristine[suffix][0], lazy=True)
+    for i in (0, 3, -1):
+        assert torch.equal(lazy["layer3"][i], want["layer3"][i])
+    assert reads == ["the features of layer 'layer3'"] * 3
+    path = fresh(pristine, suffix, tmp_path)  # and the rows are still checked
+    assert swap_chunks(path, "features/layer3", 0, 2)
+    with pytest.raises(CorruptFeatureFileError, match="rows 4 do not match"):
+        load_features(path, lazy=True)["layer3"][4]
 
 
 def test_ids_changed_in_the_hdf5_heap_are_refused(pristine, model, images, tmp_path):
@@ -470,8 +500,31 @@ extract_features(small_blt({T}), torch.zeros(3, 1, 32, 32), out={str(out)!r},
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert not out.exists()  # nothing under the output's name ...
+    # ... only, for zarr, the dead process's hidden temporary store (HDF5 is built in memory)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == (suffix == ".zarr") and all(f".{out.name}.creating-" in n for n in left)
     res = extract_features(model, images, out=out, **KW)  # ... so the next run just runs
     assert res.num_images == 7
+    assert sorted(tmp_path.iterdir()) == [out]  # and removes what the dead process left
+
+
+def test_temporaries_of_live_processes_are_kept(model, images, tmp_path):
+    """Another process's temporary store is removed only once it is dead (creation), or left
+    untouched for STALE_AFTER_S (a join, which ranks on other machines may be writing)."""
+    from blt_models.extract import integrity
+
+    out = tmp_path / "joined.h5"
+    live = tmp_path / f".joined.h5.creating-{os.getppid()}"
+    joining = tmp_path / f".joined.h5.join-{os.getppid() + 10**7}"  # no such process here
+    old_join = tmp_path / ".joined.h5.join-1"
+    for file in (live, joining, old_join):
+        file.write_bytes(b"")
+    aged = os.stat(old_join).st_mtime - integrity.STALE_AFTER_S - 1
+    os.utime(old_join, (aged, aged))
+    for rank in range(2):
+        extract_features(model, images, out=out, rank=rank, world_size=2, **KW)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([live.name, joining.name, "joined.h5", "joined.h5.shards"])
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

@@ -19,8 +19,11 @@ and chunk.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,8 @@ __all__ = [
     "verify_rows",
     "library_error",
     "write_new_file",
+    "temporary_path",
+    "remove_stale_temporaries",
 ]
 
 FORMAT_NAME = "blt-models-features"
@@ -57,6 +62,9 @@ CHECKSUMS = "checksums"
 CHECKSUMMED_SINCE = 4  # the first format version with checksums
 OLDEST_READABLE = 2
 FIX = "extract it again with overwrite=True (CLI: --overwrite)"
+#: Seconds after which a temporary store (`temporary_path`) of another process is taken as left
+#: by a process that died: creating a store or a join takes seconds.
+STALE_AFTER_S = 600
 
 
 def _crc32c() -> Callable[[Any], int]:
@@ -101,6 +109,50 @@ def write_new_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def temporary_path(path: Path, kind: str) -> Path:
+    """Where this process builds ``path`` before renaming it into place: ``.NAME.KIND-PID`` next
+    to it (hidden, so never taken for an image of a stimulus folder)."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
+
+
+def _running_here(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path, kind: str, by_process: bool) -> None:
+    """Remove the `temporary_path` stores of ``path`` that processes killed while building it
+    left behind: this process's own name (process ids are reused), any untouched for
+    ``STALE_AFTER_S`` (building takes seconds), and with ``by_process`` any whose process is
+    not running on this machine. ``by_process`` only where no other machine builds the same
+    name at the same time (a store is created by the one process that writes it; the join of
+    shards may be written by several ranks at once, on several machines). Without this, every
+    run killed while creating its output left a hidden file or folder next to it for good."""
+    own = temporary_path(path, kind)
+    now = time.time()
+    for left in path.parent.glob(f".{glob.escape(path.name)}.{kind}-*"):
+        pid = left.name.rsplit("-", 1)[-1]
+        try:
+            stale = (
+                left == own
+                or now - left.lstat().st_mtime >= STALE_AFTER_S
+                or (by_process and pid.isdigit() and not _running_here(int(pid)))
+            )
+            if not stale:
+                continue
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left)
+            else:
+                left.unlink()
+        except OSError:
+            pass  # removed meanwhile by another run, or not ours to remove
 
 
 def _damaged(path: Path, what: str) -> CorruptFeatureFileError:

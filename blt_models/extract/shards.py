@@ -33,7 +33,15 @@ from ..errors import (
     InvalidArgumentError,
     OutputMismatchError,
 )
-from .integrity import CHECKSUMS, checksum_columns, metadata_checksum, read_state, write_new_file
+from .integrity import (
+    CHECKSUMS,
+    checksum_columns,
+    metadata_checksum,
+    read_state,
+    remove_stale_temporaries,
+    temporary_path,
+    write_new_file,
+)
 from .settings import SHARED_KEYS, differing
 
 __all__ = ["resolve_ranks", "split_rows", "shard_path", "join_if_complete", "check_shards"]
@@ -176,7 +184,8 @@ def join_if_complete(
         for r, rows in parts
     ]
     joined = dict(metadata, shards={"world_size": world_size, "files": files})
-    tmp = out.with_name(f".{out.name}.join-{os.getpid()}.tmp")
+    tmp = temporary_path(out, "join")
+    remove_stale_temporaries(out, "join", by_process=False)
     try:
         # Built in memory and written with one plain write (HDF5 cannot recover from a write
         # that fails half-way), under a temporary name.

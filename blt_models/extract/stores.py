@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..errors import (
     FeatureWriteError,
     OutputInUseError,
     OutputMismatchError,
+    UncheckedFeaturesWarning,
     UnknownLayerError,
 )
 from .integrity import (
@@ -43,8 +45,10 @@ from .integrity import (
     library_error,
     metadata_checksum,
     read_state,
+    remove_stale_temporaries,
     row_checksums,
     string_checksums,
+    temporary_path,
     verify_rows,
     write_new_file,
 )
@@ -479,8 +483,8 @@ class FileStore(Store):
         The store is closed afterwards; `open` it to write batches.
         """
         self._sizes(shapes, n, np_dtype)
-        tmp = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}")
-        _remove_quietly(tmp)  # left by a process of this id that died (ids are reused)
+        tmp = temporary_path(self.path, "creating")
+        remove_stale_temporaries(self.path, "creating", by_process=True)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.backend == "h5":
@@ -703,7 +707,7 @@ class LazyFeatures:
     def __init__(
         self, path: Path, backend: str, key: str, n: int, shape: tuple[int, ...], dtype: Any,
         files: dict[str, tuple[int, ...]] | None = None, every_chunk_written: bool = False,
-        checksum_column: int | None = None, shards: list[dict[str, Any]] | None = None,
+        checksums: np.ndarray | None = None, shards: list[dict[str, Any]] | None = None,
     ) -> None:  # fmt: skip
         self.path, self.backend, self.key, self.n = path, backend, key, n
         self.every_chunk_written = every_chunk_written  # a zarr store: a missing chunk is damage
@@ -711,7 +715,9 @@ class LazyFeatures:
         self.np_dtype = np.dtype(dtype)
         self.dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
         self.files = files or {}  # {file: identity} as loaded: the file, and a join's shards
-        self.checksum_column = checksum_column  # of /checksums; None: a file without them
+        # uint32 [n]: this layer's column of /checksums as loaded (the file cannot change
+        # unnoticed since: _check_unchanged); None: a file without checksums.
+        self.checksums = checksums
         self.shards = shards or []  # a join's shard files (metadata["shards"]["files"])
 
     def _check_unchanged(self) -> None:
@@ -787,9 +793,9 @@ class LazyFeatures:
         except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on damaged chunks
             raise self._located(arr, rows, err, what) from None
 
-    def _read(self, checksums: Any, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
+    def _read(self, arr: Any, rows: np.ndarray, rest: tuple) -> np.ndarray:
         """``rest`` of the rows ``rows`` (sorted, distinct) of ``arr``, each row checked first
-        against its column of ``checksums`` (the array; None: a file without them)."""
+        against its checksum (``self.checksums``; None: a file without them)."""
         layer = self.key.split("/", 1)[-1]
         what = f"the features of layer {layer!r}"
         row_bytes = max(1, math.prod(self.shape[1:]) * self.np_dtype.itemsize)
@@ -799,10 +805,9 @@ class LazyFeatures:
             block = rows[i : i + per_block]
             self._check_chunks(arr, block)
             data = self._take_rows(arr, block, what)
-            if checksums is not None and len(block):
-                table = self._take_rows(checksums, block, f"/{CHECKSUMS}")
-                verify_rows(self.path, what, block, row_checksums(data),
-                            table[:, self.checksum_column], self._shard_of if self.shards else None)  # fmt: skip
+            if self.checksums is not None and len(block):
+                verify_rows(self.path, what, block, row_checksums(data), self.checksums[block],
+                            self._shard_of if self.shards else None)  # fmt: skip
             part = data[(slice(None), *rest)]
             if len(rows) <= per_block:
                 return part
@@ -888,7 +893,6 @@ class LazyFeatures:
         try:
             try:
                 arr = root[self.key]
-                table = root[CHECKSUMS] if self.checksum_column is not None else None
             except Exception as err:  # noqa: BLE001 - a damaged or removed array
                 raise library_error(self.path, err, f"the arrays of {self.key!r}") from None
             first = index[0] if index else slice(None)
@@ -897,7 +901,7 @@ class LazyFeatures:
                 # General numpy semantics on the rows that hold data (reads the whole array).
                 if first is not Ellipsis and first is not None:
                     self._rows(first)  # the row index's own checks and messages
-                full = self._read(table, arr, np.arange(self.n, dtype=np.int64), ())
+                full = self._read(arr, np.arange(self.n, dtype=np.int64), ())
                 try:
                     data = full[index]
                 except (IndexError, TypeError) as err:
@@ -907,14 +911,14 @@ class LazyFeatures:
             else:
                 rows = self._rows(first)
                 if isinstance(rows, slice):
-                    data = self._read(table, arr, np.arange(*rows.indices(self.n)), rest)
+                    data = self._read(arr, np.arange(*rows.indices(self.n)), rest)
                 elif isinstance(rows, np.ndarray):
                     # Rows in any order with repeats: each distinct row read once, in order.
                     uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
-                    data = self._read(table, arr, uniq, rest)[inverse.reshape(-1)]
+                    data = self._read(arr, uniq, rest)[inverse.reshape(-1)]
                     data = data.reshape(*rows.shape, *data.shape[1:])
                 else:
-                    data = self._read(table, arr, np.asarray([rows], dtype=np.int64), rest)[0]
+                    data = self._read(arr, np.asarray([rows], dtype=np.int64), rest)[0]
         except BlockingIOError:  # a shard of a join held open for writing by another process
             raise _in_use(self.path) from None
         finally:
@@ -961,6 +965,10 @@ def load_features(
         OutputMismatchError: ``path`` is not a feature file, is truncated, or has a format
             version this release does not read.
         OutputInUseError: another process holds the HDF5 file.
+
+    Warns:
+        UncheckedFeaturesWarning: a file of format 2 or 3, which has no checksums (its rows
+            are read unchecked).
     """
     path = Path(path)
     if not path.exists():
@@ -983,6 +991,15 @@ def load_features(
         if backend == "zarr":
             check_zarr_chunks(path, root, file_state)
         metadata, n = file_state.metadata, file_state.n_done
+        if not file_state.checksummed:
+            warnings.warn(
+                f"{str(path)!r} is a feature file of format_version "
+                f"{metadata['format_version']}, which has no checksums: its layout is checked, "
+                "its rows are not (a flipped bit or rows that moved read silently). Extract it "
+                "again with overwrite=True (CLI: --overwrite) for a file with checksums",
+                UncheckedFeaturesWarning,
+                stacklevel=2,
+            )
         files = [path]
         shards = (metadata.get("shards") or {}).get("files") or []
         if metadata.get("shards"):  # a join of per-process shards: are they all still there?
@@ -998,7 +1015,7 @@ def load_features(
             ids = [_to_str(s) for s in root["image_ids"][:n]]
             table = np.asarray(root[CHECKSUMS][:n]) if file_state.checksummed else None
         except Exception as err:  # noqa: BLE001 - what h5py / zarr raise on a damaged store
-            raise library_error(path, err, "the array 'image_ids'") from None
+            raise library_error(path, err, f"the arrays 'image_ids' and {CHECKSUMS!r}") from None
         if table is not None:
             verify_rows(path, "the image ids", np.arange(n), string_checksums(ids),
                         table[:, columns["image_ids"]])  # fmt: skip
@@ -1016,7 +1033,8 @@ def load_features(
         shape, dtype = specs[name]
         lazy_layer = LazyFeatures(
             path, backend, f"features/{name}", n, shape, dtype, files=identities,
-            every_chunk_written=every_chunk, checksum_column=columns.get(name), shards=shards,
+            every_chunk_written=every_chunk, shards=shards,
+            checksums=None if table is None else np.ascontiguousarray(table[:, columns[name]]),
         )  # fmt: skip
         features[name] = lazy_layer if lazy else lazy_layer.load()
     return ExtractedFeatures(
