@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -98,8 +98,9 @@ def inspect_convrnn_variables(
         shapes: ``{variable name: shape}`` of the checkpoint (optimizer slots are skipped).
         arch: confirm the model (``"convrnn_ugrnn_intermediate_t30"`` or the authors' name);
             needed only for the t22 / t30 models, whose variables are their base model's.
-        name_hint: the checkpoint's path; an authors' model name in it (the published folders
-            are named after the models) chooses among look-alikes.
+        name_hint: the checkpoint's path (``.../<folder>/model.ckpt``); a folder named exactly
+            after one of the authors' models (their published layout) chooses among look-alikes.
+            Folders further up are not read.
 
     Raises:
         ConvRNNCheckpointError: the variables fit no ConvRNN (or not ``arch``); the message says
@@ -191,14 +192,16 @@ def inspect_convrnn_variables(
         elif len(candidates) == 1:
             chosen = candidates[0]
         else:
-            hinted = [
-                c for c in candidates if re.search(rf"(^|[/\\]){re.escape(c)}([/\\]|$)", name_hint)
-            ]
+            # Only the folder holding the checkpoint names it (the authors' layout
+            # <model>/model.ckpt): a folder further up may hold a look-alike's sub-folder.
+            folder = PurePath(name_hint.replace("\\", "/")).parent.name if name_hint else ""
+            hinted = [c for c in candidates if folder == c]
             if len(hinted) != 1:
                 raise _Refusal(
                     f"the variables fit {' and '.join('convrnn_' + c for c in candidates)} "
                     "(the same layers; they differ in the clock and presentation they were "
-                    "trained with), and the path names neither: pass arch= (--arch NAME)"
+                    f"trained with), and the checkpoint's folder ({folder or 'none'!r}) is named "
+                    "after neither: pass arch= (--arch NAME)"
                 )
             chosen = hinted[0]
             notes.append(f"model convrnn_{chosen} from the checkpoint's folder name")

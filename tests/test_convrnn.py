@@ -305,6 +305,24 @@ def test_look_alike_models_need_the_folder_name_or_arch(tmp_path):
         assert inspect_convrnn_variables(shapes, arch=f"convrnn_{twin}").arch == f"convrnn_{twin}"
         hinted = inspect_convrnn_variables(shapes, name_hint=f"/ckpts/{twin}/model.ckpt")
         assert hinted.arch == f"convrnn_{twin}"
+        # Only the checkpoint's own folder counts: a look-alike's folder further up, or a folder
+        # that merely contains a name, must not choose the clock silently.
+        for elsewhere in (
+            f"/ckpts/{twin}/variant/model.ckpt",
+            f"/ckpts/{twin}/{twin}_x/model.ckpt",
+        ):
+            with pytest.raises(bm.ConvRNNCheckpointError, match="pass arch="):
+                inspect_convrnn_variables(shapes, name_hint=elsewhere)
+
+
+def test_relative_checkpoint_path_names_its_folder(monkeypatch):
+    twin = "ugrnn_intermediate_t30"
+    if twin not in MODELS:
+        pytest.skip("no t30 fixture")
+    monkeypatch.chdir(FIXTURES / twin)
+    model, how = load_convrnn_checkpoint("model.ckpt")
+    assert model.pretrained_cfg.architecture == f"convrnn_{twin}" and "folder name" in how
+    assert model.timesteps == 30 and protocol_of(model).off is None
 
 
 def test_memory_of_a_memoryless_layer_must_be_zero():
