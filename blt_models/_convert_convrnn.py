@@ -259,13 +259,35 @@ def _cell_widths(
 
 
 # --------------------------------------------------------------------------------- load
+#: Version of what a ConvRNN checkpoint converts to (key map, layouts, model choice): bump it when
+#: a change would convert the same files to other tensors, so that caches made before reconvert.
+CONVERTER_VERSION = "1"
+_CONVERTER_KEY = "blt_models_convrnn_converter"
+
+
+def _converted_by_this_version(converted: Path, source: str) -> bool:
+    """Whether the cached conversion exists, is readable and was made from ``source`` by this
+    converter version (a file from an older blt-models, or of another URL, is made again)."""
+    if not converted.is_file():
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(converted), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError):
+        return False
+    return metadata.get(_CONVERTER_KEY) == CONVERTER_VERSION and metadata.get("source") == source
+
+
 def fetch_convrnn_weights(cfg: Any) -> Path:
     """The weights of a ConvRNN tag, converted once into torch.hub's cache.
 
     ``cfg.url`` is the authors' ``.../<model>/model.ckpt.index``; the index and the data file
     are downloaded (if not cached) into ``$TORCH_HOME/hub/checkpoints/convrnn-<model>/`` and
     converted there to ``model.safetensors`` (written atomically), which later loads read
-    directly. The authors publish no hash: the caller warns that the weights are unverified.
+    directly as long as it records this `CONVERTER_VERSION` and ``cfg.url`` (else it is made
+    again from the checkpoint files, downloaded again if they were removed). The authors publish no hash: the caller warns that the weights are unverified.
 
     Raises:
         WeightsUnavailableError: a file is neither cached nor downloadable (offline).
@@ -280,7 +302,7 @@ def fetch_convrnn_weights(cfg: Any) -> Path:
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     folder = folder / f"convrnn-{Path(urlparse(index_url).path).parent.name}"
     converted = folder / "model.safetensors"
-    if converted.is_file():
+    if _converted_by_this_version(converted, index_url):
         return converted
     data_url = index_url.removesuffix(".index") + ".data-00000-of-00001"
     for url in (index_url, data_url):
@@ -299,6 +321,7 @@ def fetch_convrnn_weights(cfg: Any) -> Path:
     load_state_dict_strict(model, tf_to_state_dict(read_tf_checkpoint(prefix), model), what=what)
     partial = folder / f".model.safetensors.{os.getpid()}.tmp"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(partial), metadata={"source": index_url, "format": "pt"})
+    metadata = {"source": index_url, "format": "pt", _CONVERTER_KEY: CONVERTER_VERSION}
+    save_file(state, str(partial), metadata=metadata)
     os.replace(partial, converted)
     return converted

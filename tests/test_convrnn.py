@@ -387,6 +387,25 @@ def test_imagenet_tag_downloads_converts_once_and_warns_unverified(served_tag):
     assert protocol_of(again) is not None and again.pretrained_cfg.tag == "imagenet"
 
 
+def test_imagenet_tag_cache_from_an_older_converter_is_made_again(served_tag):
+    """A cached conversion without this converter's version (an older blt-models, which may have
+    mapped the variables differently) must not be loaded as it is: it is converted again."""
+    from safetensors.torch import load_file, save_file
+
+    arch, served = served_tag
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.UnverifiedWeightsWarning)
+        bm.create_model(f"{arch}.imagenet", pretrained=True)
+        converted = Path(torch.hub.get_dir()) / "checkpoints" / f"convrnn-{served.name}"
+        converted = converted / "model.safetensors"
+        stale = {k: torch.zeros_like(v) for k, v in load_file(converted).items()}
+        save_file(stale, str(converted), metadata={"format": "pt"})  # what an old cache holds
+        model = bm.create_model(f"{arch}.imagenet", pretrained=True).eval()
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _model(arch.removeprefix("convrnn_"))(x))
+
+
 def test_imagenet_tag_offline_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch"))
     cfg = bm.get_pretrained_cfg("convrnn_rgc_intermediate", "imagenet")
