@@ -40,9 +40,6 @@ _CELL_SCOPES = {
     "ConvUGRNNCell": "ugrnn",
     "ReciprocalGateCell": "rgc",
 }
-_NODE = re.compile(r"^tnn_model/(conv\d+|imnetds)/(.+)$")
-#: Diagnostic constants of the temporal decoders that the reference never uses for the answer.
-_UNUSED = ("tnn_model/probs/softmax_beta", "tnn_model/alpha/softmax_beta")
 
 
 def is_convrnn_checkpoint(names: Mapping[str, Any] | list[str]) -> bool:
@@ -106,7 +103,7 @@ def inspect_convrnn_variables(
         ConvRNNCheckpointError: the variables fit no ConvRNN (or not ``arch``); the message says
             why and lists what the checkpoint holds.
     """
-    from .models.convrnn import CONVRNN_MODELS, ConvRNN, convrnn_spec
+    from .models.convrnn import _NODE, CONVRNN_MODELS, ConvRNN, convrnn_spec
 
     shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items() if not is_training_state(k)}
     try:
