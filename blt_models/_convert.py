@@ -372,7 +372,8 @@ def load_convrnn_checkpoint(
 
     prefix = resolve_tf_checkpoint_prefix(path)
     shapes = {k: info.shape for k, info in list_tf_checkpoint(prefix).items()}
-    spec = inspect_convrnn_variables(shapes, arch=arch, name_hint=str(prefix))
+    # absolute (symbolic links kept): a relative prefix still names its folder
+    spec = inspect_convrnn_variables(shapes, arch=arch, name_hint=os.path.abspath(prefix))
     variables = read_tf_checkpoint(prefix)
     kwargs = dict(spec.kwargs)
     if overrides.get("timesteps") is not None:

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -40,9 +40,6 @@ _CELL_SCOPES = {
     "ConvUGRNNCell": "ugrnn",
     "ReciprocalGateCell": "rgc",
 }
-_NODE = re.compile(r"^tnn_model/(conv\d+|imnetds)/(.+)$")
-#: Diagnostic constants of the temporal decoders that the reference never uses for the answer.
-_UNUSED = ("tnn_model/probs/softmax_beta", "tnn_model/alpha/softmax_beta")
 
 
 def is_convrnn_checkpoint(names: Mapping[str, Any] | list[str]) -> bool:
@@ -98,14 +95,15 @@ def inspect_convrnn_variables(
         shapes: ``{variable name: shape}`` of the checkpoint (optimizer slots are skipped).
         arch: confirm the model (``"convrnn_ugrnn_intermediate_t30"`` or the authors' name);
             needed only for the t22 / t30 models, whose variables are their base model's.
-        name_hint: the checkpoint's path; an authors' model name in it (the published folders
-            are named after the models) chooses among look-alikes.
+        name_hint: the checkpoint's path (``.../<folder>/model.ckpt``); a folder named exactly
+            after one of the authors' models (their published layout) chooses among look-alikes.
+            Folders further up are not read.
 
     Raises:
         ConvRNNCheckpointError: the variables fit no ConvRNN (or not ``arch``); the message says
             why and lists what the checkpoint holds.
     """
-    from .models.convrnn import CONVRNN_MODELS, ConvRNN, convrnn_spec
+    from .models.convrnn import _NODE, CONVRNN_MODELS, ConvRNN, convrnn_spec
 
     shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items() if not is_training_state(k)}
     try:
@@ -191,14 +189,16 @@ def inspect_convrnn_variables(
         elif len(candidates) == 1:
             chosen = candidates[0]
         else:
-            hinted = [
-                c for c in candidates if re.search(rf"(^|[/\\]){re.escape(c)}([/\\]|$)", name_hint)
-            ]
+            # Only the folder holding the checkpoint names it (the authors' layout
+            # <model>/model.ckpt): a folder further up may hold a look-alike's sub-folder.
+            folder = PurePath(name_hint.replace("\\", "/")).parent.name if name_hint else ""
+            hinted = [c for c in candidates if folder == c]
             if len(hinted) != 1:
                 raise _Refusal(
                     f"the variables fit {' and '.join('convrnn_' + c for c in candidates)} "
                     "(the same layers; they differ in the clock and presentation they were "
-                    "trained with), and the path names neither: pass arch= (--arch NAME)"
+                    f"trained with), and the checkpoint's folder ({folder or 'none'!r}) is named "
+                    "after neither: pass arch= (--arch NAME)"
                 )
             chosen = hinted[0]
             notes.append(f"model convrnn_{chosen} from the checkpoint's folder name")
@@ -256,13 +256,35 @@ def _cell_widths(
 
 
 # --------------------------------------------------------------------------------- load
+#: Version of what a ConvRNN checkpoint converts to (key map, layouts, model choice): bump it when
+#: a change would convert the same files to other tensors, so that caches made before reconvert.
+CONVERTER_VERSION = "1"
+_CONVERTER_KEY = "blt_models_convrnn_converter"
+
+
+def _converted_by_this_version(converted: Path, source: str) -> bool:
+    """Whether the cached conversion exists, is readable and was made from ``source`` by this
+    converter version (a file from an older blt-models, or of another URL, is made again)."""
+    if not converted.is_file():
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(converted), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError):
+        return False
+    return metadata.get(_CONVERTER_KEY) == CONVERTER_VERSION and metadata.get("source") == source
+
+
 def fetch_convrnn_weights(cfg: Any) -> Path:
     """The weights of a ConvRNN tag, converted once into torch.hub's cache.
 
     ``cfg.url`` is the authors' ``.../<model>/model.ckpt.index``; the index and the data file
     are downloaded (if not cached) into ``$TORCH_HOME/hub/checkpoints/convrnn-<model>/`` and
     converted there to ``model.safetensors`` (written atomically), which later loads read
-    directly. The authors publish no hash: the caller warns that the weights are unverified.
+    directly as long as it records this `CONVERTER_VERSION` and ``cfg.url`` (else it is made
+    again from the checkpoint files, downloaded again if they were removed). The authors publish no hash: the caller warns that the weights are unverified.
 
     Raises:
         WeightsUnavailableError: a file is neither cached nor downloadable (offline).
@@ -277,7 +299,7 @@ def fetch_convrnn_weights(cfg: Any) -> Path:
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     folder = folder / f"convrnn-{Path(urlparse(index_url).path).parent.name}"
     converted = folder / "model.safetensors"
-    if converted.is_file():
+    if _converted_by_this_version(converted, index_url):
         return converted
     data_url = index_url.removesuffix(".index") + ".data-00000-of-00001"
     for url in (index_url, data_url):
@@ -296,6 +318,7 @@ def fetch_convrnn_weights(cfg: Any) -> Path:
     load_state_dict_strict(model, tf_to_state_dict(read_tf_checkpoint(prefix), model), what=what)
     partial = folder / f".model.safetensors.{os.getpid()}.tmp"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(partial), metadata={"source": index_url, "format": "pt"})
+    metadata = {"source": index_url, "format": "pt", _CONVERTER_KEY: CONVERTER_VERSION}
+    save_file(state, str(partial), metadata=metadata)
     os.replace(partial, converted)
     return converted

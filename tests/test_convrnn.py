@@ -305,6 +305,24 @@ def test_look_alike_models_need_the_folder_name_or_arch(tmp_path):
         assert inspect_convrnn_variables(shapes, arch=f"convrnn_{twin}").arch == f"convrnn_{twin}"
         hinted = inspect_convrnn_variables(shapes, name_hint=f"/ckpts/{twin}/model.ckpt")
         assert hinted.arch == f"convrnn_{twin}"
+        # Only the checkpoint's own folder counts: a look-alike's folder further up, or a folder
+        # that merely contains a name, must not choose the clock silently.
+        for elsewhere in (
+            f"/ckpts/{twin}/variant/model.ckpt",
+            f"/ckpts/{twin}/{twin}_x/model.ckpt",
+        ):
+            with pytest.raises(bm.ConvRNNCheckpointError, match="pass arch="):
+                inspect_convrnn_variables(shapes, name_hint=elsewhere)
+
+
+def test_relative_checkpoint_path_names_its_folder(monkeypatch):
+    twin = "ugrnn_intermediate_t30"
+    if twin not in MODELS:
+        pytest.skip("no t30 fixture")
+    monkeypatch.chdir(FIXTURES / twin)
+    model, how = load_convrnn_checkpoint("model.ckpt")
+    assert model.pretrained_cfg.architecture == f"convrnn_{twin}" and "folder name" in how
+    assert model.timesteps == 30 and protocol_of(model).off is None
 
 
 def test_memory_of_a_memoryless_layer_must_be_zero():
@@ -367,6 +385,25 @@ def test_imagenet_tag_downloads_converts_once_and_warns_unverified(served_tag):
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
     assert protocol_of(again) is not None and again.pretrained_cfg.tag == "imagenet"
+
+
+def test_imagenet_tag_cache_from_an_older_converter_is_made_again(served_tag):
+    """A cached conversion without this converter's version (an older blt-models, which may have
+    mapped the variables differently) must not be loaded as it is: it is converted again."""
+    from safetensors.torch import load_file, save_file
+
+    arch, served = served_tag
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.UnverifiedWeightsWarning)
+        bm.create_model(f"{arch}.imagenet", pretrained=True)
+        converted = Path(torch.hub.get_dir()) / "checkpoints" / f"convrnn-{served.name}"
+        converted = converted / "model.safetensors"
+        stale = {k: torch.zeros_like(v) for k, v in load_file(converted).items()}
+        save_file(stale, str(converted), metadata={"format": "pt"})  # what an old cache holds
+        model = bm.create_model(f"{arch}.imagenet", pretrained=True).eval()
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _model(arch.removeprefix("convrnn_"))(x))
 
 
 def test_imagenet_tag_offline_gives_a_clear_error(tmp_path, monkeypatch):
