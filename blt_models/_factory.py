@@ -98,7 +98,8 @@ def create_model(
             submodules or torch.fx and are refused with
             [`UnsupportedError`][blt_models.UnsupportedError].
         feature_cfg: timm's dict form of ``out_indices`` / ``feature_cls``.
-        device: build the model there (``"meta"``: no memory, for shapes and configs).
+        device: build the model there (``"meta"``: no memory, for shapes and configs; no
+            weights can be loaded there, so ``pretrained`` / ``checkpoint_path`` are refused).
         dtype: floating-point dtype of the parameters.
         **kwargs: architecture arguments (``num_layers``, ``pool``, ``unroll``...).
 
@@ -223,6 +224,14 @@ def create_with_origins(
         pretrained = is_published_name(model_name) and checkpoint_path is None
     if pretrained and checkpoint_path is not None:
         raise ConfigValueError("pass either pretrained=True or checkpoint_path=, not both")
+    if (pretrained or checkpoint_path is not None) and torch.get_default_device().type == "meta":
+        # Copying into meta tensors does nothing: the "loaded" model would have no weights.
+        raise ConfigValueError(
+            f"{model_name} is built on the meta device (device='meta' or a torch.device('meta') "
+            "context), whose tensors hold no values, so no weights can be loaded into it. Pass "
+            "pretrained=False and no checkpoint_path for a shape-only model, or build it on "
+            "'cpu' (or your GPU) to load the weights."
+        )
     explicit = check_common_args(
         {
             k: v

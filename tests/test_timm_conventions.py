@@ -187,3 +187,21 @@ def test_blt_vs_reset_classifier_takes_global_pool_and_keeps_frozen_weights_froz
     assert not any(m.training for m in model.modules())
     x = torch.zeros(1, 3, 224, 224, device="meta")
     assert model(x).shape == (1, model.num_features, *model.default_cfg["pool_size"])
+
+
+def test_weights_are_not_loaded_into_a_meta_model(tmp_path):
+    """Loading into meta tensors is a no-op (torch warns per tensor): it crashed on hashing the
+    'loaded' weights, after a warning per tensor; it is refused before reading the weights."""
+    path = tmp_path / "w.pth"
+    torch.save(bm.create_model("blt_bl_tiny").state_dict(), path)
+    cases = (
+        dict(model_name="blt_bl_tiny", checkpoint_path=path),
+        dict(model_name="blt_bl_tiny.fashion_mnist", pretrained=True),
+    )
+    for kwargs in cases:
+        with pytest.raises(bm.ConfigValueError, match="pretrained=False"):
+            bm.create_model(**kwargs, device="meta")
+        with pytest.raises(bm.ConfigValueError, match="meta"), torch.device("meta"):
+            bm.create_model(**kwargs)
+    # Without weights the meta device still builds (timm's tests read configs that way).
+    assert bm.create_model("blt_bl_tiny.fashion_mnist", device="meta").default_cfg["num_classes"]
