@@ -149,7 +149,8 @@ def feature_wrapper(
     """timm's feature wrapper around ``model`` (``create_model(..., features_only=True)``).
 
     ``"getter"`` (timm's ``FeatureGetterNet``) reads the layers with ``forward_intermediates``
-    and works for every model; ``"hook"`` (``FeatureHookNet``) only where every chosen layer is a
+    and works for every model (pruned after the last index where no later layer feeds a kept
+    one back); ``"hook"`` (``FeatureHookNet``) only where every chosen layer is a
     submodule the clock calls once per forward. The wrapper carries ``pretrained_cfg`` /
     ``default_cfg`` as timm's do (without the classifier keys).
     """
@@ -176,7 +177,14 @@ def feature_wrapper(
             )
         wrapper: nn.Module = cls(model, out_indices=tuple(take), **feature_cfg)
     elif isinstance(cls, type) and issubclass(cls, FeatureGetterNet):
-        wrapper = cls(model, out_indices=tuple(take), **feature_cfg)
+        # timm's wrapper prunes the model to the last index; where later layers feed kept ones
+        # back (or the family cannot remove layers) only the head goes, and every layer runs.
+        if feature_cfg.pop("prune", True):
+            if model._why_layers_must_stay(max(take)) is None:
+                model.prune_intermediate_layers(take)
+            else:
+                model.reset_classifier(0, "")
+        wrapper = cls(model, out_indices=tuple(take), prune=False, **feature_cfg)
     else:
         raise UnsupportedError(
             f"feature_cls={feature_cls!r} is not available for {model._display_name()}: timm's "
