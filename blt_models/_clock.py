@@ -1093,18 +1093,64 @@ class ClockedModel(nn.Module):
         prune_norm: bool = False,
         prune_head: bool = True,
     ) -> list[int]:
-        """timm's ``prune_intermediate_layers``: returns the absolute indices kept.
+        """timm's ``prune_intermediate_layers``: keep the layers up to the last of ``indices``,
+        remove the ones after it, and return the absolute indices kept.
 
-        ``prune_head=True`` removes the classifier and the pooling, as timm does
-        (``reset_classifier(0, "")``: ``forward`` then returns the unpooled map of
-        [`head_layer`][blt_models.ClockedModel.head_layer]). Layers after the last index are kept: in a recurrent model later
-        layers feed earlier ones back (top-down), so removing them would change the features
-        asked for. ``prune_norm`` is accepted (no family has a final norm).
+        Afterwards ``forward_features`` ends at that layer (its map at the last step) and
+        ``forward_intermediates(x, indices=kept)`` gives what it gave before pruning.
+        ``prune_head=True`` also removes the classifier and the pooling (timm's
+        ``reset_classifier(0, "")``: ``forward`` returns the unpooled map of the last kept
+        layer); removing layers needs it, as the classifier reads the last layer.
+        ``prune_norm`` is accepted (no family has a final norm).
+
+        Raises:
+            UnsupportedError: layers after the last index feed a kept one back (top-down or
+                ConvRNN feedback: removing them would change the features asked for), or the
+                family cannot remove layers; the message names the alternatives that keep every
+                layer (``forward_intermediates(x, indices=...)``,
+                ``create_model(..., features_only=True, out_indices=...)``).
         """
         take = self._take_indices(indices)
+        last = max(take)
+        if last < len(self.layer_names) - 1:
+            why = self._why_layers_must_stay(last)
+            if why is not None:
+                raise UnsupportedError(
+                    f"{self._display_name()} cannot prune the layers after "
+                    f"{self.layer_names[last]}: {why}. Read the layers of the whole model "
+                    f"instead: model.forward_intermediates(x, indices={take}), or "
+                    f"create_model(..., features_only=True, out_indices={take})."
+                )
+            if not prune_head:
+                raise UnsupportedError(
+                    f"prune_head=False would keep the classifier of {self.head_layer}, which "
+                    f"pruning to {self.layer_names[last]} removes; pass prune_head=True."
+                )
         if prune_head:
             self.reset_classifier(0, "")
+        if last < len(self.layer_names) - 1:
+            self._remove_layers_after(last)
+            self.__dict__.pop("_num_features", None)  # now the width of the last kept layer
         return take
+
+    def _why_layers_must_stay(self, last: int) -> str | None:
+        """Why the layers after ``layer_names[last]`` cannot be removed, or None if they can:
+        a connection from one of them into a kept layer, or a family without
+        ``_remove_layers_after``."""
+        kept = set(self.layer_names[: last + 1])
+        later = set(self.layer_names[last + 1 :])
+        back = [c for c in self.connections() if c.src in later and c.dst in kept]
+        if back:
+            edges = ", ".join(f"{c.src} -> {c.dst} ({c.kind.replace('_', '-')})" for c in back)
+            return f"they feed kept layers back ({edges}), so removing them changes those layers"
+        if type(self)._remove_layers_after is ClockedModel._remove_layers_after:
+            return f"{type(self).__name__} does not remove layers"
+        return None
+
+    def _remove_layers_after(self, last: int) -> None:
+        """Remove ``layer_names[last + 1:]`` and their submodules; afterwards the model is the
+        same network ending at ``layer_names[last]`` (a family that can, overrides this)."""
+        raise UnsupportedError(f"{type(self).__name__} does not remove layers")
 
     def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
         """Absolute layer indices for timm's ``indices`` argument (timm's own resolution)."""

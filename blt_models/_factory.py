@@ -98,7 +98,8 @@ def create_model(
             submodules or torch.fx and are refused with
             [`UnsupportedError`][blt_models.UnsupportedError].
         feature_cfg: timm's dict form of ``out_indices`` / ``feature_cls``.
-        device: build the model there (``"meta"``: no memory, for shapes and configs).
+        device: build the model there (``"meta"``: no memory, for shapes and configs; no
+            weights can be loaded there, so ``pretrained`` / ``checkpoint_path`` are refused).
         dtype: floating-point dtype of the parameters.
         **kwargs: architecture arguments (``num_layers``, ``pool``, ``unroll``...).
 
@@ -148,7 +149,8 @@ def feature_wrapper(
     """timm's feature wrapper around ``model`` (``create_model(..., features_only=True)``).
 
     ``"getter"`` (timm's ``FeatureGetterNet``) reads the layers with ``forward_intermediates``
-    and works for every model; ``"hook"`` (``FeatureHookNet``) only where every chosen layer is a
+    and works for every model (pruned after the last index where no later layer feeds a kept
+    one back); ``"hook"`` (``FeatureHookNet``) only where every chosen layer is a
     submodule the clock calls once per forward. The wrapper carries ``pretrained_cfg`` /
     ``default_cfg`` as timm's do (without the classifier keys).
     """
@@ -175,7 +177,14 @@ def feature_wrapper(
             )
         wrapper: nn.Module = cls(model, out_indices=tuple(take), **feature_cfg)
     elif isinstance(cls, type) and issubclass(cls, FeatureGetterNet):
-        wrapper = cls(model, out_indices=tuple(take), **feature_cfg)
+        # timm's wrapper prunes the model to the last index; where later layers feed kept ones
+        # back (or the family cannot remove layers) only the head goes, and every layer runs.
+        if feature_cfg.pop("prune", True):
+            if model._why_layers_must_stay(max(take)) is None:
+                model.prune_intermediate_layers(take)
+            else:
+                model.reset_classifier(0, "")
+        wrapper = cls(model, out_indices=tuple(take), prune=False, **feature_cfg)
     else:
         raise UnsupportedError(
             f"feature_cls={feature_cls!r} is not available for {model._display_name()}: timm's "
@@ -223,6 +232,14 @@ def create_with_origins(
         pretrained = is_published_name(model_name) and checkpoint_path is None
     if pretrained and checkpoint_path is not None:
         raise ConfigValueError("pass either pretrained=True or checkpoint_path=, not both")
+    if (pretrained or checkpoint_path is not None) and torch.get_default_device().type == "meta":
+        # Copying into meta tensors does nothing: the "loaded" model would have no weights.
+        raise ConfigValueError(
+            f"{model_name} is built on the meta device (device='meta' or a torch.device('meta') "
+            "context), whose tensors hold no values, so no weights can be loaded into it. Pass "
+            "pretrained=False and no checkpoint_path for a shape-only model, or build it on "
+            "'cpu' (or your GPU) to load the weights."
+        )
     explicit = check_common_args(
         {
             k: v

@@ -14,8 +14,8 @@ Deviations from timm's conventions, per model, and why (asserted below, not just
   once per forward (CORnet-Z, ResNet's ``layer1..4``, CORnet-S's ``V1``); elsewhere it fails
   loudly (timm's KeyError for a layer that is no module, our RuntimeError for a module the clock
   does not call as a whole). ``FeatureGetterNet`` works for every model.
-* ``prune_intermediate_layers`` removes nothing (feedback makes every layer feed the ones
-  before it).
+* ``prune_intermediate_layers`` removes the layers after the last index only where none of
+  them feeds a kept one back (BLT without top-down); elsewhere it refuses.
 * torch.fx (torchvision's ``create_feature_extractor``) is refused with an InputError that
   names the alternatives: the clock is a Python loop whose schedule depends on the input.
 * BLT-VS with ``readout_type="single"``: ``forward_head`` without ``pre_logits`` is undefined

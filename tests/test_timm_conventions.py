@@ -153,16 +153,41 @@ def test_features_only_wrapper_is_timms_and_reads_the_last_step():
         bm.create_model("blt_bl_tiny", out_indices=(1,))
 
 
-def test_prune_intermediate_layers_removes_the_head_only():
+def test_prune_intermediate_layers_removes_the_later_layers():
+    """It kept them and returned the indices, so that forward_features still gave the last
+    layer, not the tap asked for (timm's contract: the features end at the tap)."""
     model = bm.create_model("blt_bl_tiny").eval()
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
-        ref = model.forward_features(x)
-        assert model.prune_intermediate_layers([1], prune_head=False) == [1]
-        assert model.num_classes == 10  # nothing removed
-        assert model.prune_intermediate_layers([0, -1]) == [0, 3]
-        assert model.num_classes == 0 and model.global_pool == ""
-        torch.testing.assert_close(model(x), ref)  # the unpooled map: the head is gone
+        taps = model.forward_intermediates(x, intermediates_only=True)
+        logits = model(x)
+        assert model.prune_intermediate_layers([3], prune_head=False) == [3]
+        torch.testing.assert_close(model(x), logits)  # nothing to remove at the last index
+        with pytest.raises(bm.UnsupportedError, match="prune_head=True"):
+            model.prune_intermediate_layers([1], prune_head=False)
+        assert model.prune_intermediate_layers([0, -3]) == [0, 1]
+        assert model.layer_names == ("layer0", "layer1") and model.num_classes == 0
+        assert not [k for k in model.state_dict() if k.startswith(("norm_2", "conv_1_2", "conv_2"))]
+        torch.testing.assert_close(model.forward_features(x), taps[1])
+        torch.testing.assert_close(model(x), taps[1])  # the unpooled map: the head is gone
+        kept = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+        torch.testing.assert_close(kept, taps[:2])
+    assert model.num_features == model.feature_info[-1]["num_chs"] == 32
+
+
+def test_prune_intermediate_layers_refuses_where_later_layers_feed_back():
+    model = bm.create_model("blt_bt", device="meta")
+    with pytest.raises(bm.UnsupportedError, match=r"layer5 -> layer4 \(top-down\)"):
+        model.prune_intermediate_layers([4])
+    with pytest.raises(bm.UnsupportedError, match="does not remove layers"):
+        bm.create_model("cornet_z", device="meta").prune_intermediate_layers([1])
+    assert len(model.layer_names) == 6 and model.num_classes == 1000  # refused: unchanged
+    # timm's feature wrapper then keeps every layer (and drops only the head).
+    feats = bm.create_model("blt_bt", device="meta", features_only=True, out_indices=[1])
+    assert len(feats.model.layer_names) == 6 and feats.model.num_classes == 0
+    feats = bm.create_model("blt_bl_tiny", features_only=True, out_indices=[1])
+    assert feats.model.layer_names == ("layer0", "layer1")
+    assert feats(torch.zeros(1, 1, 32, 32))[0].shape == (1, 32, 16, 16)
 
 
 def test_torchscript_is_refused_with_the_alternatives():
@@ -187,3 +212,21 @@ def test_blt_vs_reset_classifier_takes_global_pool_and_keeps_frozen_weights_froz
     assert not any(m.training for m in model.modules())
     x = torch.zeros(1, 3, 224, 224, device="meta")
     assert model(x).shape == (1, model.num_features, *model.default_cfg["pool_size"])
+
+
+def test_weights_are_not_loaded_into_a_meta_model(tmp_path):
+    """Loading into meta tensors is a no-op (torch warns per tensor): it crashed on hashing the
+    'loaded' weights, after a warning per tensor; it is refused before reading the weights."""
+    path = tmp_path / "w.pth"
+    torch.save(bm.create_model("blt_bl_tiny").state_dict(), path)
+    cases = (
+        dict(model_name="blt_bl_tiny", checkpoint_path=path),
+        dict(model_name="blt_bl_tiny.fashion_mnist", pretrained=True),
+    )
+    for kwargs in cases:
+        with pytest.raises(bm.ConfigValueError, match="pretrained=False"):
+            bm.create_model(**kwargs, device="meta")
+        with pytest.raises(bm.ConfigValueError, match="meta"), torch.device("meta"):
+            bm.create_model(**kwargs)
+    # Without weights the meta device still builds (timm's tests read configs that way).
+    assert bm.create_model("blt_bl_tiny.fashion_mnist", device="meta").default_cfg["num_classes"]

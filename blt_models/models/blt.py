@@ -307,6 +307,22 @@ class BLT(ClockedModel):
     def layer_aliases(self) -> dict[str, str]:  # type: ignore[override]
         return {f"output_{k}": f"layer{k}" for k in range(self.num_layers)}
 
+    def _remove_layers_after(self, last: int) -> None:
+        """A BLT of layers ``0 .. last``: their edges stay, the later layers' norms and every
+        edge into or out of them go (``prune_intermediate_layers`` checked that none feeds a
+        kept layer)."""
+        n = last + 1
+        for k in range(n, self.num_layers):
+            delattr(self, f"norm_{k}")
+        for edge in self.edges:
+            if max(edge.src, edge.dst) >= n:
+                delattr(self, edge.name)
+        self.edges = [e for e in self.edges if max(e.src, e.dst) < n]
+        self.sources = [[e for e in self.edges if e.dst == k] for k in range(n)]
+        self.channels, self.sizes = self.channels[:n], self.sizes[:n]
+        self.num_layers = n
+        self._first = self._first_active_steps()
+
     def _first_active_steps(self) -> list[int]:
         """f(0) = 0, f(k) = 1 + min over bottom-up sources f(src), as in the reference code."""
         first = [0] * self.num_layers
