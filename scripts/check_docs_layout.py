@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser")
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # pages may follow the options
     if not args.chromium:
         print("check_docs_layout: no chromium binary (Debian package `chromium`)", file=sys.stderr)
         return 2

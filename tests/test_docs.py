@@ -378,6 +378,13 @@ def test_layout_check_finds_raw_roles(tmp_path):
     assert checker.raw_roles(tmp_path) == ["a.html: ...:class:<code>..."]
 
 
+
+def test_layout_check_takes_pages_after_options_as_its_usage_line_shows(tmp_path):
+    # ``check_docs_layout.py site/ [--width 1400] [--screenshots DIR] [PAGE ...]``: pages after
+    # the options were refused by argparse ("unrecognized arguments").
+    checker = _load_layout_checker()
+    assert checker.main([str(tmp_path), "--width", "1400", "index.html", "--chromium", ""]) == 2
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_layout_check_finds_overflowing_tables_and_code_in_chromium(tmp_path, capsys):
     checker = _load_layout_checker()
