@@ -1,7 +1,7 @@
 """Checks the built docs site: no raw Sphinx role (``:class:`X```: mkdocstrings shows those as
 text) in any page, and, in headless Chromium at a laptop width, no table and no code block wider
-than its box (nothing hidden behind a horizontal scroll bar, no clipped comment), and no page
-that scrolls sideways. Writes a screenshot of each page it checks.
+than its box (nothing hidden behind a horizontal scroll bar, no clipped comment), no name in a
+table's first column broken mid-word, and no page that scrolls sideways. Writes a screenshot of each page it checks.
 
     python scripts/check_docs_layout.py site/ [--width 1400] [--screenshots DIR] [PAGE ...]
 
@@ -39,6 +39,14 @@ MEASURE = r"""
     if (code.offsetParent === null) continue;
     if (code.scrollWidth > code.clientWidth + 1)
       out.push({kind: "code", width: code.scrollWidth, box: code.clientWidth, text: text(code)});
+  }
+  // A name in a table's first column (`store_dtype`) broken mid-word: one code span without
+  // spaces on several lines, which a squeezed column does while others have room.
+  for (const code of document.querySelectorAll("article table td:first-child code")) {
+    if (code.offsetParent === null || /\s/.test(code.innerText)) continue;
+    if (code.getClientRects().length > 1)
+      out.push({kind: "name broken", width: code.scrollWidth,
+                box: Math.round(code.closest("td").clientWidth), text: code.innerText});
   }
   const page = document.documentElement;
   if (page.scrollWidth > window.innerWidth + 1)
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser")
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # pages may follow the options
     if not args.chromium:
         print("check_docs_layout: no chromium binary (Debian package `chromium`)", file=sys.stderr)
         return 2

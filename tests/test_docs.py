@@ -378,6 +378,13 @@ def test_layout_check_finds_raw_roles(tmp_path):
     assert checker.raw_roles(tmp_path) == ["a.html: ...:class:<code>..."]
 
 
+
+def test_layout_check_takes_pages_after_options_as_its_usage_line_shows(tmp_path):
+    # ``check_docs_layout.py site/ [--width 1400] [--screenshots DIR] [PAGE ...]``: pages after
+    # the options were refused by argparse ("unrecognized arguments").
+    checker = _load_layout_checker()
+    assert checker.main([str(tmp_path), "--width", "1400", "index.html", "--chromium", ""]) == 2
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_layout_check_finds_overflowing_tables_and_code_in_chromium(tmp_path, capsys):
     checker = _load_layout_checker()
@@ -395,3 +402,20 @@ def test_layout_check_finds_overflowing_tables_and_code_in_chromium(tmp_path, ca
     out = capsys.readouterr().out
     assert "2 pages at 1400 px: 2 overflow(s)" in out
     assert "wide: table" in out and "wide: code" in out and "fine:" not in out
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_layout_check_finds_names_broken_mid_word_in_a_squeezed_first_column(tmp_path, capsys):
+    # Material's `word-break: break-word` on code let a table squeeze its first column and break
+    # `store_dtype` mid-word while the next column had room (docs/stylesheets/extra.css).
+    checker = _load_layout_checker()
+    row = ("<tr><td><code style='word-break: {}'>store_dtype</code></td>"
+           "<td>dtype of the stored features, {}</td></tr>")  # fmt: skip
+    for name, rule in (("squeezed", "break-word"), ("whole", "normal")):
+        page = tmp_path / name / "index.html"
+        page.parent.mkdir()
+        page.write_text(f"<html><body><article style='width: 400px; font-family: monospace'>"
+                        f"<table>{row.format(rule, 'x ' * 200)}</table></article></body></html>")  # fmt: skip
+    assert checker.main([str(tmp_path), "--width", "1400"]) == 1
+    out = capsys.readouterr().out
+    assert "squeezed: name broken" in out and "store_dtype" in out and "whole:" not in out

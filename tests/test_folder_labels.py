@@ -91,3 +91,38 @@ def test_analyses_without_labels_say_how_to_give_them():
         ba.decode_over_time(plain)
     with pytest.raises(InputError, match="3 labels for 8 images"):
         ba.decode_over_time(plain, [0, 1, 0])
+
+
+def test_the_labels_an_analysis_used_are_shown(folder, tmp_path):
+    # The recipe's training layout (my_images/train/<class>/, my_images/val/<class>/) extracted
+    # whole gives each image its top folder, "train" or "val", as its class: decoding then runs
+    # without an error on the wrong labels. The result and its analyses name the classes used.
+    pytest.importorskip("sklearn")
+    from blt_models import analysis as ba
+
+    root = tmp_path / "runs_data"
+    for split, part in (("train", slice(0, 4)), ("val", slice(4, 8))):
+        for cls in ("Bag", "Trouser"):
+            (root / split / cls).mkdir(parents=True)
+            for png in sorted((folder / cls).glob("*.png"))[part]:
+                shutil.copy(png, root / split / cls / png.name)
+    whole = bm.extract_features(MODEL, root, layers=["layer3"], pool="avg", progress=False)
+    assert "labels=2 classes (train 8, val 8) from subfolders" in repr(whole)
+    decoded = ba.decode_over_time(whole, cv=2)
+    assert decoded.classes == {"train": 8, "val": 8}
+    assert repr(decoded).startswith("DecodingResult(2-fold CV, 2 classes (train 8, val 8), chance")
+    val = bm.extract_features(MODEL, root / "val", layers=["layer3"], pool="avg", progress=False)
+    assert "labels=2 classes (Bag 4, Trouser 4)" in repr(val)
+    assert "2 classes (Bag 4, Trouser 4)" in repr(ba.decode_over_time(val, cv=2))
+    tuning = ba.temporal_tuning(val, n_bootstrap=5)
+    assert repr(tuning).startswith("TemporalTuning(2 categories (Bag, Trouser), threshold")
+
+
+def test_decoding_a_folder_with_one_class_names_it(folder):
+    pytest.importorskip("sklearn")
+    from blt_models import analysis as ba
+
+    one = bm.extract_features(MODEL, folder, layers=["layer1"], pool="avg", progress=False)
+    one.image_ids = [f"Bag/{i}" for i in range(one.num_images)]
+    with pytest.raises(InputError, match=r"at least two classes; the labels have 1 class \(Bag 16\)"):
+        ba.decode_over_time(one)

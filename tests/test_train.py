@@ -369,6 +369,11 @@ def test_class_count_mismatch_is_an_error_never_a_silent_head(tmp_path):
     (tmp_path / "data" / "val" / "cat" / "0.png").rename(tmp_path / "data" / "val" / "bird" / "0.png")
     with pytest.raises(ValueError, match="train/ has the classes .* but val/ has"):
         recipe_data.own_folder(str(tmp_path / "data"), 32)
+    # The ImageNet layout too: val/ without "dog" numbered "emu" 1, the training's "dog".
+    _image_folder(tmp_path / "inet" / "train", classes=("cat", "dog", "emu"), n=2)
+    _image_folder(tmp_path / "inet" / "val", classes=("cat", "emu"), n=2)
+    with pytest.raises(ValueError, match=r"train/ has the classes \['cat', 'dog', 'emu'\] but val/ has"):
+        recipe_data.build_datasets("imagenet", data_path=str(tmp_path / "inet"), input_size=32)
     with pytest.raises(FileNotFoundError, match="one subfolder per class"):
         recipe_data.own_folder(str(tmp_path / "data" / "val" / "cat"), 32)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..extract.result import SUMMARY_CLASSES, class_summary
 from ._data import as_feature_set, span, summary, to_numpy
 
 __all__ = [
@@ -169,6 +171,8 @@ class DecodingResult:
         steps: ``{layer: [T_layer]}`` clock steps.
         chance: accuracy of always predicting the most frequent class.
         folds: number of cross-validation folds.
+        classes: ``{class: number of images}`` of the labels decoded (given, or the features'
+            subfolders); the repr names them.
     """
 
     accuracy: dict[str, np.ndarray]
@@ -176,6 +180,7 @@ class DecodingResult:
     steps: dict[str, np.ndarray]
     chance: float
     folds: int
+    classes: dict[Any, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         rows = []
@@ -186,8 +191,9 @@ class DecodingResult:
                 f"{layer}: steps {int(steps[0])}..{int(steps[-1])}, best {acc[best]:.3f} at "
                 f"step {int(steps[best])}"
             )
+        classes = f", {class_summary(Counter(self.classes).elements())}" if self.classes else ""
         return (
-            f"DecodingResult({self.folds}-fold CV, chance {self.chance:.3f}; "
+            f"DecodingResult({self.folds}-fold CV{classes}, chance {self.chance:.3f}; "
             + "; ".join(rows)
             + ")"
         )
@@ -225,9 +231,9 @@ def decode_over_time(
 
     fs = as_feature_set(features, layers)
     y = fs.labels_or(labels, "decode_over_time")
-    _, counts = np.unique(y, return_counts=True)
+    names, counts = np.unique(y, return_counts=True)
     if counts.size < 2:
-        raise ValueError("labels need at least two classes")
+        raise InputError(f"decoding needs at least two classes; the labels have {class_summary(y)}")
     folds = int(min(cv, counts.min()))
     if folds < 2:
         raise ValueError("every class needs at least 2 stimuli for cross-validation")
@@ -251,7 +257,8 @@ def decode_over_time(
             a.append(scores.mean())
             s.append(scores.std())
         acc[layer], std[layer], steps_out[layer] = np.array(a), np.array(s), np.array(steps)
-    return DecodingResult(acc, std, steps_out, float(counts.max() / counts.sum()), folds)
+    classes = {name.item(): int(count) for name, count in zip(names, counts, strict=True)}
+    return DecodingResult(acc, std, steps_out, float(counts.max() / counts.sum()), folds, classes)
 
 
 # ------------------------------------------------------------------------- temporal tuning
@@ -298,7 +305,13 @@ class TemporalTuning:
             f"peak d' {self.dprime_mean[layer].max():.2f}"
             for layer in self.steps
         ]
-        return f"TemporalTuning(threshold {self.threshold:g}; " + "; ".join(rows) + ")"
+        names = [str(c) for c in self.categories[:SUMMARY_CLASSES]]
+        more = len(self.categories) - len(names)
+        categories = ", ".join(names + ([f"... ({more} more)"] if more else []))
+        return (
+            f"TemporalTuning({len(self.categories)} categories ({categories}), threshold "
+            f"{self.threshold:g}; " + "; ".join(rows) + ")"
+        )
 
 
 def _split_halves(labels: np.ndarray, categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
 __all__ = ["ExtractedFeatures"]
+
+#: Classes a summary names before "... (N more)".
+SUMMARY_CLASSES = 6
+
+
+def class_summary(labels: Iterable[Any]) -> str:
+    """``"2 classes (cats 40, dogs 38)"``: the classes of some labels, sorted, with their counts,
+    so a repr shows which labels an analysis used (``train, val`` where classes were meant)."""
+    counts = sorted(Counter(str(label) for label in labels).items())
+    shown = [f"{name} {count}" for name, count in counts[:SUMMARY_CLASSES]]
+    if len(counts) > SUMMARY_CLASSES:
+        shown.append(f"... ({len(counts) - SUMMARY_CLASSES} more)")
+    return f"{len(counts)} {'class' if len(counts) == 1 else 'classes'} ({', '.join(shown)})"
 
 
 @dataclass
@@ -74,7 +89,9 @@ class ExtractedFeatures:
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {list(v.shape)}" for k, v in self.features.items())
+        labels = self.labels
+        classes = "" if labels is None else f", labels={class_summary(labels)} from subfolders"
         return (
             f"ExtractedFeatures(num_images={self.num_images}, steps={self.steps.tolist()}, "
-            f"features={{{shapes}}})"
+            f"features={{{shapes}}}{classes})"
         )

@@ -223,6 +223,18 @@ def folder_classes(root: str | os.PathLike[str]) -> list[str]:
         raise FileNotFoundError(f"{root} has no class subfolders: --data-path needs {FOLDER_LAYOUT}") from None
 
 
+def split_classes(root: str | os.PathLike[str]) -> list[str]:
+    """The classes of ``root/train``, checked to be those of ``root/val``: ImageFolder numbers
+    each split's sorted subfolders, so a class missing from one split would shift the labels of
+    the next ones (validation scored against the wrong classes, without an error)."""
+    base = Path(root)
+    classes, val_classes = folder_classes(base / "train"), folder_classes(base / "val")
+    if classes != val_classes:
+        raise ValueError(f"{root}: train/ has the classes {classes} but val/ has {val_classes}; "
+                         "give both the same class subfolders")  # fmt: skip
+    return classes
+
+
 def folder_transform(train: bool, horizontal_flip: bool = False, size: int = 224):
     """Own-folder transforms: RandomResizedCrop (scale 0.35-1) and an optional flip for training;
     Resize(size * 256 / 224) and CenterCrop for validation; ImageNet mean / std."""
@@ -273,10 +285,7 @@ def own_folder(root: str, size: int = 224, horizontal_flip: bool = False, val_fr
         if not (has_train and has_val):
             raise FileNotFoundError(f"{root} has {'train/' if has_train else 'val/'} but not "
                                     f"{'val/' if has_train else 'train/'}: --data-path needs {FOLDER_LAYOUT}")  # fmt: skip
-        classes, val_classes = folder_classes(base / "train"), folder_classes(base / "val")
-        if classes != val_classes:
-            raise ValueError(f"{root}: train/ has the classes {classes} but val/ has {val_classes}; "
-                             "give both the same class subfolders")  # fmt: skip
+        classes = split_classes(base)
         train: Dataset = ImageFolder(str(base / "train"), transform=train_tf)
         val: Dataset = ImageFolder(str(base / "val"), transform=val_tf)
         split = "train/ and val/"
@@ -428,7 +437,7 @@ def build_datasets(name: str, *, data_path: str | None = None, vggface2_path: st
         elif name == "imagenet":
             if not data_path:
                 raise ValueError("--data-path (ImageNet root with train/ and val/) is required")
-            classes = folder_classes(os.path.join(data_path, "train"))
+            classes = split_classes(data_path)
             if num_cats > len(classes):  # never a head wider than the classes the data has
                 raise ValueError(f"--num-cats {num_cats}, but {data_path}/train has {len(classes)} classes")
             n = num_cats or len(classes)
