@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Static checks on blt_models/: ruff lint, ruff format check, mypy (settings in pyproject.toml).
-# Not yet part of .ci/run: the lead wires it in once the source is clean (issue 8, item 4).
 #   bash scripts/check.sh
 # VENV=/path/to/venv uses an existing environment (with the [dev] extra) instead of .venv.
 set -euo pipefail
