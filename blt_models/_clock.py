@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validate import MAX_TIMESTEPS, as_int
+from ._weights_hash import removing_weights
 from .errors import (
     ConfigValueError,
     InputError,
@@ -1126,11 +1127,13 @@ class ClockedModel(nn.Module):
                     f"prune_head=False would keep the classifier of {self.head_layer}, which "
                     f"pruning to {self.layer_names[last]} removes; pass prune_head=True."
                 )
-        if prune_head:
-            self.reset_classifier(0, "")
-        if last < len(self.layer_names) - 1:
-            self._remove_layers_after(last)
-            self.__dict__.pop("_num_features", None)  # now the width of the last kept layer
+        # Only removes weights: published ones stay published in feature files' provenance.
+        with removing_weights(self):
+            if prune_head:
+                self.reset_classifier(0, "")
+            if last < len(self.layer_names) - 1:
+                self._remove_layers_after(last)
+                self.__dict__.pop("_num_features", None)  # now the width of the last kept layer
         return take
 
     def _why_layers_must_stay(self, last: int) -> str | None:

@@ -16,18 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from ._checkpoint import (
-    LOADED_SHA256_ATTR,
-    extract_state_dict,
-    load_state_dict_strict,
-    read_checkpoint,
-    weights_sha256,
-)
+from ._checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
 from ._clock import ClockedModel
 from ._factory import create_model, create_with_origins
 from ._pretrained import PretrainedCfg
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from ._validate import check_int, check_str, check_timesteps
+from ._weights_hash import LOADED_SHA256_ATTR, weights_sha256
 from .errors import ConfigValueError, InvalidWeightsError, UnknownModelError
 from .models.blt_vs import convert_blt_vs_state_dict, is_blt_vs_reference_state_dict
 

@@ -19,18 +19,17 @@ import torch
 from torch import nn
 
 from ._checkpoint import (
-    LOADED_SHA256_ATTR,
     extract_state_dict,
     load_checkpoint,
     load_state_dict_strict,
     read_checkpoint,
-    weights_sha256,
 )
 from ._clock import ClockedModel
 from ._pretrained import PretrainedCfg
 from ._published import is_published_name, read_location, without_provenance
 from ._registry import get_model_entrypoint
 from ._validate import check_common_args, with_origin
+from ._weights_hash import LOADED_SHA256_ATTR, removing_weights, weights_sha256
 from .errors import BltModelsError, ConfigValueError, UnsupportedError
 
 __all__ = [
@@ -183,7 +182,8 @@ def feature_wrapper(
             if model._why_layers_must_stay(max(take)) is None:
                 model.prune_intermediate_layers(take)
             else:
-                model.reset_classifier(0, "")
+                with removing_weights(model):
+                    model.reset_classifier(0, "")
         wrapper = cls(model, out_indices=tuple(take), prune=False, **feature_cfg)
     else:
         raise UnsupportedError(

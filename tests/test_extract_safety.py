@@ -153,6 +153,47 @@ def test_weights_not_from_the_tag_are_not_called_pretrained(tmp_path):
     assert provenance(loaded) == (False, f"checkpoint_path {ref}")
 
 
+def test_pruned_published_weights_are_still_called_pretrained(tmp_path):
+    """prune_intermediate_layers (and features_only, which prunes or drops the head) only removes
+    weights: the file said "pretrained": false and "then changed (these weights are not the
+    ones loaded from it)" about weights that were exactly the published ones."""
+    from blt_models.extract.plan import weights_provenance, weights_sha256
+
+    def provenance(model):
+        return weights_provenance(model, weights_sha256(model))
+
+    name = "blt_bl_tiny.fashion_mnist"
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    pruned = bm.create_model(name, pretrained=True)
+    with torch.no_grad():
+        full = pruned.forward_timesteps(x, layers="layer1").features
+    assert pruned.prune_intermediate_layers([1]) == [1]
+    meta = extract_features(pruned, x, layers="layer1", memory_format="contiguous",
+                            progress=False)  # fmt: skip
+    assert meta.metadata["pretrained"] is True
+    assert "then changed" not in meta.metadata["weights_source"]
+    assert meta.metadata["model"]["config"]["num_layers"] == 2  # the file says it was pruned
+    torch.testing.assert_close(meta["layer1"].transpose(0, 1), full["layer1"])
+    feats = bm.create_model(name, pretrained=True, features_only=True, out_indices=[2])
+    assert provenance(feats.model)[0] is True
+    # Weights changed before pruning stay changed.
+    edited = bm.create_model(name, pretrained=True)
+    with torch.no_grad():
+        edited.norm_0.weight.mul_(1.5)
+    edited.prune_intermediate_layers([1])
+    assert provenance(edited)[0] is False
+    # A model that cannot be pruned loses only its head in features_only: same record.
+    small = bm.create_model("blt_bt", num_layers=4, channels=(32, 32, 32, 32),
+                            sizes=(16, 8, 4, 2), nominal_size=64, num_classes=3)  # fmt: skip
+    ck = tmp_path / "bt.pth"
+    torch.save(small.state_dict(), ck)
+    kwargs = dict(num_layers=4, channels=(32, 32, 32, 32), sizes=(16, 8, 4, 2), nominal_size=64,
+                  num_classes=3, checkpoint_path=ck)  # fmt: skip
+    feats = bm.create_model("blt_bt", features_only=True, out_indices=[1], **kwargs)
+    assert len(feats.model.layer_names) == 4 and feats.model.num_classes == 0
+    assert provenance(feats.model) == (False, f"checkpoint_path {ck}")
+
+
 # ------------------------------------------------------------------ 2. stale results on resume
 class FailingImages(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor, fail_at: int | None) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checkpoint import LOADED_SHA256_ATTR, weights_sha256
 from .._clock import ClockedModel
 from .._version import __version__
+from .._weights_hash import LOADED_SHA256_ATTR, weights_sha256
 from ..errors import InputError, InvalidArgumentError
 from .pooling import Pooler, parse_pool
 from .sources import Batch, Source, tensor_fingerprint
