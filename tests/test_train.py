@@ -374,6 +374,11 @@ def test_class_count_mismatch_is_an_error_never_a_silent_head(tmp_path):
     _image_folder(tmp_path / "inet" / "val", classes=("cat", "emu"), n=2)
     with pytest.raises(ValueError, match=r"train/ has the classes \['cat', 'dog', 'emu'\] but val/ has"):
         recipe_data.build_datasets("imagenet", data_path=str(tmp_path / "inet"), input_size=32)
+    # And the ImageNet part of the mixed datasets (it was not checked there).
+    for mixed in ("imagenet_vggface2", "imagenet_face"):
+        with pytest.raises(ValueError, match=r"train/ has the classes .* but val/ has"):
+            recipe_data.build_datasets(mixed, data_path=str(tmp_path / "inet"),
+                                       vggface2_path=str(tmp_path / "faces"), input_size=32)  # fmt: skip
     with pytest.raises(FileNotFoundError, match="one subfolder per class"):
         recipe_data.own_folder(str(tmp_path / "data" / "val" / "cat"), 32)
 

@@ -456,6 +456,7 @@ def build_datasets(name: str, *, data_path: str | None = None, vggface2_path: st
         elif name in ("imagenet_vggface2", "imagenet_face"):
             if not data_path or not vggface2_path:
                 raise ValueError(f"{name} needs --data-path (ImageNet) and --vggface2-path")
+            split_classes(data_path)  # val/ numbered like train/, as for --dataset imagenet
             if name == "imagenet_vggface2":
                 n_in, n_id, one, total = 500, 1920, False, 2420
             else:
