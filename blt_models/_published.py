@@ -141,6 +141,15 @@ def model_config(model: nn.Module, **pretrained_cfg: Any) -> dict[str, Any]:
     unknown = set(pretrained_cfg) - set(PretrainedCfg.__dataclass_fields__)
     if unknown:
         raise ConfigValueError(f"unknown pretrained_cfg field(s): {', '.join(sorted(unknown))}")
+    if getattr(model, "global_pool", "avg") == "":
+        # Not a constructor argument: the reloaded model would pool, and forward would return
+        # [B, C] where this one returns the map [B, C, H, W].
+        raise ConfigValueError(
+            f"{arch} has global_pool='' (no pooling, e.g. after prune_intermediate_layers or "
+            "reset_classifier(0, '')), which config.json does not record: the reloaded model "
+            "would pool its features. Set model.global_pool = 'avg' before saving, and pass "
+            "create_model(..., global_pool='') when loading the folder."
+        )
     args = dict(args)
     # Attributes changed after create_model() (reset_classifier(5), model.timesteps = 12) are
     # what the saved model must rebuild to; their values are checked like any other.
@@ -707,6 +716,9 @@ def save_pretrained(
     is left as it is.
 
     ``create_model("local-dir:<folder>", pretrained=True)`` loads the result to identical outputs.
+    A model without pooling (``global_pool=''``, e.g. after ``prune_intermediate_layers``) is
+    refused: config.json does not record it (save it with ``'avg'``, load it with
+    ``create_model(..., global_pool='')``).
     """
     if repo_id is not None:
         _check_repo_id(repo_id)

@@ -168,6 +168,25 @@ def test_new_head_after_loading_is_saved_and_reloads(saved, tmp_path):
     assert torch.equal(_logits(again), _logits(tuned))
 
 
+def test_model_without_pooling_is_refused_not_saved_as_pooling(saved, tmp_path):
+    """global_pool='' (prune_intermediate_layers, reset_classifier(0, '')) was saved without
+    it: the reloaded model returned pooled [B, C] where the saved one returned [B, C, H, W]."""
+    pruned = bm.create_model(f"local-dir:{saved}", pretrained=True).eval()
+    pruned.prune_intermediate_layers([-1])
+    with pytest.raises(bm.errors.ConfigValueError, match="global_pool=''"):
+        bm.save_pretrained(pruned, tmp_path / "pruned")
+    assert not (tmp_path / "pruned").exists()
+    # The way the message gives: save it pooling, load it without.
+    pruned.global_pool = "avg"
+    again = bm.create_model(
+        f"local-dir:{bm.save_pretrained(pruned, tmp_path / 'pruned')}", global_pool=""
+    ).eval()
+    pruned.global_pool = ""
+    x = torch.randn(2, *pruned.pretrained_cfg.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pruned(x))
+
+
 def test_save_is_atomic(model, saved, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
