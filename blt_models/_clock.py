@@ -85,6 +85,9 @@ class TimestepOutput:
         timesteps: ``T``, the number of steps the clock ran.
         feature_steps: ``LongTensor [S]``, the clock step of each index of dimension 0 of
             ``features`` (all ``0 .. T-1`` unless ``forward_timesteps(steps=...)`` kept fewer).
+        logits_are_features: True for a model without classifier (``num_classes=0``, e.g.
+            after ``prune_intermediate_layers`` or in ``features_only``): ``logits`` then holds
+            the pooled features ``[R, B, num_features]``, not class scores.
     """
 
     logits: Tensor
@@ -93,6 +96,7 @@ class TimestepOutput:
     first_step: dict[str, int] = field(default_factory=dict)
     timesteps: int = 0
     feature_steps: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    logits_are_features: bool = False
 
     def __repr__(self) -> str:  # shapes, not values: print(out) must not dump the tensors
         feats = ", ".join(
@@ -392,6 +396,7 @@ class ClockedModel(nn.Module):
             first_step=first_step,
             timesteps=timesteps,
             feature_steps=torch.tensor(kept, dtype=torch.long, device=x.device),
+            logits_are_features=self.num_classes == 0,
         )
 
     # ----------------------------------------------------------------------------- resolution

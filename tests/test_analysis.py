@@ -275,6 +275,21 @@ def test_readout_curves(model_run):
     assert many.k == 5 and many.topk_accuracy is not None
 
 
+def test_readout_curves_refuse_the_pooled_features_of_a_model_without_classifier():
+    """A pruned model (or num_classes=0) gives pooled features as logits: readout_curves
+    scored argmax over channels against the labels as an accuracy, without an error."""
+    model = tiny_blt("bl", timesteps=5).eval()
+    x, labels = torch.randn(4, 1, 28, 28), np.array([0, 1, 2, 3])
+    with torch.no_grad():
+        full = model.forward_timesteps(x)
+        model.prune_intermediate_layers([1])
+        out = model.forward_timesteps(x)
+    with pytest.raises(bm.InputError, match="no classifier"):
+        ba.readout_curves(out, labels)
+    assert out.logits_are_features and out.logits.shape[-1] == model.num_features
+    assert not full.logits_are_features and ba.readout_curves(full, labels).accuracy is not None
+
+
 def test_rdm_frames_class_blocks_and_colour_scales(tmp_path, rdms, model_run, monkeypatch):
     from blt_models.analysis import plots
 

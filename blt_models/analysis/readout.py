@@ -83,6 +83,13 @@ def readout_curves(
             otherwise (with 10 classes or fewer, top-5 says little).
     """
     if hasattr(logits, "logits"):
+        if getattr(logits, "logits_are_features", False):
+            raise InputError(
+                "readout_curves: the model has no classifier (num_classes=0, e.g. after "
+                "prune_intermediate_layers or from features_only=True), so out.logits holds its "
+                "pooled features, not class scores. Run a model with its classifier (or "
+                "model.reset_classifier(num_classes) and train it)."
+            )
         if steps is None:
             steps = getattr(logits, "steps", None)
         logits = logits.logits
