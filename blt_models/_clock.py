@@ -1166,10 +1166,12 @@ class ClockedModel(nn.Module):
 
         given: Any = indices
         sequence = isinstance(given, (list, tuple, range))
-        if not (given is None or _is_int(given) or (sequence and all(map(_is_int, given)))):
+        ok = given is None or _is_int(given) or (sequence and all(map(_is_int, given)))
+        if not ok or (sequence and len(given) == 0) or (_is_int(given) and given < 1):
             raise InvalidArgumentError(
-                f"indices must be None (every layer), an int n (the last n layers) or a list of "
-                f"layer positions (ints, negative from the end); got {indices!r}. Layers: "
+                f"indices must be None (every layer), an int n >= 1 (the last n layers) or a "
+                f"non-empty list of layer positions (ints, negative from the end); got "
+                f"{indices!r}. Layers: "
                 f"{', '.join(f'{i}: {n}' for i, n in enumerate(self.layer_names))}."
             )
         if given is not None:

@@ -301,10 +301,12 @@ def test_keras_converter_refuses_non_string_class_names(keras_bl, tmp_path) -> N
 
 
 # ------------------------------------------------------------- item 8: raw errors, poor messages
-@pytest.mark.parametrize("indices", ["a", 2.0, [0, "1"], [0.5], True, {"a": 1}])
+@pytest.mark.parametrize("indices", ["a", 2.0, [0, "1"], [0.5], True, {"a": 1}, [], (), 0, -1])
 def test_forward_intermediates_indices_are_checked(model, indices) -> None:
     with pytest.raises(InvalidArgumentError, match=r"indices must be None .* 0: layer0, 1: layer1"):
         model.forward_intermediates(torch.randn(1, 1, 32, 32), indices=indices)
+    with pytest.raises(InvalidArgumentError, match=r"indices must be None"):
+        model.prune_intermediate_layers(indices)  # timm's bare ValueError for [] / 0 before
 
 
 def test_forward_intermediates_takes_numpy_integers(model) -> None:

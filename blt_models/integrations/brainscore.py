@@ -42,7 +42,7 @@ from brainscore_vision.model_interface import BrainModel
 
 from .._clock import ClockedModel
 from ..data import create_transform
-from ..errors import TimestepsError
+from ..errors import InputError, TimestepsError
 
 __all__ = ["ClockActivations", "BltBrainModel", "to_brain_model", "BEHAVIOR_LAYERS"]
 
@@ -170,6 +170,13 @@ class ClockActivations:
     @torch.no_grad()
     def _run(self, paths: list[str], layers: list[str]) -> dict[str, np.ndarray]:
         """``{layer: [N, S, C*H*W]}`` over the active steps; behaviour layers ``[N, K]``."""
+        if "logits" in layers and self.model.num_classes == 0:
+            # forward_timesteps' "logits" are then the pooled features: not class scores.
+            raise InputError(
+                f"'logits' requested from {self.model._display_name()}, which has no classifier "
+                "(num_classes=0: pruned, features_only, or reset_classifier(0)); request "
+                "'pre_logits' for its pooled features, or build it with its classifier."
+            )
         feature_layers = [ly for ly in layers if ly not in BEHAVIOR_LAYERS]
         canonical = {ly: self.model.resolve_layer(ly) for ly in feature_layers}
         capture = list(dict.fromkeys([*canonical.values(), self.model.head_layer]))

@@ -144,6 +144,15 @@ def test_behaviour_from_the_last_readout(tiny):
     assert brain.look_at(stimuli).shape[0] == len(stimuli)
 
 
+def test_logits_of_a_model_without_classifier_are_refused():
+    """Its forward_timesteps "logits" are the pooled features: not class scores."""
+    headless = bm.create_model("blt_bl_tiny.fashion_mnist", pretrained=True, num_classes=0)
+    brain = to_brain_model(headless.eval(), "headless", {"IT": "layer3"})
+    with pytest.raises(bm.InputError, match="no classifier.*'pre_logits'"):
+        brain.activations_model(_stimulus_set(2), layers=["logits"])
+    assert brain.activations_model(_stimulus_set(2), layers=["pre_logits"]).shape[0] == 2
+
+
 def test_generated_plugin_registers_and_runs(tmp_path, monkeypatch):
     import importlib
     import sys
