@@ -49,6 +49,8 @@ def _prune_refused(arch: str) -> bool:
 
     model = bm.create_model(arch, device="meta")
     return any(model._why_layers_must_stay(i) for i in range(len(model.layer_names) - 1))
+
+
 #: (test function, architecture) pairs that fail by design, and why.
 KNOWN_MODEL_FAILURES = {
     ("test_model_backward", "blt_vs"): "the reference BLT-VS leaves retina.norm_td / lgn.norm_td "
