@@ -439,6 +439,34 @@ def test_sequence_and_presentation_protocol_run_on_the_model():
     assert not torch.equal(out.features["conv1"][4], static.features["conv1"][4])
 
 
+def test_layer_steps_before_the_image_arrives_run_once_for_the_batch():
+    """Layer n has seen no frame before step n, so it runs on one sample for the whole batch
+    (the feedback model included): the batch gives what each image gives alone, those steps
+    are equal across images, and every value handed out owns its memory (writable)."""
+    torch.manual_seed(0)
+    model = bm.create_model("convrnn_rgc_intermediate", channels=[4] * 10,
+                            cell_channels=[4] * 7, num_classes=5, timesteps=14).eval()  # fmt: skip
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        batch = model.forward_timesteps(x, layers="all")
+        alone = [model.forward_timesteps(x[i : i + 1], layers="all") for i in range(3)]
+        short = model.forward_intermediates(x, intermediates_only=True)  # every layer's last step
+        model.timesteps = 4  # the last step is before conv5 .. conv10 see the image
+        early = model.forward_intermediates(x, intermediates_only=True)
+    for name, value in batch.features.items():
+        want = torch.cat([a.features[name] for a in alone], 1)
+        torch.testing.assert_close(value, want, rtol=1e-5, atol=1e-6)
+        n = int(name[4:]) - 1
+        if n > 0:  # steps 0 .. n-1: image-independent
+            assert torch.equal(value[:n, 0], value[:n, 2])
+        assert not torch.equal(value[n:, 0], value[n:, 2])
+    torch.testing.assert_close(batch.logits, torch.cat([a.logits for a in alone], 1))
+    for value in [*short, *early]:
+        assert value.shape[0] == 3 and value.stride(0) > 0
+        value.add_(1)  # an expanded view would refuse the write
+    assert torch.equal(early[-1][0], early[-1][1])
+
+
 # --------------------------------------------------------------------------- integrations
 def test_brainscore_default_region_map_for_convrnns():
     """The authors' V4 / IT layers as the default region map (steps are 10 ms by default)."""

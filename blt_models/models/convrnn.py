@@ -196,6 +196,24 @@ def _pool(x: Tensor) -> Tensor:
     return F.max_pool2d(x, 2, 2, ceil_mode=True)
 
 
+def _rows(value: Any, rows: int) -> Any:
+    """A value computed on one sample for every image (it does not depend on the image) as
+    ``rows`` rows: an expanded view; tuples element-wise; other row counts and None unchanged."""
+    if value is None or rows == 1:
+        return value
+    if isinstance(value, tuple):
+        return tuple(_rows(v, rows) for v in value)
+    return value.expand(rows, *value.shape[1:]) if value.shape[0] == 1 else value
+
+
+def _batch_of(value: Tensor, batch: int) -> Tensor:
+    """What the clock hands out: ``batch`` rows of their own memory (a value computed on one
+    sample is copied out, so that callers may write to it or view it freely)."""
+    if value.shape[0] == batch:
+        return value
+    return value.expand(batch, *value.shape[1:]).contiguous()
+
+
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     """The harbor's bilinear resize (``align_corners=True``); identity at the same size."""
     if tuple(x.shape[-2:]) == size:
@@ -925,19 +943,26 @@ class ConvRNN(ClockedModel):
         stage = InputStage(x, lambda frame: first(frame, None, None)[0])
         prev: list[Tensor | None] = [None] * len(layers)
         states: list[Any] = [None] * len(layers)
+        batch = 1
         for t in range(timesteps):
             current: list[Tensor | None] = [None] * len(layers)
             for n, layer in enumerate(layers):
                 if t > last[n]:  # reaches no requested output
                     continue
                 if n == 0:
-                    current[0] = stage(t)
+                    current[0] = frame = stage(t)
+                    batch = int(frame.shape[0])
                     continue
+                # Before step n, layer n has seen no frame (one step per edge; feedback comes
+                # from above, later still): its value is the same for every image, so it runs
+                # on one sample that stands for the batch (a quarter of the layer-steps of
+                # rgc_intermediate's 17; TensorFlow folds them into constants).
+                rows = 1 if t < n else batch
                 below = prev[n - 1]
                 if below is None:  # step 0: the layer below has no output yet (zeros)
                     above = current[n - 1]
                     assert t == 0 and above is not None
-                    r = torch.zeros_like(above)
+                    r = above.new_zeros((1, *above.shape[1:]))
                 else:
                     r = below
                 f = None
@@ -948,11 +973,11 @@ class ConvRNN(ClockedModel):
                         value = prev[src]
                         if value is None:
                             c = self._out_channels[names[src]]
-                            parts.append(r.new_zeros((r.shape[0], c, *size)))
+                            parts.append(r.new_zeros((rows, c, *size)))
                         else:
-                            parts.append(_resize(value, size))
+                            parts.append(_rows(_resize(value, size), rows))
                     f = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-                current[n], states[n] = layer(r, f, states[n])
+                current[n], states[n] = layer(r, f, _rows(states[n], rows))
             logits = None
             if t in readouts:
                 top = prev[-1]
@@ -960,12 +985,12 @@ class ConvRNN(ClockedModel):
                     last_out = current[-1]
                     assert t == 0 and last_out is not None
                     top = torch.zeros_like(last_out)
-                logits = self._logits(top)
+                logits = _batch_of(self._logits(top), batch)
             features = {}
             for n, name in enumerate(names):
                 value = current[n]
                 if name in capture and value is not None:
-                    features[name] = value
+                    features[name] = _batch_of(value, batch)
             yield Step(t, features, logits)
             prev = current
 
