@@ -21,7 +21,9 @@ the PyTorch side can load the same weights.
 
 PyTorch side (``--torch``, the project's environment): ``blt_models.create_model("convrnn_<model>")``
 (with ``--checkpoint-root``: the saved TensorFlow weights, converted by ``convert_checkpoint``), eval
-mode, ``torch.inference_mode``; timed ``forward_timesteps(x, layers="all")`` and ``model(x)``.
+mode, ``torch.inference_mode``; timed ``forward_timesteps(x, layers="all")`` and ``model(x)``,
+and ``forward_timesteps(x, layers="all")`` once more in channels_last (model and input), the
+layout ``extract_features`` runs on CPU by default and the one TensorFlow computes in (NHWC).
 
 Each case: one warm-up, then ``--repeats`` timed runs; the median and the best are reported, as
 milliseconds per image per step. The peak resident memory of each side's process (``ru_maxrss``)
@@ -168,6 +170,12 @@ def run_torch(args: argparse.Namespace) -> dict:
                 functools.partial(model.forward_timesteps, x, layers="all"), args.repeats
             )
             logits = _time(functools.partial(model, x), args.repeats)
+            # The layout extract_features uses on CPU by default (NHWC, as TensorFlow runs).
+            model_cl = model.to(memory_format=torch.channels_last)
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            all_layers_cl = _time(
+                functools.partial(model_cl.forward_timesteps, x_cl, layers="all"), args.repeats
+            )
         out["models"][name] = {
             "arch": arch,
             "weights": weights,
@@ -177,6 +185,7 @@ def run_torch(args: argparse.Namespace) -> dict:
             "parameters": sum(p.numel() for p in model.parameters()),
             "all_layers_all_steps": _per_step(all_layers, args.batch, steps),
             "logits_only": _per_step(logits, args.batch, steps),
+            "all_layers_all_steps_channels_last": _per_step(all_layers_cl, args.batch, steps),
         }
         print(name, json.dumps(out["models"][name]), flush=True)
     out["peak_rss_mib"] = _peak_rss_mib()
@@ -219,6 +228,11 @@ def run_both(args: argparse.Namespace) -> dict:
             case: ref[case]["median_s"] / port[case]["median_s"]
             for case in ("all_layers_all_steps", "logits_only")
         }
+        if "all_layers_all_steps_channels_last" in port:
+            ratios[name]["all_layers_all_steps_channels_last"] = (
+                ref["all_layers_all_steps"]["median_s"]
+                / port["all_layers_all_steps_channels_last"]["median_s"]
+            )
     return {"tensorflow": tf_result, "torch": torch_result, "speedup_torch_over_tf": ratios}
 
 

@@ -449,18 +449,29 @@ class MedianReciprocalGatedCell(nn.Module):
         o_in = o_in + (r if self.out_residual_add is None else self.out_residual_add(r))
         if self.out_feedback_to_out is not None:
             o_in = o_in + self.out_feedback_to_out(f)
-        if state is None:  # zero state: the separable convs give their biases
-            cell = x.new_zeros((x.shape[0], self.cell_channels, *x.shape[2:]))
-            out = x.new_zeros((x.shape[0], self.channels, *x.shape[2:]))
-        else:
-            cell, out = state
+        if state is None:
+            # Zero state: the decay terms vanish and the gates' separable convs of zeros are
+            # their pointwise biases (the depthwise convs have none), one value per channel.
+            gate_c = torch.tanh(self.cell_out_to_cell.pointwise.bias).view(1, -1, 1, 1)
+            gate_o = torch.tanh(self.out_gate.pointwise.bias).view(1, -1, 1, 1)
+            cell_new = F.elu(b * (1 - gate_c) * cell_in)
+            out_new = F.elu(b * (1 - gate_o) * o_in)
+            return out_new, (cell_new, out_new)
+        cell, out = state
         tau_c = torch.sigmoid(self.cell_tau(cell))
         gate_c = torch.tanh(self.cell_out_to_cell(out))
         tau_o = torch.sigmoid(self.out_tau(out))
         gate_o = torch.tanh(self.out_gate(cell))
-        cell_new = F.elu(a * (1 - tau_c) * cell + b * (1 - gate_c) * cell_in)
-        out_new = F.elu(a * (1 - tau_o) * out + b * (1 - gate_o) * o_in)
+        cell_new = F.elu(_decay_and_drive(a * cell, tau_c, b * cell_in, gate_c))
+        out_new = F.elu(_decay_and_drive(a * out, tau_o, b * o_in, gate_o))
         return out_new, (cell_new, out_new)
+
+
+def _decay_and_drive(state: Tensor, tau: Tensor, drive: Tensor, gate: Tensor) -> Tensor:
+    """``(1 - tau) * state + (1 - gate) * drive`` in four passes over the maps instead of six."""
+    return torch.addcmul(state, state, tau, value=-1).add_(
+        torch.addcmul(drive, drive, gate, value=-1)
+    )
 
 
 # --------------------------------------------------------------------------------- nodes
