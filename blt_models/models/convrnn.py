@@ -206,14 +206,6 @@ def _rows(value: Any, rows: int) -> Any:
     return value.expand(rows, *value.shape[1:]) if value.shape[0] == 1 else value
 
 
-def _batch_of(value: Tensor, batch: int) -> Tensor:
-    """What the clock hands out: ``batch`` rows of their own memory (a value computed on one
-    sample is copied out, so that callers may write to it or view it freely)."""
-    if value.shape[0] == batch:
-        return value
-    return value.expand(batch, *value.shape[1:]).contiguous()
-
-
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     """The harbor's bilinear resize (``align_corners=True``); identity at the same size."""
     if tuple(x.shape[-2:]) == size:
@@ -996,12 +988,13 @@ class ConvRNN(ClockedModel):
                     last_out = current[-1]
                     assert t == 0 and last_out is not None
                     top = torch.zeros_like(last_out)
-                logits = _batch_of(self._logits(top), batch)
+                # own memory: `forward` returns these logits to the caller as they are
+                logits = _rows(self._logits(top), batch).contiguous()
             features = {}
             for n, name in enumerate(names):
                 value = current[n]
                 if name in capture and value is not None:
-                    features[name] = _batch_of(value, batch)
+                    features[name] = _rows(value, batch)  # a view: the clock copies features
             yield Step(t, features, logits)
             prev = current
 
