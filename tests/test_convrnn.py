@@ -25,6 +25,7 @@ import blt_models as bm
 from blt_models._checkpoint import load_state_dict_strict
 from blt_models._convert import convert_checkpoint, load_convrnn_checkpoint
 from blt_models._convert_convrnn import inspect_convrnn_variables
+from blt_models.errors import PartialHookWarning
 from blt_models.models.convrnn import CONVRNN_MODELS, ConvRNN, convrnn_spec, tf_to_state_dict
 from blt_models.stimuli import Presentation, convrnn_protocol, protocol_of
 
@@ -451,7 +452,8 @@ def test_layer_steps_before_the_image_arrives_run_once_for_the_batch(monkeypatch
     x = torch.randn(3, 3, 64, 64)
     rows: dict[str, list[int]] = {name: [] for name in model.layer_names}
     layer_forward = convrnn.ConvRNNLayer.forward
-    names = {id(getattr(model, name)): name for name in model.layer_names}
+    fresh = copy.deepcopy(model)  # keeps no prelude: it computes one on its first call
+    names = {id(getattr(fresh, name)): name for name in model.layer_names}
 
     def counting(self, r, f, state):
         rows[names[id(self)]].append(int(r.shape[0]))
@@ -460,7 +462,7 @@ def test_layer_steps_before_the_image_arrives_run_once_for_the_batch(monkeypatch
     with torch.no_grad():
         alone = [model.forward_timesteps(x[i : i + 1], layers="all") for i in range(3)]
         monkeypatch.setattr(convrnn.ConvRNNLayer, "forward", counting)
-        batch = model.forward_timesteps(x, layers="all")
+        batch = fresh.forward_timesteps(x, layers="all")
         monkeypatch.undo()
         model.timesteps = 4  # the readout at step 3 reads conv10 at step 2: before the image
         early = model(x)
@@ -474,6 +476,152 @@ def test_layer_steps_before_the_image_arrives_run_once_for_the_batch(monkeypatch
     torch.testing.assert_close(batch.logits, torch.cat([a.logits for a in alone], 1))
     assert early.shape == (3, 5) and torch.equal(early[0], early[2])
     early.add_(1)  # writable: an expanded view of one sample would refuse the write
+
+
+def _small_rgc(**kwargs) -> ConvRNN:
+    torch.manual_seed(0)
+    kwargs = {"timesteps": 12, **kwargs}
+    return bm.create_model("convrnn_rgc_intermediate", channels=[4] * 10, cell_channels=[4] * 7,
+                           num_classes=5, **kwargs).eval()  # fmt: skip
+
+
+def _layer_calls(monkeypatch) -> list[int]:
+    """Counts ConvRNNLayer calls (their batch rows) from now on."""
+    from blt_models.models import convrnn
+
+    calls: list[int] = []
+    layer_forward = convrnn.ConvRNNLayer.forward
+
+    def counting(self, r, f, state):
+        calls.append(int(r.shape[0]))
+        return layer_forward(self, r, f, state)
+
+    monkeypatch.setattr(convrnn.ConvRNNLayer, "forward", counting)
+    return calls
+
+
+def _fresh(model: ConvRNN, x: torch.Tensor):
+    """What the model gives without a kept prelude (a deep copy keeps none)."""
+    twin = copy.deepcopy(model)
+    assert "_prelude_cache" not in twin.__dict__
+    with torch.no_grad():
+        return twin.forward_timesteps(x, layers="all")
+
+
+def _assert_same(a, b) -> None:
+    assert torch.equal(a.logits, b.logits)
+    for name in a.features:
+        assert torch.equal(a.features[name], b.features[name]), name
+
+
+def test_prelude_is_kept_between_calls_and_gives_the_same_values(monkeypatch):
+    """Layer-steps before the image reaches a layer are computed once per weights and size and
+    reused; every value is bit for bit what recomputing gives."""
+    model = _small_rgc()
+    x = torch.randn(2, 3, 112, 112)
+    first = _fresh(model, x)
+    calls = _layer_calls(monkeypatch)
+    with torch.inference_mode():
+        a = model.forward_timesteps(x, layers="all")
+    assert calls.count(1) == sum(range(1, 10))  # layer n at steps 0 .. n-1, n = 1 .. 9
+    calls.clear()
+    with torch.no_grad():  # kept under inference_mode, read under no_grad
+        b = model.forward_timesteps(x, layers="all")
+        y = model(x)
+    assert calls and 1 not in calls  # only conv2..conv10 on the batch, at their image steps
+    _assert_same(a, first)
+    _assert_same(b, first)
+    assert torch.equal(y, first.logits[-1])
+    # What the caller gets is the caller's: writing into it changes no later result.
+    with torch.no_grad():
+        model.timesteps = 4  # logits of step 3 read conv10 at step 2, a kept value
+        model(x[:1]).add_(100)
+        model.timesteps = 12
+        model.forward_timesteps(x[:1], layers="all").features["conv9"].add_(100)
+        again = model.forward_timesteps(x[:1], layers="all")
+    _assert_same(again, _fresh(model, x[:1]))
+
+
+def _swap_channels(model: ConvRNN) -> None:
+    w = model.conv6.cell.out_tau.pointwise.weight
+    w.data[[0, 1]] = w.data[[1, 0]].clone()  # same values, new order; no version change
+
+
+@pytest.mark.parametrize(
+    ("change", "changes_values"),
+    [
+        (lambda m: m.conv7.conv.weight.data.mul_(1.5), True),  # .data: no autograd version
+        (_swap_channels, True),
+        (lambda m: m.conv9.cell.cell_tau.depthwise.weight.detach().numpy().__setitem__(0, 0.3),
+         True),
+        (lambda m: m.load_state_dict(_small_rgc().apply(_reseed).state_dict()), True),
+        (lambda m: setattr(m.conv5.cell, "tau_offset", 0.5), True),  # a setting, no tensor
+        (lambda m: m.double(), False),
+        (lambda m: m.to(memory_format=torch.channels_last), False),
+    ],
+    ids=["data_mul", "swapped_channels", "numpy_write", "load_state_dict", "setting", "double",
+         "channels_last"],
+)  # fmt: skip
+def test_prelude_is_recomputed_after_any_change_to_the_model(change, changes_values):
+    model = _small_rgc()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        before = model.forward_timesteps(x, layers="all")
+    change(model)
+    x = x.to(next(model.parameters()).dtype)
+    with torch.no_grad():
+        after = model.forward_timesteps(x, layers="all")
+    _assert_same(after, _fresh(model, x))
+    assert after.features["conv10"].dtype == x.dtype
+    if changes_values:  # the kept steps themselves changed (conv10 before the image)
+        assert not torch.equal(after.features["conv10"][:9], before.features["conv10"][:9])
+
+
+def _reseed(module: torch.nn.Module) -> None:
+    for p in module.parameters(recurse=False):
+        torch.nn.init.normal_(p, std=0.2)
+
+
+def test_prelude_follows_size_autocast_hooks_and_autograd(monkeypatch):
+    model = _small_rgc()
+    big, small = torch.randn(2, 3, 128, 128), torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        for x in (big, small, big):  # each size its own prelude
+            _assert_same(model.forward_timesteps(x, layers="all"), _fresh(model, x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.forward_timesteps(big, layers="all")
+    twin = copy.deepcopy(model)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _assert_same(mixed, twin.forward_timesteps(big, layers="all"))
+    with torch.no_grad():  # keeps the float32 prelude of this size again
+        kept = model.forward_timesteps(big, layers="all")
+    # A hook sees every call it would see without the kept prelude.
+    seen: list[int] = []
+    handle = model.conv8.cell.register_forward_hook(lambda m, i, o: seen.append(1))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PartialHookWarning)
+        model.forward_timesteps(big, layers="all")
+    handle.remove()
+    assert len(seen) == 12  # conv8's cell at every step: 7 before the image, 5 after
+    # With autograd the prelude is computed in the graph: gradients reach the weights that only
+    # the image-independent steps use as they do without a kept prelude.
+    grads = []
+    for m in (model, copy.deepcopy(model)):
+        m.zero_grad()
+        out = m.forward_timesteps(big, layers="all")
+        out.features["conv10"][:9].sum().backward()
+        grads.append(m.conv10.conv.bias.grad.clone())
+        _assert_same(out, kept)
+    assert grads[0].abs().sum() > 0 and torch.equal(grads[0], grads[1])
+
+
+def test_prelude_stays_out_of_pickles_and_copies():
+    model = _small_rgc()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 112, 112))
+    assert "_prelude_cache" in model.__dict__
+    assert "_prelude_cache" not in model.__getstate__()  # what pickle and deepcopy take
+    assert "_prelude_cache" not in copy.deepcopy(model).__dict__
 
 
 # --------------------------------------------------------------------------- integrations

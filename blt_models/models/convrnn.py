@@ -191,9 +191,41 @@ class SameConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 ``nn.Conv2d`` (same parameters) that runs as a batched matrix product on CPU maps in
+    channels-first memory: ``W [Co, Ci] @ x [B, Ci, H*W] (+ bias)``. oneDNN's channels-first 1x1
+    convolutions ran at 37-120 GFLOP/s on this model's maps, the matrix product at 190-290
+    (benchmarks/RESULTS.md); other layouts and devices take ``nn.Conv2d``'s path."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = True) -> None:
+        super().__init__(c_in, c_out, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or x.ndim != 4 or not x.is_contiguous():
+            return super().forward(x)
+        b, c, h, w = x.shape
+        weight = self.weight.reshape(self.out_channels, c)
+        flat = x.view(b, c, h * w)
+        if self.bias is None:
+            out = torch.matmul(weight, flat)
+        else:
+            out = torch.baddbmm(self.bias.view(1, -1, 1), weight.expand(b, -1, -1), flat)
+        return out.view(b, self.out_channels, h, w)
+
+
 def _pool(x: Tensor) -> Tensor:
-    """Max-pool 2x2 stride 2 ``SAME``: an odd side pads one row / column of -inf at the end."""
-    return F.max_pool2d(x, 2, 2, ceil_mode=True)
+    """Max-pool 2x2 stride 2 ``SAME``: an odd side pads one row / column of -inf at the end.
+
+    Inference on even sides in channels-first memory: the maximum of row pairs, then of column
+    pairs (the same values; PyTorch's channels-first CPU max-pool computes indices too and was
+    5-7x slower at 56x56 and 28x28). With autograd, max-pool's gradient (one winner per window,
+    not a split between ties).
+    """
+    grad = torch.is_grad_enabled() and x.requires_grad
+    if grad or x.shape[-2] % 2 or x.shape[-1] % 2 or not x.is_contiguous():
+        return F.max_pool2d(x, 2, 2, ceil_mode=True)  # channels_last: oneDNN's is fast
+    row_max = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+    return torch.maximum(row_max[..., 0::2], row_max[..., 1::2])
 
 
 def _rows(value: Any, rows: int) -> Any:
@@ -232,7 +264,7 @@ class SeparableConv2d(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
         super().__init__()
         self.depthwise = SameConv2d(c_in, c_in, kernel, bias=False, groups=c_in)
-        self.pointwise = nn.Conv2d(c_in, c_out, 1)
+        self.pointwise = PointwiseConv2d(c_in, c_out)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pointwise(self.depthwise(x))
@@ -424,10 +456,10 @@ class MedianReciprocalGatedCell(nn.Module):
         self.cell_out_to_cell = SeparableConv2d(co, cc, kernel)
         self.out_input_to_out = SameConv2d(co, co, 3)
         self.out_residual_add = (
-            None if residual_channels == co else nn.Conv2d(residual_channels, co, 1, bias=False)
+            None if residual_channels == co else PointwiseConv2d(residual_channels, co, bias=False)
         )
         self.out_feedback_to_out = (
-            nn.Conv2d(feedback_channels, co, 1) if feedback_channels else None
+            PointwiseConv2d(feedback_channels, co) if feedback_channels else None
         )
         self.out_tau = SeparableConv2d(co, co, kernel)
         self.out_gate = SeparableConv2d(cc, co, kernel)
@@ -437,33 +469,36 @@ class MedianReciprocalGatedCell(nn.Module):
         a, b = self.tau_offset, self.gate_offset
         u = F.elu(x)
         cell_in = self.cell_input_to_cell(u)
+        # In place only on fresh convolution outputs that no backward pass reads.
         o_in = self.out_input_to_out(u)
-        o_in = o_in + (r if self.out_residual_add is None else self.out_residual_add(r))
+        o_in.add_(r if self.out_residual_add is None else self.out_residual_add(r))
         if self.out_feedback_to_out is not None:
-            o_in = o_in + self.out_feedback_to_out(f)
+            o_in.add_(self.out_feedback_to_out(f))
         if state is None:
             # Zero state: the decay terms vanish and the gates' separable convs of zeros are
             # their pointwise biases (the depthwise convs have none), one value per channel.
             gate_c = torch.tanh(self.cell_out_to_cell.pointwise.bias).view(1, -1, 1, 1)
             gate_o = torch.tanh(self.out_gate.pointwise.bias).view(1, -1, 1, 1)
-            cell_new = F.elu(b * (1 - gate_c) * cell_in)
-            out_new = F.elu(b * (1 - gate_o) * o_in)
+            cell_new = F.elu(b * (1 - gate_c) * cell_in, inplace=True)
+            out_new = F.elu(b * (1 - gate_o) * o_in, inplace=True)
             return out_new, (cell_new, out_new)
         cell, out = state
-        tau_c = torch.sigmoid(self.cell_tau(cell))
-        gate_c = torch.tanh(self.cell_out_to_cell(out))
-        tau_o = torch.sigmoid(self.out_tau(out))
-        gate_o = torch.tanh(self.out_gate(cell))
-        cell_new = F.elu(_decay_and_drive(a * cell, tau_c, b * cell_in, gate_c))
-        out_new = F.elu(_decay_and_drive(a * out, tau_o, b * o_in, gate_o))
+        tau_c = self.cell_tau(cell).sigmoid_()
+        gate_c = self.cell_out_to_cell(out).tanh_()
+        tau_o = self.out_tau(out).sigmoid_()
+        gate_o = self.out_gate(cell).tanh_()
+        cell_new = F.elu(_decay_and_drive(a, cell, tau_c, b, cell_in, gate_c), inplace=True)
+        out_new = F.elu(_decay_and_drive(a, out, tau_o, b, o_in, gate_o), inplace=True)
         return out_new, (cell_new, out_new)
 
 
-def _decay_and_drive(state: Tensor, tau: Tensor, drive: Tensor, gate: Tensor) -> Tensor:
-    """``(1 - tau) * state + (1 - gate) * drive`` in four passes over the maps instead of six."""
-    return torch.addcmul(state, state, tau, value=-1).add_(
-        torch.addcmul(drive, drive, gate, value=-1)
-    )
+def _decay_and_drive(
+    a: float, state: Tensor, tau: Tensor, b: float, drive: Tensor, gate: Tensor
+) -> Tensor:
+    """``a * (1 - tau) * state + b * (1 - gate) * drive`` in four passes over the maps (two
+    fresh ones) instead of six; nothing autograd keeps is written."""
+    decay = torch.addcmul(state, state, tau, value=-1)
+    return decay.mul_(a).add_(torch.addcmul(drive, drive, gate, value=-1), alpha=b)
 
 
 # --------------------------------------------------------------------------------- nodes
@@ -494,20 +529,23 @@ class ConvRNNLayer(nn.Module):
         out = _cell_out(cell, spec.channels)
         self.post_conv = SameConv2d(out, out, 3) if spec.post_conv else None
         self.residual = (
-            nn.Conv2d(c_in, out, 1, bias=False) if spec.post_conv and c_in != out else None
+            PointwiseConv2d(c_in, out, bias=False) if spec.post_conv and c_in != out else None
         )
         self.out_channels = out
 
     def forward(self, r: Tensor, f: Tensor | None, state: Any) -> tuple[Tensor, Any]:
         x = self.conv(r)
         if self.conv_act:
-            x = F.elu(x)
+            x = F.elu(x, inplace=True)  # in place: a fresh convolution output
+        own = True  # x is this call's own map (not the cell's state): in place is safe
         if self.cell is not None:
             x, state = self.cell(x, state, r, f)
+            own = False
         if self.post_conv is not None:
-            x = self.post_conv(x) + (r if self.residual is None else self.residual(r))
+            x = self.post_conv(x).add_(r if self.residual is None else self.residual(r))
+            own = True
         if self.post_act:
-            x = F.elu(x)
+            x = F.elu(x, inplace=own)
         if self.pool:
             x = _pool(x)
         return x, state
@@ -515,6 +553,86 @@ class ConvRNNLayer(nn.Module):
     def extra_repr(self) -> str:
         fb = f", feedback={list(self.feedback)}" if self.feedback else ""
         return f"conv_act={self.conv_act}, post_act={self.post_act}, pool={self.pool}{fb}"
+
+
+# ----------------------------------------------------------------------- prelude
+_PRELUDE_CACHE = "_prelude_cache"
+
+
+@dataclass
+class _Prelude:
+    """Layer ``n``'s steps ``t < n``: the image has not reached it yet (one step per edge, and
+    feedback comes from above, later still), so its values are the same for every image. They
+    run on one sample that stands for the batch (a quarter of rgc_intermediate's layer-steps at
+    17 steps). ``outputs[n][t]`` ``[1, C, H, W]``; ``states[n]`` the cell state after the last
+    of them."""
+
+    outputs: list[list[Tensor]]
+    states: list[Any]
+
+
+class _PreludeCache:
+    """A prelude kept for the next call with the same geometry and the same weights.
+
+    ``weights`` are copies of every parameter and buffer, compared value for value at each
+    call: a change made in any way (an optimiser step, ``load_state_dict``, ``p.data``, NumPy)
+    is seen, so a kept prelude is never stale. The copy costs memory (59 MiB for
+    rgc_intermediate, 193 MiB for ugrnn_intermediate) and the comparison time (16 / 53 ms on 2
+    cores), less than recomputing the prelude at every image size measured (32-112 px, batch 1
+    and 8: 1.03-1.43x faster).
+    """
+
+    def __init__(self, key: tuple, weights: list[tuple[str, Tensor]], prelude: _Prelude) -> None:
+        self.key, self.prelude = key, prelude
+        self.weights = [(name, t.detach().clone()) for name, t in weights]
+
+    def same_weights(self, weights: list[tuple[str, Tensor]]) -> bool:
+        if [name for name, _ in weights] != [name for name, _ in self.weights]:
+            return False
+        for (_, now), (_, kept) in zip(weights, self.weights, strict=True):
+            if (now.dtype, now.device, now.shape, now.stride()) != (
+                kept.dtype, kept.device, kept.shape, kept.stride()
+            ) or not torch.equal(now, kept):  # fmt: skip
+                return False
+        return True
+
+
+def _weights_of(model: nn.Module) -> list[tuple[str, Tensor]]:
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
+def _prelude_reusable(model: nn.Module) -> bool:
+    """Kept only without autograd (the values would carry no graph to the weights), outside
+    ``torch.compile`` (a graph computes its prelude; comparing weights would break it) and
+    without hooks (they would not see the kept steps)."""
+    from torch.nn.modules import module as module_globals
+
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return False
+    if any(
+        getattr(module_globals, name, None)
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+    ):
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _prelude_key(model: nn.Module, conv1_out: Tensor) -> tuple:
+    """What the prelude depends on besides the weights' values: the geometry, dtype, device and
+    layout of conv1's map, autocast, and every module's plain settings (offsets, strides...)."""
+    device = conv1_out.device.type
+    autocast = torch.is_autocast_enabled(device)
+    settings = tuple(
+        (name, type(m), tuple(sorted(
+            (k, v) for k, v in vars(m).items() if isinstance(v, (bool, int, float, str, tuple))
+        )))
+        for name, m in model.named_modules()
+    )  # fmt: skip
+    return (
+        tuple(conv1_out.shape[1:]), conv1_out.dtype, conv1_out.device,
+        conv1_out.is_contiguous(memory_format=torch.channels_last),
+        autocast, torch.get_autocast_dtype(device) if autocast else None, settings,
+    )  # fmt: skip
 
 
 def _cell_out(cell: nn.Module | None, conv_channels: int) -> int:
@@ -933,18 +1051,76 @@ class ConvRNN(ClockedModel):
                         last[n], changed = last[c] - 1, True
         return [max(step, 0) for step in last]
 
+    def _feedback(
+        self, n: int, r: Tensor, previous: Sequence[Tensor | None], rows: int
+    ) -> Tensor | None:
+        """Layer ``n``'s feedback input: its sources' maps of the step before (``previous``,
+        by layer; None at step 0: zeros), resized to ``r``'s map, in the harbor's order."""
+        sources = [self._names.index(src) for src in self._layers()[n].feedback]
+        if not sources:
+            return None
+        size = (int(r.shape[-2]), int(r.shape[-1]))
+        parts = []
+        for src in sources:
+            value = previous[src]
+            if value is None:
+                c = self._out_channels[self._names[src]]
+                parts.append(r.new_zeros((rows, c, *size)))
+            else:
+                parts.append(_rows(_resize(value, size), rows))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def _compute_prelude(self, conv1_out: Tensor, last: Sequence[int]) -> _Prelude:
+        """Every layer ``n >= 1`` at the steps ``t < n`` (up to ``last[n]``), on one sample."""
+        layers = self._layers()
+        outputs: list[list[Tensor]] = [[] for _ in layers]
+        states: list[Any] = [None] * len(layers)
+        for t in range(len(layers) - 1):
+            for n in range(t + 1, len(layers)):
+                if t > last[n]:  # reaches no requested output
+                    continue
+                if t == 0:  # the layer below has no output yet: zeros of its shape
+                    below = conv1_out if n == 1 else outputs[n - 1][0]
+                    r = below.new_zeros((1, *below.shape[1:]))
+                else:
+                    r = outputs[n - 1][t - 1]
+                previous = [o[t - 1] if 0 < t <= len(o) else None for o in outputs]
+                f = self._feedback(n, r, previous, 1)
+                out, states[n] = layers[n](r, f, states[n])
+                outputs[n].append(out)
+        return _Prelude(outputs, states)
+
+    def _prelude(self, conv1_out: Tensor, last: Sequence[int]) -> _Prelude:
+        """The layer-steps before the image reaches each layer, kept between calls where that is
+        safe (see `_Prelude`); ``conv1_out`` gives their input geometry."""
+        if not _prelude_reusable(self):
+            return self._compute_prelude(conv1_out, last)
+        key = _prelude_key(self, conv1_out)
+        weights = _weights_of(self)
+        cached: _PreludeCache | None = self.__dict__.get(_PRELUDE_CACHE)
+        if cached is not None and cached.key == key and cached.same_weights(weights):
+            return cached.prelude
+        self.__dict__.pop(_PRELUDE_CACHE, None)  # free it before computing the next
+        prelude = self._compute_prelude(conv1_out, [len(self._names)] * len(self._names))
+        self.__dict__[_PRELUDE_CACHE] = _PreludeCache(key, weights, prelude)
+        return prelude
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # pickles and deep copies recompute the prelude
+        state.pop(_PRELUDE_CACHE, None)
+        return state
+
     def _unroll(
         self, x: Tensor, timesteps: int, capture: frozenset[str], readouts: frozenset[int]
     ) -> Iterator[Step]:
         layers = self._layers()
         names = self._names
-        index = {name: n for n, name in enumerate(names)}
         last = self._last_steps(timesteps, capture, readouts)
-        feedback = [[index[src] for src in layer.feedback] for layer in layers]
         first = layers[0]
         # conv1 without a cell or memory is a function of the frame: once for a static image.
         stage = InputStage(x, lambda frame: first(frame, None, None)[0])
         prev: list[Tensor | None] = [None] * len(layers)
+        prelude: _Prelude | None = None
         states: list[Any] = [None] * len(layers)
         batch = 1
         for t in range(timesteps):
@@ -955,32 +1131,18 @@ class ConvRNN(ClockedModel):
                 if n == 0:
                     current[0] = frame = stage(t)
                     batch = int(frame.shape[0])
+                    if prelude is None:
+                        prelude = self._prelude(frame, last)
+                        states = list(prelude.states)
                     continue
-                # Before step n, layer n has seen no frame (one step per edge; feedback comes
-                # from above, later still): its value is the same for every image, so it runs
-                # on one sample that stands for the batch (a quarter of the layer-steps of
-                # rgc_intermediate's 17; TensorFlow folds them into constants).
-                rows = 1 if t < n else batch
-                below = prev[n - 1]
-                if below is None:  # step 0: the layer below has no output yet (zeros)
-                    above = current[n - 1]
-                    assert t == 0 and above is not None
-                    r = above.new_zeros((1, *above.shape[1:]))
-                else:
-                    r = below
-                f = None
-                if feedback[n]:
-                    size = (int(r.shape[-2]), int(r.shape[-1]))
-                    parts = []
-                    for src in feedback[n]:
-                        value = prev[src]
-                        if value is None:
-                            c = self._out_channels[names[src]]
-                            parts.append(r.new_zeros((rows, c, *size)))
-                        else:
-                            parts.append(_rows(_resize(value, size), rows))
-                    f = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-                current[n], states[n] = layer(r, f, _rows(states[n], rows))
+                assert prelude is not None
+                if t < n:  # before the image reaches layer n: the same for every image
+                    current[n] = prelude.outputs[n][t]
+                    continue
+                r = prev[n - 1]  # layer n - 1 at step t - 1 >= n - 1: image-driven
+                assert r is not None
+                f = self._feedback(n, r, prev, batch)
+                current[n], states[n] = layer(r, f, _rows(states[n], batch))
             logits = None
             if t in readouts:
                 top = prev[-1]
