@@ -21,9 +21,11 @@ the PyTorch side can load the same weights.
 
 PyTorch side (``--torch``, the project's environment): ``blt_models.create_model("convrnn_<model>")``
 (with ``--checkpoint-root``: the saved TensorFlow weights, converted by ``convert_checkpoint``), eval
-mode, ``torch.inference_mode``; timed ``forward_timesteps(x, layers="all")`` and ``model(x)``,
-and ``forward_timesteps(x, layers="all")`` once more in channels_last (model and input), the
-layout ``extract_features`` runs on CPU by default and the one TensorFlow computes in (NHWC).
+mode, ``torch.inference_mode``; timed ``forward_timesteps(x, layers="all")`` and ``model(x)``;
+``forward_timesteps(x, layers="all")`` with the prelude (the layer-steps before the image reaches
+each layer, kept between inference calls) recomputed at every call, as after a change of the
+weights; and ``forward_timesteps(x, layers="all")`` once more in channels_last (model and input),
+the layout ``extract_features`` runs on CPU by default and the one TensorFlow computes in (NHWC).
 
 Each case: one warm-up, then ``--repeats`` timed runs; the median and the best are reported, as
 milliseconds per image per step. The peak resident memory of each side's process (``ru_maxrss``)
@@ -139,6 +141,12 @@ def run_tf(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------------- PyTorch
+def _recomputing_prelude(model, x) -> None:  # type: ignore[no-untyped-def]
+    """``forward_timesteps`` as after a change of the weights: no kept prelude."""
+    model.__dict__.pop("_prelude_cache", None)
+    model.forward_timesteps(x, layers="all")
+
+
 def run_torch(args: argparse.Namespace) -> dict:
     import torch
 
@@ -170,6 +178,8 @@ def run_torch(args: argparse.Namespace) -> dict:
                 functools.partial(model.forward_timesteps, x, layers="all"), args.repeats
             )
             logits = _time(functools.partial(model, x), args.repeats)
+
+            fresh_prelude = _time(functools.partial(_recomputing_prelude, model, x), args.repeats)
             # The layout extract_features uses on CPU by default (NHWC, as TensorFlow runs).
             model_cl = model.to(memory_format=torch.channels_last)
             x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -186,6 +196,7 @@ def run_torch(args: argparse.Namespace) -> dict:
             "all_layers_all_steps": _per_step(all_layers, args.batch, steps),
             "logits_only": _per_step(logits, args.batch, steps),
             "all_layers_all_steps_channels_last": _per_step(all_layers_cl, args.batch, steps),
+            "all_layers_all_steps_prelude_recomputed": _per_step(fresh_prelude, args.batch, steps),
         }
         print(name, json.dumps(out["models"][name]), flush=True)
     out["peak_rss_mib"] = _peak_rss_mib()
@@ -228,6 +239,11 @@ def run_both(args: argparse.Namespace) -> dict:
             case: ref[case]["median_s"] / port[case]["median_s"]
             for case in ("all_layers_all_steps", "logits_only")
         }
+        if "all_layers_all_steps_prelude_recomputed" in port:
+            ratios[name]["all_layers_all_steps_prelude_recomputed"] = (
+                ref["all_layers_all_steps"]["median_s"]
+                / port["all_layers_all_steps_prelude_recomputed"]["median_s"]
+            )
         if "all_layers_all_steps_channels_last" in port:
             ratios[name]["all_layers_all_steps_channels_last"] = (
                 ref["all_layers_all_steps"]["median_s"]

@@ -27,7 +27,8 @@ bias-driven. Layer ``convK`` first carries image information at step ``K - 1`` (
 ``first_step``); the readout ``imnetds`` (the logits) at step ``N - 1``. Every step carries a
 readout: the logits at step ``t`` read the top layer's map of step ``t - 1`` (``readout_delay``
 = 1). Features at steps before a layer's ``first_step`` are the computed, image-independent
-values. (The reference's ``include_all_times=False`` returns layer ``convK`` from step ``K``,
+values (computed on one sample, once per weights and image size, and kept between inference
+calls; see ``_Prelude``). (The reference's ``include_all_times=False`` returns layer ``convK`` from step ``K``,
 one step after its first image-driven output.)
 
 Input: ``[B, 3, H, W]`` normalised with the ImageNet mean / std (224 px for the published weights).
