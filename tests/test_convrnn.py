@@ -615,6 +615,135 @@ def test_prelude_follows_size_autocast_hooks_and_autograd(monkeypatch):
     assert grads[0].abs().sum() > 0 and torch.equal(grads[0], grads[1])
 
 
+def test_hooks_keep_what_the_submodule_returned():
+    """A hook that keeps a submodule's output without copying (Brain-Score's PytorchWrapper
+    does) keeps that output: nothing later writes into it."""
+    model = _small_rgc()
+    x = torch.randn(2, 3, 112, 112)
+    kept: dict[str, tuple] = {}
+    names = ["conv2.conv", "conv4.conv", "conv5.cell.out_input_to_out", "conv5.cell.cell_tau",
+             "conv6.cell.out_gate", "conv7.cell.out_feedback_to_out"]  # fmt: skip
+
+    def keep(name: str):  # the first call: step 0 (or the first step the module runs)
+        return lambda module, inputs, output: kept.setdefault(name, (inputs[0], output)) and None
+
+    for name in names:
+        model.get_submodule(name).register_forward_hook(keep(name))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PartialHookWarning)
+        model.forward_timesteps(x, layers="all")
+        for name, (inputs, output) in kept.items():
+            module = model.get_submodule(name)
+            assert torch.equal(type(module).forward(module, inputs), output), name
+
+
+def _identity_conv(conv: torch.nn.Conv2d) -> None:
+    """Weights that make ``conv`` (c -> c, odd kernel, stride 1) return its input exactly."""
+    with torch.no_grad():
+        conv.weight.zero_()
+        k = conv.kernel_size[0] // 2
+        conv.weight[range(conv.out_channels), range(conv.in_channels), k, k] = 1.0
+        conv.bias.zero_()
+
+
+@pytest.mark.parametrize(
+    ("arch", "path"), [("convrnn_rgc_intermediate", "conv2.conv"),
+                       ("convrnn_ugrnn_intermediate", "conv5.post_conv")],
+)  # fmt: skip
+def test_a_lesioned_submodule_changes_only_what_it_computes(arch, path):
+    """``nn.Identity()`` in place of a convolution (a lesion) gives what a convolution that
+    returns its input gives: the layers' in-place updates never write into a map they do not
+    own (conv1's map of a static image, a cell's state)."""
+    torch.manual_seed(0)
+    widths = {"convrnn_rgc_intermediate": {"cell_channels": [4] * 7}}.get(arch, {})
+    model = bm.create_model(arch, channels=[4] * 10, num_classes=5, timesteps=12, **widths).eval()
+    identity = copy.deepcopy(model)
+    _identity_conv(identity.get_submodule(path))
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent), leaf, torch.nn.Identity())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for _ in range(2):  # computed, then kept
+            got, want = (m.forward_timesteps(x, layers="all") for m in (model, identity))
+            for name in want.features:
+                torch.testing.assert_close(got.features[name], want.features[name], rtol=1e-6,
+                                           atol=1e-6, msg=name)  # fmt: skip
+    assert torch.equal(got.features["conv1"][0], got.features["conv1"][5])
+
+
+def test_traced_models_compute_their_prelude():
+    """``torch.jit.trace`` of a model that has kept a prelude records the computation, not the
+    kept values: other weights loaded into the trace give their own features."""
+    model, other = _small_rgc(), _small_rgc().apply(_reseed)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(x)
+        traced = torch.jit.trace(model, x)
+        traced.load_state_dict(other.state_dict())
+        torch.testing.assert_close(traced(x), other(x))
+
+
+def _instance_forward(m: ConvRNN, scale: float) -> None:
+    cell = m.conv6.cell
+    plain = type(cell).forward
+    cell.forward = lambda x, state, r, f: plain(cell, x, state, r, f * scale)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda m, v: setattr(m.conv5.cell, "tau_offset", np.float32(v)),
+     lambda m, v: setattr(m.conv5.cell, "tau_offset", torch.tensor(v)),
+     _instance_forward],
+    ids=["numpy_scalar", "tensor_scalar", "instance_forward"],
+)  # fmt: skip
+def test_prelude_follows_settings_of_any_type(change):
+    """A setting swept through values of one type (NumPy or tensor scalars, a replaced
+    ``forward``) gives at each value what a model built with it gives."""
+    model = _small_rgc()
+    x = torch.randn(2, 3, 112, 112)
+    for value in (0.9, 0.3):
+        change(model, value)
+        twin = _small_rgc()
+        change(twin, value)
+        with torch.no_grad():
+            _assert_same(model.forward_timesteps(x, layers="all"), twin.forward_timesteps(x, layers="all"))  # fmt: skip  # noqa: E501
+
+
+def test_prelude_follows_patched_helpers_and_global_numerics(monkeypatch):
+    from blt_models.models import convrnn
+
+    model = _small_rgc()
+    x = torch.randn(2, 3, 112, 112)
+    plain = convrnn._decay_and_drive
+    with torch.no_grad():
+        model.forward_timesteps(x, layers="all")
+        monkeypatch.setattr(convrnn, "_decay_and_drive", lambda a, s, t, b, d, g: plain(a, s, t, b, d, g) * 0.5)  # fmt: skip  # noqa: E501
+        _assert_same(model.forward_timesteps(x, layers="all"), _fresh(model, x))
+        monkeypatch.undo()
+        torch.set_float32_matmul_precision("medium")  # bfloat16 matrix products on this CPU
+        try:
+            medium = model.forward_timesteps(x, layers="all")
+        finally:
+            torch.set_float32_matmul_precision("highest")
+        highest = model.forward_timesteps(x, layers="all")
+        _assert_same(highest, _fresh(model, x))
+    assert not torch.equal(medium.features["conv10"][:9], highest.features["conv10"][:9])
+
+
+def test_meta_models_and_vmap_run_as_before():
+    meta = bm.create_model("convrnn_rgc_intermediate", device="meta")
+    with torch.no_grad():
+        assert meta.feature_info[-1]["num_chs"] == 512
+        out = meta.forward_timesteps(torch.empty(1, 3, 64, 64, device="meta"), layers="conv10")
+    assert out.features["conv10"].device.type == "meta"
+    model = _small_rgc()
+    x = torch.randn(3, 1, 3, 64, 64)
+    with torch.no_grad():
+        batched = torch.func.vmap(model)(x)
+        torch.testing.assert_close(batched, torch.stack([model(xi) for xi in x]))
+
+
 def test_prelude_stays_out_of_pickles_and_copies():
     model = _small_rgc()
     with torch.no_grad():

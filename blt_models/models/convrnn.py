@@ -41,6 +41,7 @@ trained with.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -470,8 +471,11 @@ class MedianReciprocalGatedCell(nn.Module):
         a, b = self.tau_offset, self.gate_offset
         u = F.elu(x)
         cell_in = self.cell_input_to_cell(u)
-        # In place only on fresh convolution outputs that no backward pass reads.
+        # In place only on fresh convolution outputs that no backward pass reads and no hook
+        # keeps (`_writable_output`); else the same values out of place.
         o_in = self.out_input_to_out(u)
+        if not _writable_output(self.out_input_to_out):
+            o_in = o_in.clone()
         o_in.add_(r if self.out_residual_add is None else self.out_residual_add(r))
         if self.out_feedback_to_out is not None:
             o_in.add_(self.out_feedback_to_out(f))
@@ -484,13 +488,26 @@ class MedianReciprocalGatedCell(nn.Module):
             out_new = F.elu(b * (1 - gate_o) * o_in, inplace=True)
             return out_new, (cell_new, out_new)
         cell, out = state
-        tau_c = self.cell_tau(cell).sigmoid_()
-        gate_c = self.cell_out_to_cell(out).tanh_()
-        tau_o = self.out_tau(out).sigmoid_()
-        gate_o = self.out_gate(cell).tanh_()
+        tau_c = _apply(self.cell_tau, cell, torch.sigmoid, torch.sigmoid_)
+        gate_c = _apply(self.cell_out_to_cell, out, torch.tanh, torch.tanh_)
+        tau_o = _apply(self.out_tau, out, torch.sigmoid, torch.sigmoid_)
+        gate_o = _apply(self.out_gate, cell, torch.tanh, torch.tanh_)
         cell_new = F.elu(_decay_and_drive(a, cell, tau_c, b, cell_in, gate_c), inplace=True)
         out_new = F.elu(_decay_and_drive(a, out, tau_o, b, o_in, gate_o), inplace=True)
         return out_new, (cell_new, out_new)
+
+
+def _apply(module: nn.Module, x: Tensor, fn: Any, fn_: Any) -> Tensor:
+    """``fn(module(x))`` for an element-wise ``fn``; its in-place form ``fn_`` where
+    ``module``'s output allows."""
+    y = module(x)
+    return fn_(y) if _writable_output(module) else fn(y)
+
+
+def _apply_add(module: nn.Module, x: Tensor, other: Tensor) -> Tensor:
+    """``module(x) + other``; in place where ``module``'s output allows."""
+    y = module(x)
+    return y.add_(other) if _writable_output(module) else y + other
 
 
 def _decay_and_drive(
@@ -536,14 +553,15 @@ class ConvRNNLayer(nn.Module):
 
     def forward(self, r: Tensor, f: Tensor | None, state: Any) -> tuple[Tensor, Any]:
         x = self.conv(r)
+        # own: x is a map of this call that nothing else holds, so it may be written in place
+        own = _writable_output(self.conv)
         if self.conv_act:
-            x = F.elu(x, inplace=True)  # in place: a fresh convolution output
-        own = True  # x is this call's own map (not the cell's state): in place is safe
+            x, own = F.elu(x, inplace=own), True
         if self.cell is not None:
             x, state = self.cell(x, state, r, f)
-            own = False
+            own = False  # the cell's output is (part of) its state
         if self.post_conv is not None:
-            x = self.post_conv(x).add_(r if self.residual is None else self.residual(r))
+            x = _apply_add(self.post_conv, x, r if self.residual is None else self.residual(r))
             own = True
         if self.post_act:
             x = F.elu(x, inplace=own)
@@ -577,7 +595,8 @@ class _PreludeCache:
 
     ``weights`` are copies of every parameter and buffer, compared value for value at each
     call: a change made in any way (an optimiser step, ``load_state_dict``, ``p.data``, NumPy)
-    is seen, so a kept prelude is never stale. The copy costs memory (59 MiB for
+    is seen; everything else the prelude depends on is in ``key`` (`_prelude_key`), and what
+    cannot be compared by value is not kept (`_prelude_reusable`). The copy costs memory (59 MiB for
     rgc_intermediate, 193 MiB for ugrnn_intermediate) and the comparison time (16 / 53 ms on 2
     cores), less than recomputing the prelude at every image size measured (32-112 px, batch 1
     and 8: 1.03-1.43x faster).
@@ -602,37 +621,116 @@ def _weights_of(model: nn.Module) -> list[tuple[str, Tensor]]:
     return [*model.named_parameters(), *model.named_buffers()]
 
 
-def _prelude_reusable(model: nn.Module) -> bool:
-    """Kept only without autograd (the values would carry no graph to the weights), outside
-    ``torch.compile`` (a graph computes its prelude; comparing weights would break it) and
-    without hooks (they would not see the kept steps)."""
+def _prelude_reusable(model: nn.Module, conv1_out: Tensor) -> bool:
+    """Kept only in plain eager inference: not with autograd (the values would carry no graph to
+    the weights), not while ``torch.compile``, ``torch.jit.trace``, ``torch.fx`` or
+    ``torch.export`` record the call (a kept value would become a constant of the graph), not for
+    meta, fake or ``torch.func``-transformed tensors, and not with forward hooks (they would not
+    see the kept steps)."""
+    tracing = (
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    )
+    if torch.is_grad_enabled() or tracing:
+        return False
+    if type(conv1_out) is not Tensor or conv1_out.device.type not in ("cpu", "cuda", "xpu", "mps"):
+        return False
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.is_functorch_wrapped_tensor(conv1_out):
+        return False
+    return not _any_forward_hooks(model)
+
+
+def _any_forward_hooks(module: nn.Module) -> bool:
     from torch.nn.modules import module as module_globals
 
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return False
     if any(
         getattr(module_globals, name, None)
         for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
     ):
-        return False
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
-def _prelude_key(model: nn.Module, conv1_out: Tensor) -> tuple:
-    """What the prelude depends on besides the weights' values: the geometry, dtype, device and
-    layout of conv1's map, autocast, and every module's plain settings (offsets, strides...)."""
+#: Modules whose output is a new tensor that nothing else holds (without hooks): the cells may
+#: update it in place. A replaced submodule (``nn.Identity()`` for a lesion) is not one of them.
+_FRESH_OUTPUT = (SameConv2d, PointwiseConv2d, SeparableConv2d, nn.Conv2d)
+
+
+def _writable_output(module: nn.Module) -> bool:
+    """Whether ``module``'s output may be written in place: every module in it is one of
+    `_FRESH_OUTPUT` exactly and no forward hook (which may keep the output) is registered."""
+    return all(type(m) in _FRESH_OUTPUT for m in module.modules()) and not _any_forward_hooks(
+        module
+    )
+
+
+class _Uncacheable(Exception):
+    """A setting the prelude key cannot hold by value: the prelude is computed in the call."""
+
+
+def _setting_value(value: Any) -> Any:
+    """A module attribute as a key entry (compared by value), or `_Uncacheable`."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, torch.dtype)):
+        return value
+    if isinstance(value, np.generic):
+        return (type(value), value.item())
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_setting_value(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((k, _setting_value(v)) for k, v in value.items()))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a config record
+        fields = dataclasses.fields(value)
+        return (
+            type(value),
+            tuple((f.name, _setting_value(getattr(value, f.name))) for f in fields),
+        )
+    if isinstance(value, Tensor) and value.numel() <= 64 and value.device.type != "meta":
+        return (Tensor, value.dtype, tuple(value.shape), tuple(value.detach().flatten().tolist()))
+    raise _Uncacheable(type(value).__name__)
+
+
+def _prelude_key(model: nn.Module, conv1_out: Tensor) -> tuple | None:
+    """What the prelude depends on besides the weights' values, or None where it cannot be told:
+
+    * conv1's map: shape, dtype, device, layout; autocast; the global numeric settings (float32
+      matmul precision, TF32, oneDNN / cuDNN switches, deterministic algorithms, threads);
+    * every module's type, its class's ``forward`` and its own attributes by value (offsets,
+      strides, flags; NumPy scalars and small tensors too); an attribute that cannot be compared
+      by value (an instance-level ``forward``, an object) makes the prelude computed in the call;
+    * the family module's helper functions (a patched one changes the key).
+    """
     device = conv1_out.device.type
-    autocast = torch.is_autocast_enabled(device)
-    settings = tuple(
-        (name, type(m), tuple(sorted(
-            (k, v) for k, v in vars(m).items() if isinstance(v, (bool, int, float, str, tuple))
-        )))
-        for name, m in model.named_modules()
+    try:
+        autocast = torch.is_autocast_enabled(device)
+        autocast_dtype = torch.get_autocast_dtype(device) if autocast else None
+    except RuntimeError:  # a device type autocast does not know
+        return None
+    backends = torch.backends
+    numerics = (
+        torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled(),
+        torch.get_num_threads(), backends.mkldnn.enabled, backends.cudnn.enabled,
+        backends.cudnn.allow_tf32, backends.cudnn.deterministic, backends.cudnn.benchmark,
+        backends.cuda.matmul.allow_tf32,
     )  # fmt: skip
+    settings = []
+    for name, m in model.named_modules():
+        entries = []
+        for k, v in vars(m).items():
+            if k.startswith("_") and (isinstance(v, (dict, set)) or k.endswith("_cache")):
+                continue  # nn.Module's registries and the model's own caches
+            try:
+                entries.append((k, _setting_value(v)))
+            except _Uncacheable:
+                return None
+        settings.append((name, type(m), type(m).forward, tuple(entries)))
+    helpers = (_decay_and_drive, _pool, _rows, _resize, _same_pads, F.elu, F.conv2d)
     return (
         tuple(conv1_out.shape[1:]), conv1_out.dtype, conv1_out.device,
         conv1_out.is_contiguous(memory_format=torch.channels_last),
-        autocast, torch.get_autocast_dtype(device) if autocast else None, settings,
+        autocast, autocast_dtype, numerics, tuple(settings), helpers,
     )  # fmt: skip
 
 
@@ -1094,9 +1192,9 @@ class ConvRNN(ClockedModel):
     def _prelude(self, conv1_out: Tensor, last: Sequence[int]) -> _Prelude:
         """The layer-steps before the image reaches each layer, kept between calls where that is
         safe (see `_Prelude`); ``conv1_out`` gives their input geometry."""
-        if not _prelude_reusable(self):
+        key = _prelude_key(self, conv1_out) if _prelude_reusable(self, conv1_out) else None
+        if key is None:
             return self._compute_prelude(conv1_out, last)
-        key = _prelude_key(self, conv1_out)
         weights = _weights_of(self)
         cached: _PreludeCache | None = self.__dict__.get(_PRELUDE_CACHE)
         if cached is not None and cached.key == key and cached.same_weights(weights):
