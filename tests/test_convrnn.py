@@ -376,6 +376,7 @@ def test_imagenet_tag_downloads_converts_once_and_warns_unverified(served_tag):
     x = _images()
     with torch.no_grad():
         torch.testing.assert_close(model(x), _model(arch.removeprefix("convrnn_"))(x))
+    assert "_prelude_cache" in model.__dict__  # a tag's settings (its config) do not stop it
     folder = Path(torch.hub.get_dir()) / "checkpoints" / f"convrnn-{served.name}"
     assert (folder / "model.safetensors").is_file()
     shutil.rmtree(served)  # the converted file is used from now on: no download, no TF files

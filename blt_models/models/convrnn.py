@@ -27,9 +27,9 @@ bias-driven. Layer ``convK`` first carries image information at step ``K - 1`` (
 ``first_step``); the readout ``imnetds`` (the logits) at step ``N - 1``. Every step carries a
 readout: the logits at step ``t`` read the top layer's map of step ``t - 1`` (``readout_delay``
 = 1). Features at steps before a layer's ``first_step`` are the computed, image-independent
-values (computed on one sample, once per weights and image size, and kept between inference
-calls; see ``_Prelude``). (The reference's ``include_all_times=False`` returns layer ``convK`` from step ``K``,
-one step after its first image-driven output.)
+values: computed on one sample, once per weights and image size, and kept between inference calls
+(docs/convrnn.md, "Speed and memory"). (The reference's ``include_all_times=False`` returns layer
+``convK`` from step ``K``, one step after its first image-driven output.)
 
 Input: ``[B, 3, H, W]`` normalised with the ImageNet mean / std (224 px for the published weights).
 A static image is shown at every step, as for every other family. The authors trained and
@@ -1151,19 +1151,18 @@ class ConvRNN(ClockedModel):
         return [max(step, 0) for step in last]
 
     def _feedback(
-        self, n: int, r: Tensor, previous: Sequence[Tensor | None], rows: int
+        self, layer: ConvRNNLayer, r: Tensor, previous: Sequence[Tensor | None], rows: int
     ) -> Tensor | None:
-        """Layer ``n``'s feedback input: its sources' maps of the step before (``previous``,
-        by layer; None at step 0: zeros), resized to ``r``'s map, in the harbor's order."""
-        sources = [self._names.index(src) for src in self._layers()[n].feedback]
-        if not sources:
+        """``layer``'s feedback input: its sources' maps of the step before (``previous``, by
+        layer index; None at step 0: zeros), resized to ``r``'s map, in the harbor's order."""
+        if not layer.feedback:
             return None
         size = (int(r.shape[-2]), int(r.shape[-1]))
         parts = []
-        for src in sources:
-            value = previous[src]
+        for name in layer.feedback:
+            value = previous[self._names.index(name)]
             if value is None:
-                c = self._out_channels[self._names[src]]
+                c = self._out_channels[name]
                 parts.append(r.new_zeros((rows, c, *size)))
             else:
                 parts.append(_rows(_resize(value, size), rows))
@@ -1184,7 +1183,7 @@ class ConvRNN(ClockedModel):
                 else:
                     r = outputs[n - 1][t - 1]
                 previous = [o[t - 1] if 0 < t <= len(o) else None for o in outputs]
-                f = self._feedback(n, r, previous, 1)
+                f = self._feedback(layers[n], r, previous, 1)
                 out, states[n] = layers[n](r, f, states[n])
                 outputs[n].append(out)
         return _Prelude(outputs, states)
@@ -1240,7 +1239,7 @@ class ConvRNN(ClockedModel):
                     continue
                 r = prev[n - 1]  # layer n - 1 at step t - 1 >= n - 1: image-driven
                 assert r is not None
-                f = self._feedback(n, r, prev, batch)
+                f = self._feedback(layer, r, prev, batch)
                 current[n], states[n] = layer(r, f, _rows(states[n], batch))
             logits = None
             if t in readouts:
